@@ -1,0 +1,67 @@
+"""Hand-written kernels for MLX.
+
+``import mlx_kernels`` next to ``mlx.core`` and call its ops where you would
+call MLX's built-ins:
+
+* :func:`quantized_matmul` mirrors ``mx.quantized_matmul`` (affine mode).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import mlx.core as mx  # must be imported before the extension: it registers MLX's types
+
+from . import _ext
+
+__all__ = ["quantized_matmul", "__version__"]
+__version__ = "0.1.0"
+
+StreamOrDevice = Union[None, mx.Stream, mx.Device]
+
+
+def quantized_matmul(
+    x: mx.array,
+    w: mx.array,
+    scales: mx.array,
+    biases: Optional[mx.array],
+    transpose: bool = True,
+    group_size: int = 64,
+    bits: int = 4,
+    *,
+    stream: StreamOrDevice = None,
+) -> mx.array:
+    """Multiply ``x`` by an affine-quantized matrix, as ``mx.quantized_matmul``.
+
+    ``w``, ``scales`` and ``biases`` are the outputs of
+    ``mx.quantize(W, group_size, bits)`` (mode ``"affine"``): ``w`` packs
+    ``32 // bits`` values per ``uint32`` along its last axis, and every
+    ``group_size`` consecutive values share one scale and one bias.
+
+    Args:
+        x: Input of shape ``(..., K)``, float32, float16 or bfloat16.
+        w: Packed weights, ``uint32``: ``(N, K * bits // 32)`` when
+            ``transpose`` is true, ``(K, N * bits // 32)`` otherwise.
+        scales: Per-group scales: ``(N, K // group_size)`` when ``transpose``
+            is true, ``(K, N // group_size)`` otherwise.
+        biases: Per-group biases, the shape and dtype of ``scales``.
+        transpose: Compute ``x @ W.T`` (true, the layout of ``nn.Linear``) or
+            ``x @ W`` (false).
+        group_size: 32, 64 or 128.
+        bits: 4 or 8.
+        stream: Stream or device to run on. Defaults to the default stream.
+
+    Returns:
+        An array of shape ``(..., N)`` whose dtype is the result type of
+        ``x`` and ``scales`` (as ``mx.quantized_matmul``).
+
+    Raises:
+        TypeError: an argument has the wrong dtype (``w`` must be ``uint32``;
+            ``x``, ``scales`` and ``biases`` floating point).
+        ValueError: shapes that do not fit together, or unsupported ``bits``
+            or ``group_size``.
+        NotImplementedError: the stream's backend has no kernel in this build.
+    """
+    return _ext.quantized_matmul(
+        x, w, scales, biases, transpose, group_size, bits, stream=stream
+    )
