@@ -29,6 +29,7 @@
 #include "mlx/backend/cpu/encoder.h"
 
 #include "cpu/contiguous.h"
+#include "debug.h"
 #include "cpu/float_convert.h"
 #include "cpu/thread_pool.h"
 
@@ -405,6 +406,9 @@ void quantized_matmul(
                 b = mx::array::unsafe_weak_copy(b_c),
                 out = mx::array::unsafe_weak_copy(out),
                 q]() mutable {
+    if (poison_outputs()) {
+      std::memset(out.data<void>(), 0xFF, out.nbytes());
+    }
     if (q.K == 0) {
       std::memset(out.data<void>(), 0, out.nbytes());
       return;

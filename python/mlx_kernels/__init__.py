@@ -62,6 +62,18 @@ def quantized_matmul(
             or ``group_size``.
         NotImplementedError: the stream's backend has no kernel in this build.
     """
+    _check_arrays(x=x, w=w, scales=scales)
+    if biases is not None:
+        _check_arrays(biases=biases)
     return _ext.quantized_matmul(
         x, w, scales, biases, transpose, group_size, bits, stream=stream
     )
+
+
+def _check_arrays(**arrays):
+    for name, value in arrays.items():
+        if not isinstance(value, mx.array):
+            raise TypeError(
+                f"{name} must be an mlx.core.array; got {type(value).__module__}."
+                f"{type(value).__qualname__} (convert it with mx.array)."
+            )

@@ -1,0 +1,48 @@
+"""Tolerances by dtype and the parity check, in one place.
+
+Errors are relative Frobenius norms, ``||a - b|| / ||b||``.
+
+* ``REF64``: our output against a float64 NumPy reference computed from the
+  same (rounded) inputs. Our kernels accumulate in float32 and round once at
+  the end, so the bound is about the output rounding of the dtype.
+* Against MLX's own op in the same dtype we allow MLX's own error: its CPU
+  kernels round partial sums to float16/bfloat16 (measured here, K = 4096:
+  bfloat16 7e-2, float16 9e-3 against float64; float32 1e-7). So ours must
+  agree with MLX within ``MLX_SLACK`` times MLX's distance from the float64
+  reference, or within ``MLX_FLOOR``, whichever is larger.
+"""
+
+import mlx.core as mx
+import numpy as np
+
+REF64 = {mx.float32: 1e-5, mx.float16: 2e-3, mx.bfloat16: 1e-2}
+MLX_FLOOR = {mx.float32: 2e-5, mx.float16: 3e-3, mx.bfloat16: 2e-2}
+MLX_SLACK = 1.5
+
+
+def rel_err(a, ref):
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    denom = np.linalg.norm(ref)
+    return np.linalg.norm(a - ref) / (denom if denom > 0 else 1.0)
+
+
+def to_np64(a):
+    return np.array(a.astype(mx.float32)).astype(np.float64)
+
+
+def assert_parity(out, mlx_out, ref64, dtype, what=""):
+    """out: our result; mlx_out: MLX's op; ref64: float64 NumPy reference."""
+    assert out.dtype == mlx_out.dtype, f"{what}: dtype {out.dtype} != MLX's {mlx_out.dtype}"
+    assert out.shape == mlx_out.shape, f"{what}: shape {out.shape} != MLX's {mlx_out.shape}"
+    o, m = to_np64(out), to_np64(mlx_out)
+    assert np.all(np.isfinite(o)), f"{what}: non-finite values in the output"
+    e_ref = rel_err(o, ref64)
+    assert e_ref <= REF64[dtype], f"{what}: error vs float64 {e_ref:.3g} > {REF64[dtype]:.3g}"
+    e_mlx_ref = rel_err(m, ref64)
+    bound = max(MLX_FLOOR[dtype], MLX_SLACK * e_mlx_ref)
+    e_mlx = rel_err(o, m)
+    assert e_mlx <= bound, (
+        f"{what}: differs from MLX by {e_mlx:.3g} > {bound:.3g} "
+        f"(MLX vs float64: {e_mlx_ref:.3g})"
+    )
