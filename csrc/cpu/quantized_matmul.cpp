@@ -23,6 +23,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <vector>
 
 #include "mlx/allocator.h"
@@ -31,51 +36,87 @@
 #include "cpu/contiguous.h"
 #include "debug.h"
 #include "cpu/float_convert.h"
+
 #include "cpu/thread_pool.h"
 
 namespace mlx_kernels::cpu {
 
 namespace {
 
-// Eight float32 lanes: AVX2/AVX-512VL ymm on x86, two NEON q registers on arm.
-typedef float v8f __attribute__((vector_size(32)));
-typedef uint32_t v8u __attribute__((vector_size(32)));
-// An unaligned view of memory as v8f (x rows and scratch have 4-byte alignment).
-typedef float v8f_unaligned __attribute__((vector_size(32), aligned(4)));
+// The vector width: 16 float32 lanes where the build targets AVX-512 (one zmm
+// register), 8 otherwise (AVX2 ymm on x86, two NEON q registers on arm).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+typedef float vf __attribute__((vector_size(4 * kLanes)));
+typedef uint32_t vu __attribute__((vector_size(4 * kLanes)));
+// An unaligned view of memory as vf (x rows and scratch have 4-byte alignment).
+typedef float vf_unaligned __attribute__((vector_size(4 * kLanes), aligned(4)));
 
-inline v8f load8(const float* p) {
-  return *reinterpret_cast<const v8f_unaligned*>(p);
+inline vf load(const float* p) {
+  return *reinterpret_cast<const vf_unaligned*>(p);
 }
-inline void store8(float* p, v8f v) {
-  *reinterpret_cast<v8f_unaligned*>(p) = v;
+inline void store(float* p, vf v) {
+  *reinterpret_cast<vf_unaligned*>(p) = v;
 }
-inline v8f splat(float s) {
-  return v8f{s, s, s, s, s, s, s, s};
+inline vf splat(float s) {
+  return vf{} + s;
 }
-inline float hsum(v8f v) {
+inline float hsum(vf v) {
   float s = 0.f;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < kLanes; ++i) {
     s += v[i];
   }
   return s;
 }
 
-// The 8 quantized values starting at element `first` of a packed row, as floats
-// (first is a multiple of 8, so the values never straddle a word boundary).
-template <int bits>
-inline v8f unpack8(const uint32_t* row, int64_t first) {
+// The words holding kLanes consecutive quantized values, one word per lane:
+// lane i gets word i / (32 / bits). x86 gets a single permute; the generic
+// version is left to the compiler.
+template <int bits, size_t... I>
+inline vu spread_words(const uint32_t* src, std::index_sequence<I...>) {
+  constexpr int per_word = 32 / bits;
+#if defined(__AVX512F__)
+  static_assert(kLanes == 16);
+  const __m128i packed = bits == 4
+      ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src)) // 2 words
+      : _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)); // 4 words
+  return (vu)_mm512_permutexvar_epi32(
+      _mm512_set_epi32(int((kLanes - 1 - I) / per_word)...),
+      _mm512_castsi128_si512(packed));
+#elif defined(__AVX2__)
+  static_assert(kLanes == 8);
   if constexpr (bits == 4) {
-    uint32_t q = row[first / 8];
-    v8u v = {q, q, q, q, q, q, q, q};
-    v = (v >> v8u{0, 4, 8, 12, 16, 20, 24, 28}) & 0xFu;
-    return __builtin_convertvector(v, v8f);
+    return (vu)_mm256_set1_epi32(int(src[0]));
   } else {
-    static_assert(bits == 8);
-    uint32_t a = row[first / 4], b = row[first / 4 + 1];
-    v8u v = {a, a, a, a, b, b, b, b};
-    v = (v >> v8u{0, 8, 16, 24, 0, 8, 16, 24}) & 0xFFu;
-    return __builtin_convertvector(v, v8f);
+    const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src));
+    return (vu)_mm256_permutevar8x32_epi32(
+        _mm256_castsi128_si256(packed),
+        _mm256_set_epi32(int((kLanes - 1 - I) / per_word)...));
   }
+#else
+  return vu{src[I / per_word]...};
+#endif
+}
+
+// The kLanes quantized values starting at element `first` of a packed row, as
+// floats. `first` is a multiple of kLanes, so the values fill whole words:
+// lane i shifts its word right by (i % (32 / bits)) * bits.
+template <int bits, size_t... I>
+inline vf unpack_lanes(const uint32_t* src, std::index_sequence<I...> lanes) {
+  constexpr uint32_t per_word = 32 / bits;
+  constexpr vu shifts = {uint32_t((I % per_word) * bits)...};
+  constexpr vu mask = {((void)I, (1u << bits) - 1)...};
+  return __builtin_convertvector(
+      (spread_words<bits>(src, lanes) >> shifts) & mask, vf);
+}
+
+template <int bits>
+inline vf unpack(const uint32_t* row, int64_t first) {
+  return unpack_lanes<bits>(
+      row + first / (32 / bits), std::make_index_sequence<kLanes>{});
 }
 
 // Everything a kernel needs, as raw pointers (the arrays stay alive in the
@@ -83,6 +124,8 @@ inline v8f unpack8(const uint32_t* row, int64_t first) {
 template <typename T>
 struct Problem {
   const float* x; // [M, K] float32 (converted when T is not float)
+  const float* x_kernel_order; // fused mat-vec only: x in kernel order
+  const float* x_group_sums; // fused mat-vec only: [M, K / group_size]
   const uint32_t* w;
   const T* scales;
   const T* biases;
@@ -98,44 +141,98 @@ inline void store_out(T* out, float v) {
 
 // ---------------------------------------------------------------------------
 // transpose=true, few rows: every weight is unpacked once and applied to all
-// kRows rows. kUnroll independent accumulators per row hide the FMA latency.
-template <int bits, int kRows, typename T>
-void fused_matvec_rows(const Problem<T>& p, int64_t m0, int64_t n0, int64_t n1) {
-  constexpr int kUnroll = kRows <= 1 ? 4 : (kRows <= 3 ? 2 : 1);
-  constexpr int kStep = 8 * kUnroll;
-  const int64_t K = p.K;
-  const int64_t words_per_row = K * bits / 32;
-  const int64_t groups = K / p.group_size;
-  const float* x = p.x + m0 * K;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint32_t* wrow = p.w + n * words_per_row;
-    const T* srow = p.scales + n * groups;
-    const T* brow = p.biases + n * groups;
-    v8f acc[kRows][kUnroll];
-    for (int r = 0; r < kRows; ++r) {
-      for (int u = 0; u < kUnroll; ++u) {
-        acc[r][u] = splat(0.f);
+// kRows rows, with the affine terms taken out of the inner loop:
+//   out[m, n] = sum_g ( s[n, g] * sum_{k in g} q[n, k] x[m, k]
+//                      + b[n, g] * sum_{k in g} x[m, k] ).
+// The inner loop is then one unpack and one FMA per value and row. Bytes are
+// widened straight into lanes, so for 4 bits one block of 2 * kLanes values
+// yields the even-indexed values (low nibbles) in one vector and the odd ones
+// (high nibbles) in another; x is stored in that order ("kernel order", see
+// to_kernel_order) so that lanes line up.
+// kLanes consecutive bytes, zero-extended to one uint32 lane each.
+inline vu widen_bytes(const uint8_t* src) {
+#if defined(__AVX512F__)
+  return (vu)_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+#elif defined(__AVX2__)
+  return (vu)_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src)));
+#else
+  typedef uint8_t vbytes __attribute__((vector_size(kLanes)));
+  vbytes packed;
+  std::memcpy(&packed, src, sizeof(packed));
+  return __builtin_convertvector(packed, vu);
+#endif
+}
+
+template <int bits>
+constexpr int64_t fused_block() {
+  return bits == 4 ? 2 * kLanes : kLanes;
+}
+
+template <int bits>
+void to_kernel_order(const float* x, float* dst, int64_t K) {
+  if constexpr (bits == 4) {
+    for (int64_t k0 = 0; k0 < K; k0 += 2 * kLanes) {
+      for (int i = 0; i < kLanes; ++i) {
+        dst[k0 + i] = x[k0 + 2 * i];
+        dst[k0 + kLanes + i] = x[k0 + 2 * i + 1];
       }
     }
+  } else {
+    std::memcpy(dst, x, sizeof(float) * K);
+  }
+}
+
+template <int bits, int kRows, typename T>
+void fused_matvec_rows(const Problem<T>& p, int64_t m0, int64_t n0, int64_t n1) {
+  constexpr int64_t kBlock = fused_block<bits>();
+  const int64_t K = p.K;
+  const int64_t bytes_per_row = K * bits / 8;
+  const int64_t groups = K / p.group_size;
+  const float* x = p.x_kernel_order + m0 * K;
+  const float* xsum = p.x_group_sums + m0 * groups;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* wrow = reinterpret_cast<const uint8_t*>(p.w) + n * bytes_per_row;
+    const T* srow = p.scales + n * groups;
+    const T* brow = p.biases + n * groups;
+    vf total[kRows];
+    float bias_total[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      total[r] = splat(0.f);
+      bias_total[r] = 0.f;
+    }
     for (int64_t g = 0; g < groups; ++g) {
-      const v8f s = splat(to_float(srow[g]));
-      const v8f b = splat(to_float(brow[g]));
+      // Two partial dot products per row: two independent FMA chains.
+      vf dot_a[kRows], dot_b[kRows];
+      for (int r = 0; r < kRows; ++r) {
+        dot_a[r] = splat(0.f);
+        dot_b[r] = splat(0.f);
+      }
       const int64_t k_end = (g + 1) * p.group_size;
-      for (int64_t k = g * p.group_size; k < k_end; k += kStep) {
-        for (int u = 0; u < kUnroll; ++u) {
-          const v8f wv = unpack8<bits>(wrow, k + 8 * u) * s + b;
+      for (int64_t k = g * p.group_size; k < k_end; k += kBlock) {
+        const vu wide = widen_bytes(wrow + k * bits / 8);
+        if constexpr (bits == 4) {
+          const vf lo = __builtin_convertvector(wide & 0xFu, vf);
+          const vf hi = __builtin_convertvector(wide >> 4, vf);
           for (int r = 0; r < kRows; ++r) {
-            acc[r][u] += wv * load8(x + r * K + k + 8 * u);
+            dot_a[r] += lo * load(x + r * K + k);
+            dot_b[r] += hi * load(x + r * K + k + kLanes);
+          }
+        } else {
+          const vf v = __builtin_convertvector(wide, vf);
+          for (int r = 0; r < kRows; ++r) {
+            dot_a[r] += v * load(x + r * K + k);
           }
         }
       }
+      const float s = to_float(srow[g]);
+      const float b = to_float(brow[g]);
+      for (int r = 0; r < kRows; ++r) {
+        total[r] += (dot_a[r] + dot_b[r]) * s;
+        bias_total[r] += b * xsum[r * groups + g];
+      }
     }
     for (int r = 0; r < kRows; ++r) {
-      v8f total = acc[r][0];
-      for (int u = 1; u < kUnroll; ++u) {
-        total += acc[r][u];
-      }
-      store_out(p.out + (m0 + r) * p.N + n, hsum(total));
+      store_out(p.out + (m0 + r) * p.N + n, hsum(total[r]) + bias_total[r]);
     }
   }
 }
@@ -170,10 +267,10 @@ void dequantize_row(const Problem<T>& p, int64_t n, float* dst) {
   const int64_t groups = p.K / p.group_size;
   const uint32_t* wrow = p.w + n * words_per_row;
   for (int64_t g = 0; g < groups; ++g) {
-    const v8f s = splat(to_float(p.scales[n * groups + g]));
-    const v8f b = splat(to_float(p.biases[n * groups + g]));
-    for (int64_t k = g * p.group_size; k < (g + 1) * p.group_size; k += 8) {
-      store8(dst + k, unpack8<bits>(wrow, k) * s + b);
+    const vf s = splat(to_float(p.scales[n * groups + g]));
+    const vf b = splat(to_float(p.biases[n * groups + g]));
+    for (int64_t k = g * p.group_size; k < (g + 1) * p.group_size; k += kLanes) {
+      store(dst + k, unpack<bits>(wrow, k) * s + b);
     }
   }
 }
@@ -182,20 +279,20 @@ template <int kRows, int kCols, typename T>
 void micro_kernel(
     const Problem<T>& p, const float* wtile, int64_t m0, int64_t n0) {
   const int64_t K = p.K;
-  v8f acc[kRows][kCols];
+  vf acc[kRows][kCols];
   for (int r = 0; r < kRows; ++r) {
     for (int c = 0; c < kCols; ++c) {
       acc[r][c] = splat(0.f);
     }
   }
   const float* x = p.x + m0 * K;
-  for (int64_t k = 0; k < K; k += 8) {
-    v8f wv[kCols];
+  for (int64_t k = 0; k < K; k += kLanes) {
+    vf wv[kCols];
     for (int c = 0; c < kCols; ++c) {
-      wv[c] = load8(wtile + c * K + k);
+      wv[c] = load(wtile + c * K + k);
     }
     for (int r = 0; r < kRows; ++r) {
-      const v8f xv = load8(x + r * K + k);
+      const vf xv = load(x + r * K + k);
       for (int c = 0; c < kCols; ++c) {
         acc[r][c] += xv * wv[c];
       }
@@ -259,17 +356,17 @@ void dequant_axpy(const Problem<T>& p, int64_t n0, int64_t n1) {
     for (int64_t k = 0; k < p.K; ++k) {
       const uint32_t* w = p.w + k * words_per_row;
       for (int64_t g = n0 / p.group_size; g < n1 / p.group_size; ++g) {
-        const v8f s = splat(to_float(p.scales[k * groups_per_row + g]));
-        const v8f b = splat(to_float(p.biases[k * groups_per_row + g]));
-        for (int64_t n = g * p.group_size; n < (g + 1) * p.group_size; n += 8) {
-          store8(wrow.data() + (n - n0), unpack8<bits>(w, n) * s + b);
+        const vf s = splat(to_float(p.scales[k * groups_per_row + g]));
+        const vf b = splat(to_float(p.biases[k * groups_per_row + g]));
+        for (int64_t n = g * p.group_size; n < (g + 1) * p.group_size; n += kLanes) {
+          store(wrow.data() + (n - n0), unpack<bits>(w, n) * s + b);
         }
       }
       for (int64_t r = 0; r < rows; ++r) {
-        const v8f xv = splat(p.x[(m0 + r) * p.K + k]);
+        const vf xv = splat(p.x[(m0 + r) * p.K + k]);
         float* a = acc.data() + r * cols;
-        for (int64_t j = 0; j < cols; j += 8) {
-          store8(a + j, load8(a + j) + xv * load8(wrow.data() + j));
+        for (int64_t j = 0; j < cols; j += kLanes) {
+          store(a + j, load(a + j) + xv * load(wrow.data() + j));
         }
       }
     }
@@ -357,6 +454,8 @@ void run_typed(
   }
   Problem<T> p{
       xf,
+      nullptr,
+      nullptr,
       w.data<uint32_t>(),
       scales.data<T>(),
       biases.data<T>(),
@@ -366,6 +465,29 @@ void run_typed(
       q.K,
       q.group_size};
   CpuPlan plan = plan_cpu(q, num_threads());
+  std::vector<float> x_kernel_order, x_group_sums;
+  if (plan.kernel == CpuKernel::FusedMatvec) {
+    const int64_t groups = q.K / q.group_size;
+    x_kernel_order.resize(static_cast<size_t>(MK));
+    x_group_sums.resize(static_cast<size_t>(q.M * groups));
+    for (int64_t m = 0; m < q.M; ++m) {
+      const float* row = xf + m * q.K;
+      if (q.bits == 4) {
+        to_kernel_order<4>(row, x_kernel_order.data() + m * q.K, q.K);
+      } else {
+        to_kernel_order<8>(row, x_kernel_order.data() + m * q.K, q.K);
+      }
+      for (int64_t g = 0; g < groups; ++g) {
+        float sum = 0.f;
+        for (int64_t k = g * q.group_size; k < (g + 1) * q.group_size; ++k) {
+          sum += row[k];
+        }
+        x_group_sums[m * groups + g] = sum;
+      }
+    }
+    p.x_kernel_order = x_kernel_order.data();
+    p.x_group_sums = x_group_sums.data();
+  }
   if (q.bits == 4) {
     run_plan<4>(plan, p);
   } else {
