@@ -3,6 +3,8 @@
 // fallback to MLX's own implementation.
 #pragma once
 
+#include <string>
+
 #include "mlx/stream.h"
 
 #include "errors.h"
@@ -23,9 +25,15 @@ inline const char* gpu_backend_name() {
 // Whether `op` has kernels for the GPU backend of this build.
 inline bool has_gpu_kernels(const char* op) {
   (void)op;
+#if defined(MLX_KERNELS_BUILD_METAL)
+  return std::string(op) == "quantized_matmul";
+#else
   return false;
+#endif
 }
 
+// Throws unless `op` can run on stream `s` in this build; returns the CPU
+// backend choice for CPU streams.
 inline void require_backend(const char* op, const mlx::core::Stream& s) {
   if (s.device.type == mlx::core::Device::gpu && !has_gpu_kernels(op)) {
     throw NotImplemented(concat(

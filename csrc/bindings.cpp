@@ -6,7 +6,13 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
 
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include "cpu_backend.h"
 #include "errors.h"
+#include "metal/qmm_plan.h"
+#include "metal/sim_encoder.h"
 #include "ops.h"
 
 namespace nb = nanobind;
@@ -39,4 +45,40 @@ NB_MODULE(_ext, m) {
       "bits"_a,
       nb::kw_only(),
       "stream"_a.none());
+
+  // --- The Metal simulator and the Metal launch plan (tests, tools) -------
+  m.def(
+      "set_cpu_backend",
+      [](bool metal_simulator, bool shuffle, uint64_t seed) {
+        mlx_kernels::set_cpu_backend({metal_simulator, shuffle, seed});
+      },
+      "metal_simulator"_a,
+      "shuffle"_a = false,
+      "seed"_a = 0);
+  m.def("get_cpu_backend", [] {
+    auto b = mlx_kernels::current_cpu_backend();
+    return std::make_tuple(b.metal_simulator, b.shuffle, b.seed);
+  });
+  m.def("metal_simulator_status", [] {
+    std::string why;
+    bool ok = mlx_kernels::metal::simulator_available(&why);
+    return std::make_tuple(ok, why);
+  });
+  m.def("metal_simulator_kernels", &mlx_kernels::metal::simulator_kernel_names);
+  m.def(
+      "plan_metal_quantized_matmul",
+      [](int64_t M, int64_t N, int64_t K, int group_size, int bits, bool transpose,
+         const std::string& dtype) {
+        mlx_kernels::QmmParams p{M, N, K, group_size, bits, transpose};
+        auto plan = mlx_kernels::metal::plan_quantized_matmul(p, dtype);
+        nb::dict d;
+        d["kernel"] = mlx_kernels::metal::kernel_kind_name(plan.kernel);
+        d["rows"] = plan.rows;
+        d["name"] = plan.name;
+        d["grid"] = std::make_tuple(plan.grid.x, plan.grid.y, plan.grid.z);
+        d["threadgroup"] = std::make_tuple(
+            plan.threadgroup.x, plan.threadgroup.y, plan.threadgroup.z);
+        return d;
+      },
+      "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a);
 }

@@ -5,6 +5,8 @@
 #include "mlx/ops.h"
 
 #include "backends.h"
+#include "cpu_backend.h"
+#include "metal/sim_encoder.h"
 #include "errors.h"
 #include "primitives.h"
 
@@ -38,6 +40,31 @@ void check_float(const char* op, const char* name, const mx::array& a) {
         op, ": ", name,
         " must be float32, float16 or bfloat16; got ", dtype_str(a.dtype()),
         "."));
+  }
+}
+
+// The CPU backend an op called now on `stream` will use; refuses the Metal
+// simulator when this build has none.
+CpuBackend cpu_backend_for(const char* op, const mx::Stream& stream) {
+  if (stream.device.type != mx::Device::cpu) {
+    return CpuBackend{};
+  }
+  CpuBackend backend = current_cpu_backend();
+  std::string why;
+  if (backend.metal_simulator && !metal::simulator_available(&why)) {
+    throw NotImplemented(concat("mlx_kernels.", op, ": ", why));
+  }
+  return backend;
+}
+
+// GPU kernels read inputs as row-contiguous buffers: on GPU streams, gather
+// non-contiguous ones with MLX's contiguous op (free when already contiguous).
+// CPU backends gather at evaluation instead (cpu/contiguous.h).
+void gpu_row_contiguous(std::vector<mx::array>& inputs, const mx::Stream& stream) {
+  if (stream.device.type == mx::Device::gpu) {
+    for (auto& a : inputs) {
+      a = mx::contiguous(a, false, stream);
+    }
   }
 }
 
@@ -150,6 +177,7 @@ mx::array quantized_matmul(
 
   auto stream = mx::to_stream(s);
   require_backend(op, stream);
+  const CpuBackend cpu_backend = cpu_backend_for(op, stream);
 
   // dtype rule of mx.quantized_matmul: the result type of x and scales.
   auto out_dtype = mx::promote_types(x.dtype(), scales.dtype());
@@ -161,10 +189,12 @@ mx::array quantized_matmul(
       w,
       mx::astype(scales, out_dtype, stream),
       mx::astype(biases, out_dtype, stream)};
+  gpu_row_contiguous(inputs, stream);
   return mx::array(
       std::move(out_shape),
       out_dtype,
-      std::make_shared<QuantizedMatmul>(stream, group_size, bits, transpose),
+      std::make_shared<QuantizedMatmul>(
+          stream, group_size, bits, transpose, cpu_backend),
       std::move(inputs));
 }
 

@@ -5,7 +5,12 @@
 #include "backends.h"
 #include "cpu/quantized_matmul.h"
 #include "errors.h"
+#include "metal/simulated.h"
 #include "ops.h"
+
+#if defined(MLX_KERNELS_BUILD_METAL)
+#include "metal/mtl_eval.h"
+#endif
 
 namespace mlx_kernels {
 
@@ -28,17 +33,26 @@ QmmParams QuantizedMatmul::params(const std::vector<mx::array>& inputs) const {
 void QuantizedMatmul::eval_cpu(
     const std::vector<mx::array>& inputs,
     mx::array& out) {
-  cpu::quantized_matmul(
-      inputs[0], inputs[1], inputs[2], inputs[3], out, params(inputs), stream());
+  if (cpu_backend_.metal_simulator) {
+    metal::eval_quantized_matmul_simulated(
+        inputs, out, params(inputs), cpu_backend_, stream());
+  } else {
+    cpu::quantized_matmul(
+        inputs[0], inputs[1], inputs[2], inputs[3], out, params(inputs), stream());
+  }
 }
 
 void QuantizedMatmul::eval_gpu(
     const std::vector<mx::array>& inputs,
     mx::array& out) {
-  // The op refuses GPU streams while no GPU kernels exist (backends.h).
+#if defined(MLX_KERNELS_BUILD_METAL)
+  metal::eval_quantized_matmul_gpu(inputs, out, params(inputs), stream());
+#else
+  // The op refuses GPU streams of backends without kernels (backends.h).
   throw NotImplemented(concat(
       "mlx_kernels.quantized_matmul: the ", gpu_backend_name(),
       " backend is not implemented yet."));
+#endif
 }
 
 std::vector<mx::array> QuantizedMatmul::jvp(
@@ -157,7 +171,7 @@ std::pair<std::vector<mx::array>, std::vector<int>> QuantizedMatmul::vmap(
 bool QuantizedMatmul::is_equivalent(const mx::Primitive& other) const {
   const auto& o = static_cast<const QuantizedMatmul&>(other);
   return group_size_ == o.group_size_ && bits_ == o.bits_ &&
-      transpose_ == o.transpose_;
+      transpose_ == o.transpose_ && cpu_backend_ == o.cpu_backend_;
 }
 
 std::vector<mx::Shape> QuantizedMatmul::output_shapes(

@@ -5,6 +5,7 @@
 
 #include "mlx/primitives.h"
 
+#include "cpu_backend.h"
 #include "quantized_matmul_params.h"
 
 namespace mlx_kernels {
@@ -15,11 +16,17 @@ namespace mx = mlx::core;
 // x and the output). Output [..., N].
 class QuantizedMatmul : public mx::UnaryPrimitive {
  public:
-  QuantizedMatmul(mx::Stream stream, int group_size, int bits, bool transpose)
+  QuantizedMatmul(
+      mx::Stream stream,
+      int group_size,
+      int bits,
+      bool transpose,
+      CpuBackend cpu_backend)
       : mx::UnaryPrimitive(stream),
         group_size_(group_size),
         bits_(bits),
-        transpose_(transpose) {}
+        transpose_(transpose),
+        cpu_backend_(cpu_backend) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override;
   void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override;
@@ -51,6 +58,7 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
   int group_size_;
   int bits_;
   bool transpose_;
+  CpuBackend cpu_backend_; // CPU streams: native kernel or Metal simulator
 };
 
 } // namespace mlx_kernels

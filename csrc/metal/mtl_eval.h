@@ -1,0 +1,18 @@
+// GPU-stream evaluation on Apple GPUs (Metal builds of MLX only).
+#pragma once
+
+#include "mlx/array.h"
+
+#include "quantized_matmul_params.h"
+
+namespace mlx_kernels::metal {
+
+namespace mx = mlx::core;
+
+void eval_quantized_matmul_gpu(
+    const std::vector<mx::array>& inputs,
+    mx::array& out,
+    const QmmParams& params,
+    mx::Stream stream);
+
+} // namespace mlx_kernels::metal
