@@ -4,17 +4,26 @@
 call MLX's built-ins:
 
 * :func:`quantized_matmul` mirrors ``mx.quantized_matmul`` (affine mode).
+
+On machines without an Apple GPU, :func:`metal_simulator` runs the package's
+Metal kernels on the CPU (see docs/metal-simulator.md).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import contextlib
+from typing import Iterator, Optional, Union
 
 import mlx.core as mx  # must be imported before the extension: it registers MLX's types
 
 from . import _ext
 
-__all__ = ["quantized_matmul", "__version__"]
+__all__ = [
+    "quantized_matmul",
+    "metal_simulator",
+    "metal_simulator_available",
+    "__version__",
+]
 __version__ = "0.1.0"
 
 StreamOrDevice = Union[None, mx.Stream, mx.Device]
@@ -77,3 +86,37 @@ def _check_arrays(**arrays):
                 f"{name} must be an mlx.core.array; got {type(value).__module__}."
                 f"{type(value).__qualname__} (convert it with mx.array)."
             )
+
+
+def metal_simulator_available() -> bool:
+    """Whether this build has the Metal simulator (Linux, built with clang >= 15)."""
+    return _ext.metal_simulator_status()[0]
+
+
+@contextlib.contextmanager
+def metal_simulator(shuffle: bool = False, seed: int = 0) -> Iterator[None]:
+    """Run the Metal kernels on the CPU stream through the Metal simulator.
+
+    Ops called inside the block (on the CPU stream) evaluate by running this
+    package's unmodified Metal shaders, through the same launch plans and host
+    dispatch code as on a Mac, on a CPU model of a Metal GPU (threads as
+    fibers, threadgroup memory, barriers and SIMD-group functions) that reports
+    out-of-bounds accesses, divergent barriers and reads of unwritten
+    threadgroup memory as errors. The choice is made when an op is called, so
+    a result evaluated after the block still uses the simulator.
+
+    Args:
+        shuffle: resume threads in a random (seeded) order at every
+            suspension, which turns a missing barrier into a wrong answer.
+        seed: the seed of that order.
+
+    Raises:
+        NotImplementedError: (at the first op call) this build has no
+            simulator; the message says why.
+    """
+    before = _ext.get_cpu_backend()
+    _ext.set_cpu_backend(True, shuffle, seed)
+    try:
+        yield
+    finally:
+        _ext.set_cpu_backend(*before)
