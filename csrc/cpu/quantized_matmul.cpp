@@ -182,58 +182,91 @@ void to_kernel_order(const float* x, float* dst, int64_t K) {
   }
 }
 
-template <int bits, int kRows, typename T>
-void fused_matvec_rows(const Problem<T>& p, int64_t m0, int64_t n0, int64_t n1) {
+// Columns [n, n + kCols) for rows [m0, m0 + kRows): each x vector loaded is
+// used for kCols weight rows, each weight vector for kRows rows of x.
+template <int bits, int kRows, int kCols, typename T>
+void fused_matvec_block(const Problem<T>& p, int64_t m0, int64_t n) {
   constexpr int64_t kBlock = fused_block<bits>();
   const int64_t K = p.K;
   const int64_t bytes_per_row = K * bits / 8;
   const int64_t groups = K / p.group_size;
   const float* x = p.x_kernel_order + m0 * K;
   const float* xsum = p.x_group_sums + m0 * groups;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* wrow = reinterpret_cast<const uint8_t*>(p.w) + n * bytes_per_row;
-    const T* srow = p.scales + n * groups;
-    const T* brow = p.biases + n * groups;
-    vf total[kRows];
-    float bias_total[kRows];
-    for (int r = 0; r < kRows; ++r) {
-      total[r] = splat(0.f);
-      bias_total[r] = 0.f;
+  const uint8_t* wrow[kCols];
+  for (int c = 0; c < kCols; ++c) {
+    wrow[c] = reinterpret_cast<const uint8_t*>(p.w) + (n + c) * bytes_per_row;
+  }
+  vf total[kRows][kCols];
+  float bias_total[kRows][kCols];
+  for (int r = 0; r < kRows; ++r) {
+    for (int c = 0; c < kCols; ++c) {
+      total[r][c] = splat(0.f);
+      bias_total[r][c] = 0.f;
     }
-    for (int64_t g = 0; g < groups; ++g) {
-      // Two partial dot products per row: two independent FMA chains.
-      vf dot_a[kRows], dot_b[kRows];
-      for (int r = 0; r < kRows; ++r) {
-        dot_a[r] = splat(0.f);
-        dot_b[r] = splat(0.f);
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    vf dot[kRows][kCols];
+    for (int r = 0; r < kRows; ++r) {
+      for (int c = 0; c < kCols; ++c) {
+        dot[r][c] = splat(0.f);
       }
-      const int64_t k_end = (g + 1) * p.group_size;
-      for (int64_t k = g * p.group_size; k < k_end; k += kBlock) {
-        const vu wide = widen_bytes(wrow + k * bits / 8);
-        if constexpr (bits == 4) {
-          const vf lo = __builtin_convertvector(wide & 0xFu, vf);
-          const vf hi = __builtin_convertvector(wide >> 4, vf);
-          for (int r = 0; r < kRows; ++r) {
-            dot_a[r] += lo * load(x + r * K + k);
-            dot_b[r] += hi * load(x + r * K + k + kLanes);
+    }
+    const int64_t k_end = (g + 1) * p.group_size;
+    for (int64_t k = g * p.group_size; k < k_end; k += kBlock) {
+      if constexpr (bits == 4) {
+        vf lo[kCols], hi[kCols];
+        for (int c = 0; c < kCols; ++c) {
+          const vu wide = widen_bytes(wrow[c] + k / 2);
+          lo[c] = __builtin_convertvector(wide & 0xFu, vf);
+          hi[c] = __builtin_convertvector(wide >> 4, vf);
+        }
+        for (int r = 0; r < kRows; ++r) {
+          const vf xa = load(x + r * K + k);
+          const vf xb = load(x + r * K + k + kLanes);
+          for (int c = 0; c < kCols; ++c) {
+            dot[r][c] += lo[c] * xa + hi[c] * xb;
           }
-        } else {
-          const vf v = __builtin_convertvector(wide, vf);
-          for (int r = 0; r < kRows; ++r) {
-            dot_a[r] += v * load(x + r * K + k);
+        }
+      } else {
+        vf v[kCols];
+        for (int c = 0; c < kCols; ++c) {
+          v[c] = __builtin_convertvector(widen_bytes(wrow[c] + k), vf);
+        }
+        for (int r = 0; r < kRows; ++r) {
+          const vf xa = load(x + r * K + k);
+          for (int c = 0; c < kCols; ++c) {
+            dot[r][c] += v[c] * xa;
           }
         }
       }
-      const float s = to_float(srow[g]);
-      const float b = to_float(brow[g]);
+    }
+    for (int c = 0; c < kCols; ++c) {
+      const float s = to_float(p.scales[(n + c) * groups + g]);
+      const float b = to_float(p.biases[(n + c) * groups + g]);
       for (int r = 0; r < kRows; ++r) {
-        total[r] += (dot_a[r] + dot_b[r]) * s;
-        bias_total[r] += b * xsum[r * groups + g];
+        total[r][c] += dot[r][c] * s;
+        bias_total[r][c] += b * xsum[r * groups + g];
       }
     }
-    for (int r = 0; r < kRows; ++r) {
-      store_out(p.out + (m0 + r) * p.N + n, hsum(total[r]) + bias_total[r]);
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int c = 0; c < kCols; ++c) {
+      store_out(p.out + (m0 + r) * p.N + n + c, hsum(total[r][c]) + bias_total[r][c]);
     }
+  }
+}
+
+template <int bits, int kRows, typename T>
+void fused_matvec_rows(const Problem<T>& p, int64_t m0, int64_t n0, int64_t n1) {
+  // Column blocking: as wide as the registers allow (kRows x kCols dot
+  // products and as many running totals).
+  constexpr int kCols = kRows <= 2 ? 4 : 2;
+  int64_t n = n0;
+  for (; n + kCols <= n1; n += kCols) {
+    fused_matvec_block<bits, kRows, kCols>(p, m0, n);
+  }
+  for (; n < n1; ++n) {
+    fused_matvec_block<bits, kRows, 1>(p, m0, n);
   }
 }
 
