@@ -1,0 +1,24 @@
+"""Type stubs of the compiled extension (use the mlx_kernels package instead)."""
+
+from typing import Optional, Union
+
+import mlx.core as mx
+
+def quantized_matmul(
+    x: mx.array,
+    w: mx.array,
+    scales: mx.array,
+    biases: Optional[mx.array],
+    transpose: bool,
+    group_size: int,
+    bits: int,
+    *,
+    stream: Union[None, mx.Stream, mx.Device] = None,
+) -> mx.array: ...
+def set_cpu_backend(metal_simulator: bool, shuffle: bool = False, seed: int = 0) -> None: ...
+def get_cpu_backend() -> tuple[bool, bool, int]: ...
+def metal_simulator_status() -> tuple[bool, str]: ...
+def metal_simulator_kernels() -> list[str]: ...
+def plan_metal_quantized_matmul(
+    M: int, N: int, K: int, group_size: int, bits: int, transpose: bool, dtype: str
+) -> dict: ...
