@@ -107,13 +107,19 @@ void SimEncoder::set_kernel(const std::string& name) {
   kernel_ = name;
 }
 
+// The bytes an array's data spans from its data pointer: nbytes() for a
+// row-contiguous array, less for a broadcast view (stride-0 axes).
+static size_t span_bytes(const mx::array& a) {
+  return a.data_size() * a.itemsize();
+}
+
 void SimEncoder::set_input(int index, const mx::array& a) {
   buffers_.push_back(
-      {index, const_cast<void*>(static_cast<const void*>(a.data<char>())), a.nbytes()});
+      {index, const_cast<void*>(static_cast<const void*>(a.data<char>())), span_bytes(a)});
 }
 
 void SimEncoder::set_output(int index, mx::array& a) {
-  buffers_.push_back({index, a.data<char>(), a.nbytes()});
+  buffers_.push_back({index, a.data<char>(), span_bytes(a)});
 }
 
 void SimEncoder::set_bytes(int index, const void* data, size_t size) {
