@@ -60,10 +60,27 @@ def find_clang():
     return None
 
 
-def run(cmd, what):
+# spell the address spaces of clang's diagnostics the Metal way
+METAL_SPELLING = [("__mlxk_as_device", "device"), ("__mlxk_as_threadgroup", "threadgroup"),
+                  ("__mlxk_as_constant", "constant"), ("__mlxk_as_thread ", "thread "), ("__mlxk_as_thread", ""),
+                  ("__global const", "device/constant const"), ("__global", "device"), ("__local", "threadgroup"),
+                  ("__private ", ""), ("__private", ""), ("__generic", "thread"), ("__constant", "constant"),
+                  ("__mlxk_kw_", "")]
+
+
+def metal_spelling(text):
+    for a, b in METAL_SPELLING:
+        text = text.replace(a, b)
+    return text
+
+
+def run(cmd, what, metal=False):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        raise BuildError(f"{what} failed:\n$ {' '.join(cmd)}\n{r.stderr}{r.stdout}")
+        out = r.stderr + r.stdout
+        if metal:
+            out = metal_spelling(out)
+        raise BuildError(f"{what} failed:\n$ {' '.join(cmd)}\n{out}")
     return r
 
 
@@ -519,6 +536,20 @@ PRELUDE = r"""
 #define write_only __mlxk_kw_write_only
 #define read_write __mlxk_kw_read_write
 #define pipe __mlxk_kw_pipe
+#define atomic_int __mlxk_atomic_int
+#define atomic_uint __mlxk_atomic_uint
+#define atomic_long __mlxk_atomic_long
+#define atomic_ulong __mlxk_atomic_ulong
+#define atomic_float __mlxk_atomic_float
+#define atomic_double __mlxk_atomic_double
+#define atomic_half __mlxk_atomic_half
+#define atomic_flag __mlxk_atomic_flag
+#define atomic_intptr_t __mlxk_atomic_intptr_t
+#define atomic_uintptr_t __mlxk_atomic_uintptr_t
+#define atomic_size_t __mlxk_atomic_size_t
+#define atomic_ptrdiff_t __mlxk_atomic_ptrdiff_t
+#define memory_order __mlxk_memory_order
+#define memory_scope __mlxk_memory_scope
 """
 
 TRAMPOLINE_HELPERS = r"""
@@ -698,7 +729,7 @@ def instrument_ir(ir):
                 if m:
                     ty_end = _balanced(line, m.end())
                     ty = line[m.end():ty_end]
-                    pm = re.search(r", " + PTR_OPERAND + r"(?:, align \d+)?(?:, !.*)?$", line)
+                    pm = re.search(r", " + PTR_OPERAND + r"(?: syncscope\(\"[^\"]*\"\))?(?: [a-z_]+)?(?:, align \d+)?(?:, !.*)?$", line)
                     if pm:
                         asn, ptr = pm.group(1), pm.group(2)
                         fn = "__mlxk_chk_st" + ("_g" if asn == "4" else "")
@@ -819,7 +850,7 @@ WARN_FLAGS = ["-Wall", "-Wno-unused", "-Wno-unused-parameter", "-Wno-unknown-pra
 def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
     base = f"k{fileno}"
     pre = run([clang, "-E"] + cl_flags(clang) + ["-isystem", INCLUDE_DIR] + [f"-I{d}" for d in incs]
-              + [f"-D{d}" for d in defs] + [path], f"preprocessing {path}").stdout
+              + [f"-D{d}" for d in defs] + [path], f"preprocessing {path}", metal=True).stdout
     rw = Rewriter(pre, fileno, site_base, path)
     body = rw.run()
     entries = []
@@ -839,7 +870,7 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
         f.write(src)
     ll = os.path.join(work, base + ".ll")
     run([clang, "-S", "-emit-llvm", "-O2", "-fPIC"] + cl_flags(clang) + cpu_flags + WARN_FLAGS + [cpp, "-o", ll],
-        f"compiling {path}")
+        f"compiling {path}", metal=True)
     with open(ll) as f:
         ir = f.read()
     ir2, funcs = instrument_ir(ir)

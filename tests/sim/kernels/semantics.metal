@@ -1,0 +1,80 @@
+#include "common.h"
+
+struct Params {
+  int n;
+  float scale;
+};
+
+// scalar and vector semantics; one thread writes a list of results
+[[kernel]] void semantics(
+    device const float* in [[buffer(0)]],
+    device float* out [[buffer(1)]],
+    device uint* uout [[buffer(2)]],
+    constant Params& params [[buffer(3)]],
+    device const half* hin [[buffer(4)]],
+    uint tid [[thread_position_in_grid]]) {
+  if (tid != 0) return;
+  int o = 0, u = 0;
+  // half: conversion rounds to nearest even, arithmetic rounds every operation to half
+  half h = half(in[0]);
+  out[o++] = float(h);               // 0
+  half h2 = h * h + h;
+  out[o++] = float(h2);              // 1
+  half acc = 0;
+  for (int i = 0; i < 64; ++i) acc += hin[i];
+  out[o++] = float(acc);             // 2: sequential half accumulation
+  // bfloat: round to nearest even from float
+  bfloat b = bfloat(in[1]);
+  out[o++] = float(b);               // 3
+  uout[u++] = as_type<ushort>(b);    // u0
+  bfloat b2 = b * bfloat(3.0f);
+  out[o++] = float(b2);              // 4: product rounded to bfloat
+  uout[u++] = as_type<uint>(in[0]);  // u1
+  // vectors
+  float4 v = float4(1.0f, 2.0f, 3.0f, 4.0f);
+  float4 s = float4(2.0f);
+  half4 hv = half4(in[2], in[3], in[4], in[5]);
+  float4 fv = float4(hv);
+  out[o++] = fv.x; out[o++] = fv.y; out[o++] = fv.z; out[o++] = fv.w;     // 5..8
+  float2 xy = v.xy;
+  float2 zw = v.zw;
+  float3 xyz = v.xyz;
+  float4 c = float4(zw, xy);
+  out[o++] = c.x; out[o++] = c.y; out[o++] = c.z; out[o++] = c.w;         // 9..12
+  float4 d = float4(xyz, 9.0f) * s + 1.0f;
+  out[o++] = d[0]; out[o++] = d[1]; out[o++] = d[2]; out[o++] = d[3];     // 13..16
+  out[o++] = dot(v, s);                                                   // 17
+  float4 w = v;
+  w.xy = float2(7.0f, 8.0f);
+  w[3] = -1.0f;
+  out[o++] = w.x; out[o++] = w.y; out[o++] = w.z; out[o++] = w.w;         // 18..21
+  out[o++] = float(sizeof(float3)); out[o++] = float(sizeof(half4)); out[o++] = float(alignof(float4)); // 22..24
+  uint2 bits = as_type<uint2>(v.xy);
+  uout[u++] = bits.x; uout[u++] = bits.y;                                 // u2, u3
+  uchar4 bytes = as_type<uchar4>(0x04030201u);
+  uout[u++] = bytes.x + 10 * bytes.y + 100 * bytes.z + 1000 * bytes.w;    // u4
+  int4 iv = int4(float4(-1.5f, 2.7f, 3.2f, -0.2f));
+  uout[u++] = as_type<uint>(iv.x); uout[u++] = uint(iv.y);                // u5, u6
+  float4 m = max(v, float4(2.5f)) + min(v, float4(2.5f)) * abs(float4(-1.0f));
+  out[o++] = m.x; out[o++] = m.w;                                         // 25, 26
+  out[o++] = clamp(in[6], 0.0f, 1.0f);                                    // 27
+  out[o++] = select(1.0f, 2.0f, in[6] > 0.0f);                            // 28
+  out[o++] = fma(in[0], 2.0f, 1.0f);                                      // 29
+  out[o++] = exp(1.0f);                                                   // 30
+  out[o++] = rsqrt(4.0f);                                                 // 31
+  out[o++] = float(numeric_limits<half>::max());                          // 32
+  out[o++] = numeric_limits<float>::lowest();                             // 33
+  out[o++] = float(params.n) * params.scale;                              // 34
+  Params p = params;  // copying a struct out of constant memory
+  out[o++] = float(p.n);                                                  // 35
+  half4 hs = half4(1.0h, 2.0h, 3.0h, 4.0h) * half(0.5f);
+  out[o++] = float(hs.w);                                                 // 36
+  float4 q = float4(1.0f, float2(2.0f, 3.0f), 4.0f);
+  out[o++] = q.y + q.z;                                                   // 37
+  bool4 gt = v > float4(2.0f);
+  uout[u++] = uint(all(gt)) + 2 * uint(any(gt)) + 4 * uint(gt.z);         // u7
+  packed_float3 pk = packed_float3(1.0f, 2.0f, 3.0f);
+  out[o++] = float(sizeof(pk)) + pk[2];                                   // 38
+  out[o++] = metal::precise::sqrt(2.0f) - metal::fast::sqrt(2.0f);        // 39
+  out[o++] = float(static_cast<int>(in[1]));                              // 40
+}
