@@ -23,10 +23,16 @@ KERNELS = sorted(glob.glob(os.path.join(HERE, "kernels", "*.metal")))
 
 
 @pytest.fixture(scope="session")
-def libpath(tmp_path_factory):
+def cache_dir(tmp_path_factory):
+    """one compiled runtime for the whole session"""
+    return str(tmp_path_factory.mktemp("simcache"))
+
+
+@pytest.fixture(scope="session")
+def libpath(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("simlib") / "libtest_kernels.so"
     t = time.time()
-    mb.build(KERNELS, str(out), clang=CLANG, cache_dir=str(out.parent / "cache"))
+    mb.build(KERNELS, str(out), clang=CLANG, cache_dir=cache_dir)
     print(f"build of {len(KERNELS)} kernel files: {time.time() - t:.2f}s")
     return str(out)
 
@@ -36,11 +42,11 @@ def lib(libpath):
     return simlib.SimLib(libpath)
 
 
-def build_snippet(tmp_path, src, name="snippet"):
+def build_snippet(tmp_path, src, name="snippet", cache=None):
     p = tmp_path / f"{name}.metal"
     p.write_text(textwrap.dedent(src))
     out = tmp_path / f"lib{name}.so"
-    mb.build([str(p)], str(out), clang=CLANG, cache_dir=str(tmp_path / "cache"))
+    mb.build([str(p)], str(out), clang=CLANG, cache_dir=cache or str(tmp_path / "cache"))
     return simlib.SimLib(str(out))
 
 
@@ -454,17 +460,17 @@ EXPECT = {"double": "double", "std_header": "vector", "throw": "exception", "rec
 
 
 @pytest.mark.parametrize("what", sorted(FORBIDDEN))
-def test_forbidden_rejected(tmp_path, what):
+def test_forbidden_rejected(tmp_path, cache_dir, what):
     with pytest.raises(mb.BuildError) as e:
-        build_snippet(tmp_path, FORBIDDEN[what], what)
+        build_snippet(tmp_path, FORBIDDEN[what], what, cache_dir)
     assert EXPECT[what] in str(e.value), str(e.value)[-2000:]
 
 
-def test_build_cli_and_timing(tmp_path):
+def test_build_cli_and_timing(tmp_path, cache_dir):
     out = tmp_path / "libcli.so"
     t = time.time()
     r = subprocess.run([sys.executable, os.path.join(mb.HERE, "metalsim_build.py"), "--out", str(out),
-                        "--clang", CLANG, "--cache-dir", str(tmp_path / "c"),
+                        "--clang", CLANG, "--cache-dir", cache_dir,
                         "-I", os.path.join(HERE, "kernels")] + KERNELS[:2], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert time.time() - t < 60
@@ -487,3 +493,26 @@ def test_launch_throughput(lib):
     dt = (time.time() - t) / n
     print(f"shift_with_barrier 64x256 (3 barriers): {1 / dt:.1f} launches/s")
     assert dt < 0.5
+
+
+def test_style_features(lib):
+    out = np.zeros(32, np.float32)
+    out[16:24] = np.arange(1, 9)
+    scale = np.array([2, 5], np.float32)
+    idx = np.array([2], np.int32)
+    big = np.array([(7 << 32) | 5, 0x12345], np.int64)
+    lib.launch("old_style_kernel", {0: out, 1: scale, 2: idx, 3: big}, (1,), (64,))
+    v = np.arange(1, 9, dtype=np.float32)
+    np.testing.assert_array_equal(out[0:8], 2 * v)
+    np.testing.assert_array_equal(out[8:16], 2 * v)
+    np.testing.assert_array_equal(out[24:30], [25, 9.5, 52, 7, 66, (0x12345 * 3) & 0xFFFF])
+
+
+@pytest.mark.parametrize("tname,dtype", [("float32", np.float32), ("int32", np.int32), ("float16", np.float16)])
+@pytest.mark.parametrize("bm,bn", [(4, 8), (8, 16)])
+def test_nested_macro_instantiation(lib, tname, dtype, bm, bn):
+    out = np.zeros((2 * bm, bn), dtype)
+    lib.launch(f"fill_tile_{tname}_{bm}x{bn}", {0: out}, (1, 2), (bn, bm))
+    y, x = np.meshgrid(np.arange(2 * bm), np.arange(bn), indexing="ij")
+    ref = (bm - 1 - y % bm) * 100 + x + y // bm
+    np.testing.assert_array_equal(out, ref.astype(dtype))
