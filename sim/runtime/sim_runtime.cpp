@@ -690,7 +690,6 @@ static bool run_tg(Worker* w, unsigned linear) {
 
 // ------------------------------------------------------------------------------------
 // signals: out-of-bounds device accesses hit guard pages
-static std::once_flag g_sig_once;
 static struct sigaction g_old_segv, g_old_bus;
 
 static void sig_handler(int sig, siginfo_t* si, void* uctx) {
@@ -719,16 +718,24 @@ static void sig_handler(int sig, siginfo_t* si, void* uctx) {
   raise(sig);
 }
 
+// Installed at the first launch and re-installed at later launches if someone (e.g. Python's
+// faulthandler) replaced it in the meantime; the replaced handler becomes the one chained to.
+static std::mutex g_sig_mu;
 static void install_handlers() {
-  std::call_once(g_sig_once, [] {
+  std::lock_guard<std::mutex> g(g_sig_mu);
+  const int sigs[2] = {SIGSEGV, SIGBUS};
+  struct sigaction* olds[2] = {&g_old_segv, &g_old_bus};
+  for (int i = 0; i < 2; ++i) {
+    struct sigaction cur;
+    if (sigaction(sigs[i], nullptr, &cur) != 0) continue;
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == sig_handler) continue;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = sig_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &g_old_segv);
-    sigaction(SIGBUS, &sa, &g_old_bus);
-  });
+    sigaction(sigs[i], &sa, olds[i]);
+  }
 }
 
 static std::string describe_fault(Worker* w) {

@@ -869,7 +869,7 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
     with open(cpp, "w") as f:
         f.write(src)
     ll = os.path.join(work, base + ".ll")
-    run([clang, "-S", "-emit-llvm", "-O2", "-fPIC"] + cl_flags(clang) + cpu_flags + WARN_FLAGS + [cpp, "-o", ll],
+    run([clang, "-S", "-emit-llvm", "-O2", "-fPIC", "-fvisibility=hidden"] + cl_flags(clang) + cpu_flags + WARN_FLAGS + [cpp, "-o", ll],
         f"compiling {path}", metal=True)
     with open(ll) as f:
         ir = f.read()
@@ -950,9 +950,14 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
         reg = os.path.join(work, "registry.cpp")
         with open(reg, "w") as f:
             f.write(gen_registry(entries, nsites))
+        vs = os.path.join(work, "exports.map")
+        with open(vs, "w") as f:
+            f.write("{ global: mlxk_sim_*; local: *; };\n")
         tmp_out = out + f".{os.getpid()}.tmp"
-        run([clang, "-shared", "-fPIC", "-O1", "-o", tmp_out, reg] + objs + [rt_obj, "-lm", "-lpthread"],
-            "linking")
+        link = [clang, "-shared", "-fPIC", "-O1", "-o", tmp_out, reg] + objs + [rt_obj, "-lm", "-lpthread"]
+        if sys.platform.startswith("linux"):
+            link.append(f"-Wl,--version-script={vs}")
+        run(link, "linking")
         os.replace(tmp_out, out)
         return out
     finally:
