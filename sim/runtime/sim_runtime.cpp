@@ -770,6 +770,18 @@ static std::string describe_fault(Worker* w) {
                  "set MLXK_SIM_STACK_KB)", i, w->stack_size / 1024);
   }
   if (w->fault_sig == SIGBUS) return fmt("bus error at address %p", (void*)a);
+  // far outside: name the nearest buffer as a hint
+  const Binding* best = nullptr;
+  long long bestoff = 0, bestdist = 0;
+  for (auto& B : L->binds) {
+    long long off = (long long)a - (long long)(uintptr_t)B.sim;
+    long long dist = off < 0 ? -off : off - (long long)B.size;
+    if (!best || dist < bestdist) { best = &B; bestoff = off; bestdist = dist; }
+  }
+  if (best && bestdist < (1ll << 32))
+    return fmt("invalid memory %s at address %p, outside every bound buffer; nearest is buffer(%d): "
+               "out-of-bounds at byte offset %lld (buffer size %zu bytes)?", rw, (void*)a, best->index, bestoff,
+               best->size);
   return fmt("invalid memory %s at address %p (not inside any bound buffer: bad pointer?)", rw, (void*)a);
 }
 

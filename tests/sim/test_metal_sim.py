@@ -312,7 +312,7 @@ def test_semantics(lib):
 
 
 def test_simd_ops(lib):
-    K = 12
+    K = 16
     for tg in (64, 48):  # 48: second simdgroup has 16 lanes
         x = np.arange(tg, dtype=np.float32) * 1.5 - 7
         out = np.zeros(tg * K, np.float32)
@@ -334,6 +334,13 @@ def test_simd_ops(lib):
             np.testing.assert_allclose(o[:, 9], np.cumsum(v))
             assert (o[:, 10] == n).all()
             assert (o[:, 11] == float((v > 30).any())).all()
+            np.testing.assert_array_equal(o[:, 12], np.where(lanes + 4 < n, v[np.minimum(lanes + 4, n - 1)],
+                                                             -v[np.maximum(lanes + 4 - n, 0)]))
+            np.testing.assert_array_equal(o[:, 13], np.where(lanes >= 4, v[np.maximum(lanes - 4, 0)],
+                                                             -v[np.minimum(n - 4 + lanes, n - 1)]))
+            np.testing.assert_array_equal(o[:, 14], v[(lanes + 5) % n])
+            ballot = sum(1 << i for i in range(n) if v[i] > 0)
+            assert (o[:, 15] == np.float32(ballot)).all()
 
 
 def test_simd_vector_and_half(lib):
@@ -482,17 +489,27 @@ def test_build_cli_and_timing(tmp_path, cache_dir):
 
 
 def test_launch_throughput(lib):
-    """256 threads x 64 threadgroups, 4 barriers per thread (transpose x2 + shift)."""
+    """256 threads x 64 threadgroups with 4 barriers; and the cost of one suspension."""
     x = np.arange(64 * 256, dtype=np.float32)
     y = np.zeros_like(x)
-    n = 0
-    t = time.time()
-    while time.time() - t < 1.0:
-        lib.launch("shift_with_barrier", {0: x, 1: y}, (64,), (256,))
-        n += 1
-    dt = (time.time() - t) / n
-    print(f"shift_with_barrier 64x256 (3 barriers): {1 / dt:.1f} launches/s")
+    lib.launch("four_barriers", {0: x, 1: y}, (64,), (256,))
+    np.testing.assert_array_equal(y, 2 * x + 1)
+    for workers in (1, 0):
+        n = 0
+        t = time.time()
+        while time.time() - t < 0.5:
+            lib.launch("four_barriers", {0: x, 1: y}, (64,), (256,), workers=workers)
+            n += 1
+        dt = (time.time() - t) / n
+        print(f"\nfour_barriers 64 x 256 threads, workers={workers}: {1 / dt:.0f} launches/s")
     assert dt < 0.5
+    out = np.zeros(1024, np.float32)
+    iters = 200
+    t = time.time()
+    lib.launch("barrier_loop", {0: out, 1: scalar(iters)}, (1,), (1024,), workers=1)
+    dt = time.time() - t
+    assert (out == iters).all()
+    print(f"barrier_loop: {dt / (1024 * iters) * 1e9:.0f} ns per thread suspension+resume")
 
 
 def test_style_features(lib):

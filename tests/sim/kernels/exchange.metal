@@ -94,3 +94,36 @@
     atomic_fetch_add_explicit(&hist[lid], c, memory_order_relaxed);
   }
 }
+
+// four barriers: rotate the tile twice through threadgroup memory
+[[kernel]] void four_barriers(
+    device const float* in [[buffer(0)]],
+    device float* out [[buffer(1)]],
+    uint gid [[thread_position_in_grid]],
+    uint lid [[thread_position_in_threadgroup]],
+    uint n [[threads_per_threadgroup]]) {
+  threadgroup float a[1024];
+  threadgroup float b[1024];
+  a[lid] = in[gid];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  b[lid] = a[(lid + 1) % n] * 2.0f;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  a[lid] = b[(lid + 1) % n] + 1.0f;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  b[lid] = a[(lid + n - 2) % n];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  out[gid] = b[lid];
+}
+
+// suspension cost: `iters` barriers per thread
+[[kernel]] void barrier_loop(
+    device float* out [[buffer(0)]],
+    constant int& iters [[buffer(1)]],
+    uint gid [[thread_position_in_grid]]) {
+  float acc = 0;
+  for (int i = 0; i < iters; i++) {
+    threadgroup_barrier(mem_flags::mem_none);
+    acc += 1.0f;
+  }
+  out[gid] = acc;
+}

@@ -1,6 +1,6 @@
 #include "common.h"
 
-#define K 12
+#define K 16
 [[kernel]] void simd_ops(
     device const float* x [[buffer(0)]],
     device float* out [[buffer(1)]],
@@ -21,6 +21,10 @@
   o[9] = simd_prefix_inclusive_sum(v);
   o[10] = float(sg_size);
   o[11] = simd_any(v > 30.0f) ? 1.0f : 0.0f;
+  o[12] = simd_shuffle_and_fill_down(v, -v, 4);
+  o[13] = simd_shuffle_and_fill_up(v, -v, 4);
+  o[14] = simd_shuffle_rotate_down(v, 5);
+  o[15] = float(ulong(simd_ballot(v > 0.0f)) & 0xffffffff) - float(1u << 31) * 0.0f;
 }
 
 // simd_sum of a vector type and of half
