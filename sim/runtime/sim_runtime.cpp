@@ -3,6 +3,7 @@
 // threadgroups run in parallel on OS threads. See docs/metal-simulator.md.
 #include "mlxk_metal_sim.h"
 
+#include <dlfcn.h>
 #include <signal.h>
 #include <setjmp.h>
 #include <sys/mman.h>
@@ -125,7 +126,7 @@ struct SimdState {
   int kind = 0, line = 0;
   const char* file = nullptr;
   unsigned first_lane = 0;
-  unsigned char slots[2][kSimd][kSlot];
+  alignas(64) unsigned char slots[2][kSimd][kSlot];  // kernels may load vectors from here
 };
 
 struct Launch;
@@ -173,6 +174,7 @@ struct Worker {
   volatile uintptr_t fault_addr = 0;
   volatile int fault_write = 0;
   volatile int fault_sig = 0;
+  volatile uintptr_t fault_pc = 0;
   uint8_t* altstack = nullptr;
 
   ~Worker() {
@@ -699,6 +701,7 @@ static void sig_handler(int sig, siginfo_t* si, void* uctx) {
     w->fault_sig = sig;
 #if defined(__x86_64__) && defined(REG_ERR)
     w->fault_write = (((ucontext_t*)uctx)->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
+    w->fault_pc = (uintptr_t)((ucontext_t*)uctx)->uc_mcontext.gregs[REG_RIP];
 #else
     w->fault_write = -1;
     (void)uctx;
@@ -782,7 +785,12 @@ static std::string describe_fault(Worker* w) {
     return fmt("invalid memory %s at address %p, outside every bound buffer; nearest is buffer(%d): "
                "out-of-bounds at byte offset %lld (buffer size %zu bytes)?", rw, (void*)a, best->index, bestoff,
                best->size);
-  return fmt("invalid memory %s at address %p (not inside any bound buffer: bad pointer?)", rw, (void*)a);
+  std::string r = a == 0 ? fmt("invalid memory %s (null pointer, or a misaligned vector access)", rw)
+                         : fmt("invalid memory %s at address %p (not inside any bound buffer: bad pointer?)", rw, (void*)a);
+  Dl_info di;
+  if (w->fault_pc && dladdr((void*)w->fault_pc, &di) && di.dli_fbase)
+    r += fmt(" [pc %s+0x%lx]", di.dli_fname ? di.dli_fname : "?", (unsigned long)(w->fault_pc - (uintptr_t)di.dli_fbase));
+  return r;
 }
 
 // ------------------------------------------------------------------------------------
