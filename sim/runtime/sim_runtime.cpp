@@ -869,20 +869,17 @@ API const char* mlxk_sim_kernel_names(void) {
 }
 
 API const char* mlxk_sim_kernel_buffers(const char* name) {
-  static std::mutex mu;
-  static std::vector<std::pair<const mlxk_kdesc*, std::string>> cache;
+  static const std::vector<std::string> lists = [] {
+    std::vector<std::string> v;
+    for (int i = 0; i < __mlxk_registry_count; ++i) {
+      std::string r;
+      for (int j = 0; j < __mlxk_registry[i].nbuf; ++j) r += (j ? "," : "") + std::to_string(__mlxk_registry[i].bufs[j]);
+      v.push_back(r);
+    }
+    return v;
+  }();
   const mlxk_kdesc* k = find_kernel(name);
-  if (!k) return nullptr;
-  std::lock_guard<std::mutex> g(mu);
-  for (auto& c : cache)
-    if (c.first == k) return c.second.c_str();
-  std::string r;
-  for (int i = 0; i < k->nbuf; ++i) r += (i ? "," : "") + std::to_string(k->bufs[i]);
-  cache.emplace_back(k, r);
-  // vector may reallocate: return from a stable copy
-  static std::vector<std::string*> keep;
-  keep.push_back(new std::string(r));
-  return keep.back()->c_str();
+  return k ? lists[k - __mlxk_registry].c_str() : nullptr;
 }
 
 static int set_err(char* err, size_t len, const std::string& m) {

@@ -533,3 +533,14 @@ def test_nested_macro_instantiation(lib, tname, dtype, bm, bn):
     y, x = np.meshgrid(np.arange(2 * bm), np.arange(bn), indexing="ij")
     ref = (bm - 1 - y % bm) * 100 + x + y // bm
     np.testing.assert_array_equal(out, ref.astype(dtype))
+
+
+def test_aliasing_bindings(lib):
+    arr = np.zeros(80, np.float32)
+    lib.launch("add_two_views", {0: arr[0:64], 1: arr[16:80]}, (1,), (64,))
+    np.testing.assert_array_equal(arr[:16], 1)
+    np.testing.assert_array_equal(arr[16:64], 11)
+    np.testing.assert_array_equal(arr[64:], 10)
+    same = np.zeros(64, np.float32)
+    lib.launch("add_two_views", {0: same, 1: same}, (1,), (64,))
+    np.testing.assert_array_equal(same, 11)

@@ -127,3 +127,12 @@
   }
   out[gid] = acc;
 }
+
+// in-place update through two bindings that may alias
+[[kernel]] void add_two_views(
+    device float* a [[buffer(0)]],
+    device float* b [[buffer(1)]],
+    uint gid [[thread_position_in_grid]]) {
+  a[gid] += 1.0f;
+  b[gid] += 10.0f;
+}
