@@ -243,6 +243,13 @@ def parse_param(toks, idxs, kname):
 
 
 class Rewriter:
+    def qualify(self, expr):
+        """Qualifies a name used inside namespaces for use at global scope."""
+        ns = [x for x in self.scope if x]
+        if not ns or expr.startswith("::") or "" in self.scope:
+            return expr
+        return "::" + "::".join(ns) + "::" + expr
+
     def __init__(self, src, fileno, site_base, file):
         self.src = src
         self.toks = tokenize(src)
@@ -266,11 +273,27 @@ class Rewriter:
         toks = self.toks
         n = len(toks)
         i = 0
+        self.scope = []  # namespace names (None for other braces)
         while i < n:
             t = toks[i]
             if t.kind == "dir":
                 i += 1
                 continue
+            if t.text == "namespace":
+                j = i + 1
+                names = []
+                while j < n and (toks[j].kind == "id" or toks[j].text == "::"):
+                    if toks[j].kind == "id" and toks[j].text != "inline":
+                        names.append(toks[j].text)
+                    j += 1
+                if j < n and toks[j].text == "{":
+                    self.scope.append("::".join(names) if names else "")
+                    i = j + 1
+                    continue
+            if t.text == "{":
+                self.scope.append(None)
+            elif t.text == "}" and self.scope:
+                self.scope.pop()
             # explicit instantiation with attributes
             if t.text == "template" and i + 1 < n and is_attr_start(toks, i + 1):
                 i = self.instantiation(i)
@@ -329,12 +352,20 @@ class Rewriter:
             close = match_close(toks, k + 1, "(", ")")
             expr_toks = toks[close + 1:e]
             expr = " ".join(x.text for x in expr_toks)
-            fname = expr_toks[0].text
+            head = []
+            for x in expr_toks:
+                if x.text == "<":
+                    break
+                head.append(x)
+            fname = [x.text for x in head if x.kind == "id"][-1]
         else:
             # return type 'void', then name, template args, '(' params ')'
             m = k + 1
-            fname = toks[m].text
-            q = m + 1
+            q = m
+            while toks[q + 1].text == "::":
+                q += 2
+            fname = toks[q].text
+            q += 1
             if toks[q].text == "<":
                 depth = 0
                 while True:
@@ -362,7 +393,7 @@ class Rewriter:
                         z += 1
         if host is None:
             raise BuildError(f"{self.file}: kernel instantiation of {expr} without [[host_name(...)]]")
-        self.instances.append((host, expr, fname))
+        self.instances.append((host, self.qualify(expr), fname))
         return e + 1
 
     def kernel_def(self, i):
@@ -439,7 +470,7 @@ class Rewriter:
         self.rewrite_tg_decls(z + 1, body_end)
         self.kernels[name] = Kernel(name, is_template, params, self.file)
         if not is_template:
-            self.instances.append((host or name, name, name))
+            self.instances.append((host or name, self.qualify(name), name))
         return body_end + 1
 
     def rewrite_tg_decls(self, lo, hi):

@@ -544,3 +544,13 @@ def test_aliasing_bindings(lib):
     same = np.zeros(64, np.float32)
     lib.launch("add_two_views", {0: same, 1: same}, (1,), (64,))
     np.testing.assert_array_equal(same, 11)
+
+
+def test_namespaced_kernels(lib):
+    for name, dt in (("ns_scale_float", np.float32), ("ns_scale_half", np.float16)):
+        x = np.arange(64, dtype=dt)
+        lib.launch(name, {0: x, 1: scalar(0.5, np.float32)}, (2,), (32,))
+        np.testing.assert_array_equal(x, (np.arange(64) * 0.5).astype(dt))
+    x = np.zeros(32, np.float32)
+    lib.launch("ns_plain", {0: x}, (1,), (32,))
+    assert (x == 1).all()

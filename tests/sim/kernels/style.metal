@@ -108,3 +108,27 @@ template <typename T, int BM, int BN>
 instantiate_fill(float32, float)
 instantiate_fill(int32, int)
 instantiate_fill(float16, half)
+
+// kernels inside namespaces
+namespace mlxk {
+namespace detail {
+template <typename T>
+[[kernel]] void ns_scale(
+    device T* x [[buffer(0)]],
+    constant float& s [[buffer(1)]],
+    uint i [[thread_position_in_grid]]) {
+  x[i] = T(float(x[i]) * s);
+}
+instantiate_kernel("ns_scale_float", ns_scale, float)
+
+[[kernel]] void ns_plain(device float* x [[buffer(0)]], uint i [[thread_position_in_grid]]) {
+  x[i] += 1.0f;
+}
+}  // namespace detail
+}  // namespace mlxk
+
+// older instantiation style, qualified, at global scope
+template [[host_name("ns_scale_half")]] [[kernel]] void mlxk::detail::ns_scale<half>(
+    device half* x [[buffer(0)]],
+    constant float& s [[buffer(1)]],
+    uint i [[thread_position_in_grid]]);
