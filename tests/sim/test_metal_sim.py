@@ -454,16 +454,17 @@ FORBIDDEN = {
         #include <metal_stdlib>
         using namespace metal;
         [[kernel]] void k(device float4* o [[buffer(0)]], device half4* h [[buffer(1)]]) { o[0] = o[0] + h[0]; }""",
-    "dynamic_typeid": """
+    "rtti": """
         #include <metal_stdlib>
         using namespace metal;
-        struct B { virtual ~B() {} };
-        [[kernel]] void k(device float* o [[buffer(0)]]) { B b; o[0] = (float)sizeof(typeid(b)); }""",
+        struct B { int x; virtual int f() { return 1; } };
+        struct D : B { int f() override { return 2; } };
+        [[kernel]] void k(device float* o [[buffer(0)]]) { D d; B* b = &d; o[0] = dynamic_cast<D*>(b) ? 1 : 0; }""",
 }
 
 EXPECT = {"double": "double", "std_header": "vector", "throw": "exception", "recursion": "recursion",
           "address_space_mix": "from 'threadgroup float[32]' to 'device float *", "write_to_constant": "const", "mixed_vector_types":
-          "different element types", "dynamic_typeid": ""}
+          "different element types", "rtti": "rtti"}
 
 
 @pytest.mark.parametrize("what", sorted(FORBIDDEN))
@@ -554,3 +555,52 @@ def test_namespaced_kernels(lib):
     x = np.zeros(32, np.float32)
     lib.launch("ns_plain", {0: x}, (1,), (32,))
     assert (x == 1).all()
+
+
+C_API_PROGRAM = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#include "mlxk_metal_sim.h"
+
+typedef int (*launch_fn)(const char*, const mlxk_sim_buffer*, int, const mlxk_sim_launch_params*, char*, size_t);
+
+int main(int argc, char** argv) {
+  void* h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!h) { printf("dlopen: %s\n", dlerror()); return 1; }
+  launch_fn launch = (launch_fn)dlsym(h, "mlxk_sim_launch");
+  int (*has)(const char*) = (int (*)(const char*))dlsym(h, "mlxk_sim_has_kernel");
+  int (*ver)(void) = (int (*)(void))dlsym(h, "mlxk_sim_api_version");
+  if (!launch || !has || !ver || ver() != MLXK_SIM_API_VERSION || !has("reverse_tg")) return 2;
+  float in[512], out[512];
+  for (int i = 0; i < 512; ++i) { in[i] = (float)i; out[i] = 0; }
+  mlxk_sim_buffer bufs[2] = {{0, in, sizeof in}, {1, out, sizeof out}};
+  mlxk_sim_launch_params p;
+  memset(&p, 0, sizeof p);
+  p.grid[0] = 2; p.grid[1] = 1; p.grid[2] = 1;
+  p.threadgroup[0] = 256; p.threadgroup[1] = 1; p.threadgroup[2] = 1;
+  char err[1024];
+  if (launch("reverse_tg", bufs, 2, &p, err, sizeof err) != 0) { printf("launch: %s\n", err); return 3; }
+  for (int i = 0; i < 512; ++i)
+    if (out[i] != (float)((i / 256) * 256 + 255 - i % 256)) { printf("wrong at %d\n", i); return 4; }
+  bufs[0].size = 100 * sizeof(float);  /* too small: out-of-bounds read */
+  int rc = launch("reverse_tg", bufs, 2, &p, err, sizeof err);
+  printf("rc=%d msg=%s\n", rc, err);
+  return rc == 2 ? 0 : 5;
+}
+"""
+
+
+def test_c_api_from_gcc(libpath, tmp_path):
+    import shutil
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.skip("no C compiler")
+    src = tmp_path / "smoke.c"
+    src.write_text(C_API_PROGRAM)
+    exe = tmp_path / "smoke"
+    subprocess.run([cc, "-std=c99", "-Wall", "-Werror", "-I", os.path.join(mb.SIM_DIR, "include"), str(src),
+                    "-o", str(exe), "-ldl"], check=True)
+    r = subprocess.run([str(exe), libpath], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "out-of-bounds device read of buffer(0)" in r.stdout
