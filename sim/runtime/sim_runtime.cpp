@@ -772,6 +772,9 @@ static std::string describe_fault(Worker* w) {
       return fmt("stack overflow of thread %zu (fiber stack is %zu KiB; recursion or large private arrays? "
                  "set MLXK_SIM_STACK_KB)", i, w->stack_size / 1024);
   }
+  if (w->cur && a < (uintptr_t)w->cur->stack_lo && (uintptr_t)w->cur->stack_lo - a < (64u << 20))
+    return fmt("stack overflow (fiber stack is %zu KiB; recursion or large private arrays? set MLXK_SIM_STACK_KB)",
+               w->stack_size / 1024);
   if (w->fault_sig == SIGBUS) return fmt("bus error at address %p", (void*)a);
   // far outside: name the nearest buffer as a hint
   const Binding* best = nullptr;

@@ -868,6 +868,10 @@ def cl_flags(clang):
             "-fno-exceptions", "-fno-rtti"]
 
 
+# big private arrays must touch the guard page below a fiber stack instead of jumping over it
+CODEGEN_FLAGS = ["-fstack-clash-protection"]
+
+
 WARN_FLAGS = ["-Wall", "-Wno-unused", "-Wno-unused-parameter", "-Wno-unknown-pragmas", "-Wno-duplicate-decl-specifier",
               "-Wno-unknown-attributes", "-Wno-gnu-anonymous-struct", "-Wno-nested-anon-types",
               "-Wno-c++17-extensions", "-Wno-c++20-extensions", "-Wno-missing-braces", "-Wno-sign-compare",
@@ -883,8 +887,10 @@ WARN_FLAGS = ["-Wall", "-Wno-unused", "-Wno-unused-parameter", "-Wno-unknown-pra
 
 def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
     base = f"k{fileno}"
-    pre = run([clang, "-E"] + cl_flags(clang) + ["-isystem", INCLUDE_DIR] + [f"-I{d}" for d in incs]
-              + [f"-D{d}" for d in defs] + [path], f"preprocessing {path}", metal=True).stdout
+    dep = os.path.join(work, base + ".d")
+    pre = run([clang, "-E", "-MD", "-MF", dep] + cl_flags(clang) + ["-isystem", INCLUDE_DIR]
+              + [f"-I{d}" for d in incs] + [f"-D{d}" for d in defs] + [path], f"preprocessing {path}",
+              metal=True).stdout
     rw = Rewriter(pre, fileno, site_base, path)
     body = rw.run()
     entries = []
@@ -903,7 +909,7 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
     with open(cpp, "w") as f:
         f.write(src)
     ll = os.path.join(work, base + ".ll")
-    run([clang, "-S", "-emit-llvm", "-O2", "-fPIC", "-fvisibility=hidden"] + cl_flags(clang) + cpu_flags + WARN_FLAGS + [cpp, "-o", ll],
+    run([clang, "-S", "-emit-llvm", "-O2", "-fPIC", "-fvisibility=hidden"] + CODEGEN_FLAGS + cl_flags(clang) + cpu_flags + WARN_FLAGS + [cpp, "-o", ll],
         f"compiling {path}", metal=True)
     with open(ll) as f:
         ir = f.read()
@@ -915,9 +921,16 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
     with open(ll2, "w") as f:
         f.write(ir2)
     obj = os.path.join(work, base + ".o")
-    run([clang, "-c", "-O2", "-fPIC", "-Wno-override-module"] + cpu_flags + [ll2, "-o", obj],
+    run([clang, "-c", "-O2", "-fPIC", "-Wno-override-module"] + CODEGEN_FLAGS + cpu_flags + [ll2, "-o", obj],
         f"compiling instrumented IR of {path}")
-    return obj, entries, rw.site
+    deps = []
+    try:
+        with open(dep) as f:
+            txt = f.read().replace("\\\n", " ")
+        deps = txt.split(":", 1)[1].split() if ":" in txt else []
+    except OSError:
+        pass
+    return obj, entries, rw.site, deps
 
 
 def runtime_obj(clang, cache_dir, cpu_flags):
@@ -950,7 +963,9 @@ def cpu_feature_flags():
     return []
 
 
-def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_dir=None):
+def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_dir=None, depfile=None):
+    """Builds lib `out` from .metal `sources`; returns its path. Raises BuildError.
+    depfile: also write a Makefile-style dependency file (for CMake's DEPFILE)."""
     clang = clang or find_clang()
     if not clang:
         raise BuildError(f"no clang++ >= {MIN_CLANG} found (set MLXK_SIM_CLANG)")
@@ -973,8 +988,10 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
             rt_obj = rt.result()
         objs, entries, nsites = [], [], 1
         seen = {}
-        for obj, ents, site_end in results:
+        all_deps = set()
+        for obj, ents, site_end, deps in results:
             objs.append(obj)
+            all_deps.update(os.path.abspath(d) for d in deps)
             for e in ents:
                 if e["host"] in seen:
                     raise BuildError(f"kernel host name '{e['host']}' defined twice ({seen[e['host']]} and {e['file']})")
@@ -993,6 +1010,10 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
             link.append(f"-Wl,--version-script={vs}")
         run(link, "linking")
         os.replace(tmp_out, out)
+        if depfile:
+            all_deps.update(os.path.join(d, f) for d, f in ((RUNTIME_DIR, "sim_runtime.cpp"), (HERE, "metalsim_build.py")))
+            with open(depfile, "w") as f:
+                f.write(out.replace(" ", "\\ ") + ": " + " \\\n  ".join(sorted(x.replace(" ", "\\ ") for x in all_deps)) + "\n")
         return out
     finally:
         if not keep:
@@ -1001,16 +1022,26 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sources", nargs="+", help=".metal files")
-    ap.add_argument("--out", required=True, help="output shared library (lib*.so)")
+    ap.add_argument("sources", nargs="*", help=".metal files")
+    ap.add_argument("--out", help="output shared library (lib*.so)")
+    ap.add_argument("--find-clang", action="store_true", help="print the clang++ find_clang() picks and exit "
+                    "(exit status 1 if none)")
+    ap.add_argument("--depfile", default=None, help="write a Makefile-style dependency file")
     ap.add_argument("--clang", default=None, help="clang++ to use (default: find_clang())")
     ap.add_argument("-I", dest="includes", action="append", default=[], help="include directory")
     ap.add_argument("-D", dest="defines", action="append", default=[], help="preprocessor definition")
     ap.add_argument("--keep", default=None, help="keep intermediate files in this directory")
     ap.add_argument("--cache-dir", default=None, help="cache for the compiled runtime")
     a = ap.parse_args(argv)
+    if a.find_clang:
+        c = find_clang()
+        if c:
+            print(c)
+        return 0 if c else 1
+    if not a.out or not a.sources:
+        ap.error("--out and at least one source are required")
     try:
-        build(a.sources, a.out, a.clang, a.includes, a.defines, a.keep, a.cache_dir)
+        build(a.sources, a.out, a.clang, a.includes, a.defines, a.keep, a.cache_dir, a.depfile)
     except BuildError as e:
         print(f"metalsim_build: error: {e}", file=sys.stderr)
         return 1

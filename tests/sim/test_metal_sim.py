@@ -604,3 +604,54 @@ def test_c_api_from_gcc(libpath, tmp_path):
     r = subprocess.run([str(exe), libpath], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "out-of-bounds device read of buffer(0)" in r.stdout
+
+
+def test_concurrent_launches(lib):
+    import threading
+    errors = []
+
+    def worker(seed):
+        try:
+            x = np.arange(4 * 256, dtype=np.float32) + seed
+            for _ in range(10):
+                y = np.zeros_like(x)
+                lib.launch("reverse_tg", {0: x, 1: y}, (4,), (256,), workers=2)
+                np.testing.assert_array_equal(y, x.reshape(4, 256)[:, ::-1].ravel())
+                with pytest.raises(SimError):
+                    lib.launch("oob_read", {0: x, 1: y, 2: scalar(1)}, (4,), (256,))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker, args=(s,)) for s in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+
+
+def test_stack_overflow_reported(tmp_path, cache_dir):
+    L = build_snippet(tmp_path, """
+        #include <metal_stdlib>
+        using namespace metal;
+        [[kernel]] void big_private(device float* o [[buffer(0)]], constant int& n [[buffer(1)]],
+                                    uint i [[thread_position_in_grid]]) {
+          float big[40000];
+          for (int k = 0; k < n; ++k) big[k] = o[k % 4] + k;
+          o[i] = big[n / 2];
+        }""", "stack", cache_dir)
+    o = np.zeros(4, np.float32)
+    with pytest.raises(SimError) as e:
+        L.launch("big_private", {0: o, 1: scalar(40000)}, (1,), (4,))
+    assert "stack overflow" in str(e.value) and "MLXK_SIM_STACK_KB" in str(e.value)
+
+
+def test_depfile_and_find_clang(tmp_path, cache_dir):
+    script = os.path.join(mb.HERE, "metalsim_build.py")
+    r = subprocess.run([sys.executable, script, "--find-clang"], capture_output=True, text=True)
+    assert r.returncode == 0 and os.path.exists(r.stdout.strip())
+    out, dep = tmp_path / "libd.so", tmp_path / "libd.d"
+    mb.build([os.path.join(HERE, "kernels", "reduce.metal")], str(out), clang=CLANG, cache_dir=cache_dir,
+             depfile=str(dep))
+    text = dep.read_text()
+    assert text.startswith(str(out) + ":") and "common.h" in text and "metal_stdlib" in text
