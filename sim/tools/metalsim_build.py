@@ -482,6 +482,25 @@ class Rewriter:
                 p = i - 1
                 while p >= lo and toks[p].kind == "dir":
                     p -= 1
+                align = None
+                start = i
+                if p >= lo and toks[p].text == ")":  # alignas(N) threadgroup T x[...];
+                    q = p
+                    depth = 0
+                    while q >= lo:
+                        if toks[q].text == ")":
+                            depth += 1
+                        elif toks[q].text == "(":
+                            depth -= 1
+                            if depth == 0:
+                                break
+                        q -= 1
+                    if q - 1 >= lo and toks[q - 1].text == "alignas":
+                        align = " ".join(x.text for x in toks[q + 1:p])
+                        start = q - 1
+                        p = q - 2
+                        while p >= lo and toks[p].kind == "dir":
+                            p -= 1
                 if toks[p].text in ("{", "}", ";", ":") or p < lo:
                     e = i
                     depth = 0
@@ -491,14 +510,16 @@ class Rewriter:
                         elif toks[e].text in ")]}":
                             depth -= 1
                         e += 1
-                    self.tg_decl(i, e)
+                    self.tg_decl(i, e, start, align)
                     i = e + 1
                     continue
             i += 1
 
-    def tg_decl(self, i, e):
-        """toks[i] == threadgroup marker, toks[e] == ';'."""
+    def tg_decl(self, i, e, start=None, align=None):
+        """toks[i] == threadgroup marker, toks[e] == ';'; start: first token of the statement
+        (an alignas(...) before the marker), align: the alignas argument."""
         toks = self.toks
+        start = i if start is None else start
         # type: tokens up to the first declarator name (identifier followed by [ , ; or =)
         k = i + 1
         angle = 0
@@ -515,6 +536,8 @@ class Rewriter:
                     break
             k += 1
         type_text = " ".join(x.text for x in toks[i + 1:k])
+        if any(x.text in ("*", "&", "&&") for x in toks[i + 1:k]) or k >= e:
+            return  # a (private) pointer or reference to threadgroup memory, not an allocation
         decls = split_params(toks, k, e)
         out = []
         for d in decls:
@@ -526,17 +549,19 @@ class Rewriter:
             self.site += 1
             self.tg_sites.append(site)
             full = f"{type_text} {dims}".strip()
+            al = f"alignof({type_text})" if align is None else \
+                f"(alignof({type_text}) > ({align}) ? alignof({type_text}) : ({align}))"
             if dims:
                 out.append(
                     f"__mlxk_as_threadgroup {type_text} (&{dname}){dims} = "
                     f"*(__mlxk_as_threadgroup {type_text} (*){dims})__mlxk_tg_alloc({site}, sizeof({full}), "
-                    f"alignof({type_text}), \"{dname}\");")
+                    f"{al}, \"{dname}\");")
             else:
                 out.append(
                     f"__mlxk_as_threadgroup {type_text} &{dname} = "
                     f"*(__mlxk_as_threadgroup {type_text} *)__mlxk_tg_alloc({site}, sizeof({type_text}), "
-                    f"alignof({type_text}), \"{dname}\");")
-        a, b = toks[i].start, toks[e].end
+                    f"{al}, \"{dname}\");")
+        a, b = toks[start].start, toks[e].end
         nl = self.src.count("\n", a, b)
         self.edit(a, b, " ".join(out) + "\n" * nl)
 

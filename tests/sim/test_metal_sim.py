@@ -655,3 +655,10 @@ def test_depfile_and_find_clang(tmp_path, cache_dir):
              depfile=str(dep))
     text = dep.read_text()
     assert text.startswith(str(out) + ":") and "common.h" in text and "metal_stdlib" in text
+
+
+def test_threadgroup_pointer_locals(lib):
+    x = np.arange(64, dtype=np.float32)
+    y = np.zeros(64, np.float32)
+    lib.launch("tg_pointers", {0: x, 1: y}, (2,), (64,))
+    np.testing.assert_array_equal(y, x[::-1] + 2 * x + 1000)

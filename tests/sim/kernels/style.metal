@@ -132,3 +132,18 @@ template [[host_name("ns_scale_half")]] [[kernel]] void mlxk::detail::ns_scale<h
     device half* x [[buffer(0)]],
     constant float& s [[buffer(1)]],
     uint i [[thread_position_in_grid]]);
+
+// private pointers/references to threadgroup memory declared in the kernel body, alignas
+[[kernel]] void tg_pointers(
+    device const float* in [[buffer(0)]],
+    device float* out [[buffer(1)]],
+    uint lid [[thread_index_in_threadgroup]]) {
+  alignas(64) threadgroup float buf[2][64];
+  threadgroup float* row = buf[1];
+  threadgroup float *p0 = &buf[0][0], *p1 = row;
+  threadgroup float(&whole)[2][64] = buf;
+  row[lid] = in[lid];
+  p0[lid] = 2.0f * in[lid];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  out[lid] = p1[63 - lid] + whole[0][lid] + ((ulong)(&buf[0][0]) % 64 == 0 ? 1000.0f : 0.0f);
+}
