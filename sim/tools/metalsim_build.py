@@ -632,7 +632,7 @@ template <class P> P __mlxk_get(int role, int idx) {
       default: break;
     }
     if constexpr (metal::_sim::vtr<P>::is) {
-      P r;
+      metal::remove_cv_t<P> r;
       for (int i = 0; i < metal::_sim::vtr<P>::n; ++i) r[i] = v[i];
       return r;
     } else {

@@ -58,8 +58,8 @@ kernel void old_style_kernel(
     device const int64_t* big [[buffer(3)]],
     ushort lane [[thread_index_in_simdgroup]],
     ushort2 lid2 [[thread_position_in_threadgroup]],
-    uint3 gsize [[threads_per_grid]],
-    uint tid [[thread_index_in_threadgroup]]) [[max_total_threads_per_threadgroup(64)]] {
+    const uint3 gsize [[threads_per_grid]],
+    const uint tid [[thread_index_in_threadgroup]]) [[max_total_threads_per_threadgroup(64)]] {
   threadgroup float stage[2][32 + 1];
   threadgroup Tile shared_tile;
   Tile t;
