@@ -662,3 +662,29 @@ def test_threadgroup_pointer_locals(lib):
     y = np.zeros(64, np.float32)
     lib.launch("tg_pointers", {0: x, 1: y}, (2,), (64,))
     np.testing.assert_array_equal(y, x[::-1] + 2 * x + 1000)
+
+
+@pytest.mark.parametrize("tname,dtype,tol", [("float32", np.float32, 1e-5), ("float16", np.float16, 2e-3)])
+def test_rms_norm(lib, tname, dtype, tol):
+    rng = np.random.default_rng(7)
+    rows, D = 6, 1000  # 250 threads: a partial last simdgroup and partial last thread
+    x = rng.standard_normal((rows, D)).astype(dtype)
+    w = rng.standard_normal(D).astype(dtype)
+    out = np.zeros_like(x)
+    bufs = {0: x, 1: w, 2: out, 3: scalar(1e-5, np.float32), 4: scalar(D, np.uint32)}
+    lib.launch(f"rms_{tname}", bufs, (rows,), (256,))
+    xf = x.astype(np.float32)
+    ref = w.astype(np.float32) * (xf / np.sqrt((xf * xf).mean(1, keepdims=True) + 1e-5))
+    np.testing.assert_allclose(out.astype(np.float32), ref, rtol=tol * 4, atol=tol * 4)
+    # the variant that does not clear the partial-sum slots reads threadgroup memory nobody wrote
+    with pytest.raises(SimError) as e:
+        lib.launch(f"rms_noinit_{tname}", bufs, (rows,), (256,))
+    assert "uninitialized threadgroup memory" in str(e.value) and "'local_sums'" in str(e.value)
+    # ... unless every slot has a simdgroup (1024 threads = 32 simdgroups)
+    x2 = rng.standard_normal((rows, 4096)).astype(dtype)
+    out2 = np.zeros_like(x2)
+    lib.launch(f"rms_noinit_{tname}", {0: x2, 1: np.ones(4096, dtype), 2: out2, 3: scalar(1e-5, np.float32),
+                                       4: scalar(4096, np.uint32)}, (rows,), (1024,))
+    x2f = x2.astype(np.float32)
+    np.testing.assert_allclose(out2.astype(np.float32), x2f / np.sqrt((x2f * x2f).mean(1, keepdims=True) + 1e-5),
+                               rtol=tol * 4, atol=tol * 4)
