@@ -589,6 +589,14 @@ static bool run_tg(Worker* w, unsigned linear) {
   static const char* tgnames[8] = {"[[threadgroup(0)]]", "[[threadgroup(1)]]", "[[threadgroup(2)]]",
                                    "[[threadgroup(3)]]", "[[threadgroup(4)]]", "[[threadgroup(5)]]",
                                    "[[threadgroup(6)]]", "[[threadgroup(7)]]"};
+  size_t tg_total = 0;
+  for (int i = 0; i < 8; ++i) tg_total += (L->p.threadgroup_mem[i] + 15) / 16 * 16;
+  if (tg_total > kTgLimit) {
+    w->msg = where(w, nullptr) + fmt("threadgroup memory lengths set by the host total %zu bytes, more than "
+                                     "Metal's limit of %zu bytes", tg_total, kTgLimit);
+    w->failed = true;
+    return false;
+  }
   for (int i = 0; i < 8; ++i) {
     long off = arena_alloc(w, L->p.threadgroup_mem[i], 16, tgnames[i]);
     w->tg_param_ptr[i] = w->arena + off;
