@@ -223,6 +223,7 @@ struct Launch {
 TLS Worker* tl_w = nullptr;
 TLS uint8_t* tl_arena = nullptr;
 TLS uint8_t* tl_shadow = nullptr;
+TLS const Mapping* tl_last_map = nullptr;  // device-check cache (valid during one launch)
 
 // ------------------------------------------------------------------------------------
 // worker pool (stacks, arenas are expensive to create: keep them)
@@ -517,6 +518,31 @@ ABI const void* __mlxk_simd_xchg(const void* value, unsigned size, int kind, int
   return s.slots[par];
 }
 
+// precise device bounds checks (build flag --check-device-bounds): an access that falls in a
+// buffer's guarded mapping but outside the buffer's bytes is reported; other addresses
+// (program-scope constant data) are left alone
+static std::string oob_message(Launch* L, const Mapping& m, uintptr_t a, const char* rw, uint64_t n);
+static inline void dev_check(uint8_t* p, uint64_t n, bool store) {
+  const Mapping* lm = tl_last_map;
+  if (lm && p >= lm->start && p + n <= lm->start + (lm->hi - lm->lo)) return;
+  Launch* L = tl_w->L;
+  for (const Mapping& m : L->maps) {
+    if (p >= m.start && p + n <= m.start + (m.hi - m.lo)) {
+      tl_last_map = &m;
+      return;
+    }
+  }
+  for (const Mapping& m : L->maps) {
+    if (p >= m.base && p < m.base + m.len) {
+      if (p >= m.start && p + n <= m.start + (m.hi - m.lo)) return;
+      fail_here(oob_message(L, m, (uintptr_t)p, store ? "write" : "read", n));
+    }
+  }
+}
+ABI void __mlxk_chk_ld_d(uint8_t* p, uint64_t n) { dev_check(p, n, false); }
+ABI void __mlxk_chk_ld_agg_d(uint8_t* p, uint64_t n) { dev_check(p, n, false); }
+ABI void __mlxk_chk_st_d(uint8_t* p, uint64_t n) { dev_check(p, n, true); }
+
 // ------------------------------------------------------------------------------------
 // fibers
 [[noreturn]] static void fiber_main() {
@@ -749,6 +775,22 @@ static void install_handlers() {
   }
 }
 
+// address inside the guarded mapping m: names the nearest binding of it
+static std::string oob_message(Launch* L, const Mapping& m, uintptr_t a, const char* rw, uint64_t n) {
+  const Binding* best = nullptr;
+  long long bestoff = 0, bestdist = 0;
+  for (int bi : m.members) {
+    const Binding& B = L->binds[bi];
+    long long off = (long long)a - (long long)(uintptr_t)B.sim;
+    long long dist = off < 0 ? -off : (off >= (long long)B.size ? off - (long long)B.size : 0);
+    if (!best || dist < bestdist) { best = &B; bestoff = off; bestdist = dist; }
+  }
+  if (!best) return fmt("out-of-bounds device %s", rw);
+  std::string sz = n ? fmt(" of %llu byte(s)", (unsigned long long)n) : std::string();
+  return fmt("out-of-bounds device %s%s of buffer(%d) at byte offset %lld (buffer size %zu bytes)", rw, sz.c_str(),
+             best->index, bestoff, best->size);
+}
+
 static std::string describe_fault(Worker* w) {
   Launch* L = w->L;
   uintptr_t a = w->fault_addr;
@@ -758,19 +800,7 @@ static std::string describe_fault(Worker* w) {
   for (auto& m : L->maps) {
     uintptr_t b = (uintptr_t)m.base, e = b + m.len;
     if (a < b || a >= e) continue;
-    // nearest member binding
-    const Binding* best = nullptr;
-    long long bestoff = 0;
-    for (int bi : m.members) {
-      const Binding& B = L->binds[bi];
-      long long off = (long long)a - (long long)(uintptr_t)B.sim;
-      long long dist = off < 0 ? -off : (off >= (long long)B.size ? off - (long long)B.size : 0);
-      long long bdist = !best ? -1 : (bestoff < 0 ? -bestoff : bestoff - (long long)best->size);
-      if (!best || dist < bdist) { best = &B; bestoff = off; }
-    }
-    if (best)
-      return fmt("out-of-bounds device %s of buffer(%d) at byte offset %lld (buffer size %zu bytes)", rw,
-                 best->index, bestoff, best->size);
+    return oob_message(L, m, a, rw, 0);
   }
   // fiber stacks
   if (w->stack_region && a >= (uintptr_t)w->stack_region && a < (uintptr_t)w->stack_region + w->stack_region_len) {
@@ -809,6 +839,7 @@ static void worker_run(Launch* L) {
   Worker* w = get_worker();
   w->L = L;
   tl_w = w;
+  tl_last_map = nullptr;
   if (!ensure_stacks(w, L->nthreads)) {
     std::lock_guard<std::mutex> g(L->mu);
     if (L->err.empty()) L->err = "cannot allocate fiber stacks";

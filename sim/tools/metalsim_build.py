@@ -733,8 +733,11 @@ def is_aggregate(ty):
 
 LOAD_RE = re.compile(r"^\s*%[-\w.$\"]+ = load (?:atomic )?(?:volatile )?")
 STORE_RE = re.compile(r"^\s*store (?:atomic )?(?:volatile )?")
-PTR_OPERAND = r"ptr addrspace\(([34])\)(?: (?:noundef|nonnull|align \d+|dereferenceable\(\d+\)|noalias|nocapture|readonly|writeonly))* (%[-\w.$\"]+|@[-\w.$\"]+)"
+PTR_OPERAND = r"ptr addrspace\(([134])\)(?: (?:noundef|nonnull|align \d+|dereferenceable\(\d+\)|noalias|nocapture|readonly|writeonly))* (%[-\w.$\"]+|@[-\w.$\"]+)"
 MEM_INTR_RE = re.compile(r"call void @llvm\.(memcpy|memmove|memset)(?:\.inline)?\.([\w.]+)\((.*)\)")
+# hook suffix per address space: 3 = threadgroup, 4 = generic (checked if it points into the
+# threadgroup arena), 1 = device (only with device checks: precise buffer bounds)
+AS_SUFFIX = {"3": "", "4": "_g", "1": "_d"}
 
 
 def split_args(s):
@@ -754,11 +757,22 @@ def split_args(s):
     return out
 
 
-def instrument_ir(ir):
+def instrument_ir(ir, device_checks=False):
+    """Inserts shadow-memory / bounds check calls before memory accesses; returns the new IR
+    and the call graph {function: callees} of the functions it defines."""
     out = []
     used = set()
     funcs = {}
     cur_fn = None
+    spaces = ("3", "4", "1") if device_checks else ("3", "4")
+
+    def hook(ins, kind, asn, ptr, size):
+        if asn not in spaces or not ptr:
+            return
+        fn = f"__mlxk_chk_{kind}{AS_SUFFIX[asn]}"
+        used.add((fn, asn))
+        ins.append(f"  call void @{fn}(ptr addrspace({asn}) {ptr}, {size})")
+
     for line in ir.split("\n"):
         ins = []
         if line.startswith("define "):
@@ -776,10 +790,8 @@ def instrument_ir(ir):
                 ty = line[m.end():ty_end]
                 pm = re.compile(r", " + PTR_OPERAND).match(line, ty_end)
                 if pm:
-                    asn, ptr = pm.group(1), pm.group(2)
-                    fn = "__mlxk_chk_ld" + ("_agg" if is_aggregate(ty) else "") + ("_g" if asn == "4" else "")
-                    used.add((fn, asn))
-                    ins.append(f"  call void @{fn}(ptr addrspace({asn}) {ptr}, i64 {type_size_expr(ty)})")
+                    hook(ins, "ld_agg" if is_aggregate(ty) else "ld", pm.group(1), pm.group(2),
+                         f"i64 {type_size_expr(ty)}")
             else:
                 m = STORE_RE.match(line)
                 if m:
@@ -787,20 +799,14 @@ def instrument_ir(ir):
                     ty = line[m.end():ty_end]
                     pm = re.search(r", " + PTR_OPERAND + r"(?: syncscope\(\"[^\"]*\"\))?(?: [a-z_]+)?(?:, align \d+)?(?:, !.*)?$", line)
                     if pm:
-                        asn, ptr = pm.group(1), pm.group(2)
-                        fn = "__mlxk_chk_st" + ("_g" if asn == "4" else "")
-                        used.add((fn, asn))
-                        ins.append(f"  call void @{fn}(ptr addrspace({asn}) {ptr}, i64 {type_size_expr(ty)})")
+                        hook(ins, "st", pm.group(1), pm.group(2), f"i64 {type_size_expr(ty)}")
                 elif " atomicrmw " in line or " cmpxchg " in line:
                     pm = re.search(r"(?:atomicrmw|cmpxchg)(?: weak)?(?: volatile)?(?: \w+)? " + PTR_OPERAND +
                                    r", ([^,]+?) [-%\w.]+", line)
                     if pm:
-                        asn, ptr, ty = pm.group(1), pm.group(2), pm.group(3)
-                        sz = type_size_expr(ty)
-                        for base in ("__mlxk_chk_ld", "__mlxk_chk_st"):
-                            fn = base + ("_g" if asn == "4" else "")
-                            used.add((fn, asn))
-                            ins.append(f"  call void @{fn}(ptr addrspace({asn}) {ptr}, i64 {sz})")
+                        sz = f"i64 {type_size_expr(pm.group(3))}"
+                        hook(ins, "ld", pm.group(1), pm.group(2), sz)
+                        hook(ins, "st", pm.group(1), pm.group(2), sz)
                 else:
                     mm = MEM_INTR_RE.search(line)
                     if mm:
@@ -811,32 +817,17 @@ def instrument_ir(ir):
                             return (am.group(1) or "0", am.group(2)) if am else ("0", None)
 
                         n_arg = args[2]
-                        if kind == "memset":
-                            das, dp = ptrinfo(args[0])
-                            if das in ("3", "4") and dp:
-                                fn = "__mlxk_chk_st" + ("_g" if das == "4" else "")
-                                used.add((fn, das))
-                                ins.append(f"  call void @{fn}(ptr addrspace({das}) {dp}, {n_arg if n_arg.startswith('i64') else 'i64 ' + n_arg.split()[-1]})")
-                        else:
-                            das, dp = ptrinfo(args[0])
+                        nn = n_arg if n_arg.startswith("i64") else "i64 " + n_arg.split()[-1]
+                        das, dp = ptrinfo(args[0])
+                        if kind != "memset":
                             sas, sp = ptrinfo(args[1])
-                            nn = n_arg if n_arg.startswith("i64") else None
-                            if nn is None:
-                                nn = "i64 " + n_arg.split()[-1]  # i32 constant sizes
-                            if sas in ("3", "4") and sp:
-                                fn = "__mlxk_chk_ld_agg" + ("_g" if sas == "4" else "")
-                                used.add((fn, sas))
-                                ins.append(f"  call void @{fn}(ptr addrspace({sas}) {sp}, {nn})")
-                            if das in ("3", "4") and dp:
-                                fn = "__mlxk_chk_st" + ("_g" if das == "4" else "")
-                                used.add((fn, das))
-                                ins.append(f"  call void @{fn}(ptr addrspace({das}) {dp}, {nn})")
+                            hook(ins, "ld_agg", sas, sp, nn)
+                        hook(ins, "st", das, dp, nn)
         out.extend(ins)
         out.append(line)
     decls = set()
     for fn, asn in used:
         decls.add(f"declare void @{fn}(ptr addrspace({asn}), i64)")
-    # the same function may be used with two address spaces only for _g/_ (3 vs 4 differ by name)
     return "\n".join(out) + "\n" + "\n".join(sorted(decls)) + "\n", funcs
 
 
@@ -910,7 +901,7 @@ WARN_FLAGS = ["-Wall", "-Wno-unused", "-Wno-unused-parameter", "-Wno-unknown-pra
 # warns, and the simulator must not reject it.
 
 
-def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
+def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags, device_checks=False):
     base = f"k{fileno}"
     dep = os.path.join(work, base + ".d")
     pre = run([clang, "-E", "-MD", "-MF", dep] + cl_flags(clang) + ["-isystem", INCLUDE_DIR]
@@ -938,7 +929,7 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
         f"compiling {path}", metal=True)
     with open(ll) as f:
         ir = f.read()
-    ir2, funcs = instrument_ir(ir)
+    ir2, funcs = instrument_ir(ir, device_checks)
     cyc = check_recursion(funcs)
     if cyc:
         raise BuildError(f"{path}: recursion is not allowed in Metal: " + " -> ".join(demangle(cyc)))
@@ -988,9 +979,12 @@ def cpu_feature_flags():
     return []
 
 
-def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_dir=None, depfile=None):
+def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_dir=None, depfile=None,
+          device_checks=False):
     """Builds lib `out` from .metal `sources`; returns its path. Raises BuildError.
-    depfile: also write a Makefile-style dependency file (for CMake's DEPFILE)."""
+    depfile: also write a Makefile-style dependency file (for CMake's DEPFILE).
+    device_checks: check every device-memory access against the exact bounds of its buffer
+    (slower; without it, out-of-bounds accesses are caught by guard pages only)."""
     clang = clang or find_clang()
     if not clang:
         raise BuildError(f"no clang++ >= {MIN_CLANG} found (set MLXK_SIM_CLANG)")
@@ -1008,7 +1002,7 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
             rt = ex.submit(runtime_obj, clang, cache_dir, cpu)
             # tg allocation sites must be unique across files: give each file a disjoint range
             futs = [ex.submit(compile_metal, clang, os.path.abspath(s), n, n * 100000, list(includes),
-                              list(defines), work, cpu) for n, s in enumerate(sources)]
+                              list(defines), work, cpu, device_checks) for n, s in enumerate(sources)]
             results = [f.result() for f in futs]
             rt_obj = rt.result()
         objs, entries, nsites = [], [], 1
@@ -1052,6 +1046,8 @@ def main(argv=None):
     ap.add_argument("--find-clang", action="store_true", help="print the clang++ find_clang() picks and exit "
                     "(exit status 1 if none)")
     ap.add_argument("--depfile", default=None, help="write a Makefile-style dependency file")
+    ap.add_argument("--check-device-bounds", action="store_true",
+                    help="check every device memory access against its buffer's exact bounds (slower)")
     ap.add_argument("--clang", default=None, help="clang++ to use (default: find_clang())")
     ap.add_argument("-I", dest="includes", action="append", default=[], help="include directory")
     ap.add_argument("-D", dest="defines", action="append", default=[], help="preprocessor definition")
@@ -1066,7 +1062,8 @@ def main(argv=None):
     if not a.out or not a.sources:
         ap.error("--out and at least one source are required")
     try:
-        build(a.sources, a.out, a.clang, a.includes, a.defines, a.keep, a.cache_dir, a.depfile)
+        build(a.sources, a.out, a.clang, a.includes, a.defines, a.keep, a.cache_dir, a.depfile,
+              a.check_device_bounds)
     except BuildError as e:
         print(f"metalsim_build: error: {e}", file=sys.stderr)
         return 1

@@ -691,3 +691,56 @@ def test_rms_norm(lib, tname, dtype, tol):
     x2f = x2.astype(np.float32)
     np.testing.assert_allclose(out2.astype(np.float32), x2f / np.sqrt((x2f * x2f).mean(1, keepdims=True) + 1e-5),
                                rtol=tol * 4, atol=tol * 4)
+
+
+@pytest.fixture(scope="session")
+def lib_checked(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("simlib_checked") / "libchecked.so"
+    srcs = [os.path.join(HERE, "kernels", f) for f in ("errors.metal", "qmv.metal", "style.metal")]
+    mb.build(srcs, str(out), clang=CLANG, cache_dir=cache_dir, device_checks=True)
+    return simlib.SimLib(str(out))
+
+
+def test_precise_device_bounds(lib, lib_checked):
+    x = np.zeros(101, np.float32)  # 404 bytes: not a multiple of the 16-byte alignment
+    y = np.zeros(101, np.float32)
+    # small underflow and an overrun into the alignment slack: invisible to guard pages ...
+    for off in (-1, 1):
+        lib.launch("oob_read", {0: x, 1: y, 2: scalar(off)}, (1,), (101,))
+    # ... reported with --check-device-bounds, with the exact offset
+    with pytest.raises(SimError) as e:
+        lib_checked.launch("oob_read", {0: x, 1: y, 2: scalar(-1)}, (1,), (101,))
+    assert "out-of-bounds device read of 4 byte(s) of buffer(0) at byte offset -4" in str(e.value)
+    assert "thread (0,0,0)" in str(e.value)
+    with pytest.raises(SimError) as e:
+        lib_checked.launch("oob_read", {0: x, 1: y, 2: scalar(1)}, (1,), (101,))
+    assert "buffer(0) at byte offset 404" in str(e.value) and "thread (100,0,0)" in str(e.value)
+    with pytest.raises(SimError) as e:
+        lib_checked.launch("oob_write", {0: y, 1: scalar(101)}, (1,), (1,))
+    assert "device write of 4 byte(s) of buffer(0) at byte offset 404" in str(e.value)
+    # in-bounds kernels, program-scope constant data, aliasing still fine
+    out = np.zeros(32, np.float32)
+    out[16:24] = np.arange(1, 9)
+    lib_checked.launch("old_style_kernel", {0: out, 1: np.array([2, 5], np.float32), 2: np.array([2], np.int32),
+                                            3: np.array([(7 << 32) | 5, 0x12345], np.int64)}, (1,), (64,))
+    np.testing.assert_array_equal(out[24:30], [25, 9.5, 52, 7, 66, (0x12345 * 3) & 0xFFFF])
+
+
+def test_device_checks_cost(lib, lib_checked):
+    rng = np.random.default_rng(6)
+    N, K, gs = 64, 2048, 64
+    wq = rng.integers(0, 16, (N, K)).astype(np.uint8)
+    packed = (wq[:, 0::2] | (wq[:, 1::2] << 4)).astype(np.uint8).view(np.uint32)
+    scales = (rng.random((N, K // gs)) * 0.1).astype(np.float32)
+    biases = (rng.standard_normal((N, K // gs)) * 0.1).astype(np.float32)
+    x = rng.standard_normal(K).astype(np.float32)
+    times = []
+    for L in (lib, lib_checked):
+        y = np.zeros(N, np.float32)
+        bufs = {0: packed, 1: scales, 2: biases, 3: x, 4: y, 5: scalar(K), 6: scalar(N), 7: np.zeros(2, np.int32)}
+        t = time.time()
+        for _ in range(5):
+            L.launch("qmv_fast_float32_gs_64_b_4", bufs, (N // 8, 1), (64, 1), tg_mem=[32], workers=1)
+        times.append((time.time() - t) / 5)
+        np.testing.assert_allclose(y, qmv_reference(wq, scales, biases, x, gs), rtol=1e-3, atol=1e-3)
+    print(f"\nqmv 64x2048: {times[0] * 1e3:.2f} ms, with device bounds checks {times[1] * 1e3:.2f} ms")
