@@ -955,14 +955,16 @@ def runtime_obj(clang, cache_dir, cpu_flags):
     for s in srcs:
         with open(s, "rb") as f:
             h.update(f.read())
+    extra = os.environ.get("MLXK_SIM_RUNTIME_FLAGS", "").split()  # e.g. -DMLXK_SIM_USE_UCONTEXT
     h.update(clang.encode())
-    h.update(" ".join(cpu_flags).encode())
+    h.update(" ".join(cpu_flags + extra).encode())
     obj = os.path.join(cache_dir, f"sim_runtime-{h.hexdigest()[:16]}.o")
     if os.path.exists(obj):
         return obj
     os.makedirs(cache_dir, exist_ok=True)
     tmp = obj + f".{os.getpid()}.tmp"
-    run([clang, "-c", "-O2", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-I", INCLUDE_DIR, srcs[0], "-o", tmp],
+    run([clang, "-c", "-O2", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-U_FORTIFY_SOURCE", "-I", INCLUDE_DIR] + extra
+        + [srcs[0], "-o", tmp],
         "compiling the simulator runtime")
     os.replace(tmp, obj)
     return obj
