@@ -243,12 +243,9 @@ def parse_param(toks, idxs, kname):
 
 
 class Rewriter:
-    def qualify(self, expr):
-        """Qualifies a name used inside namespaces for use at global scope."""
-        ns = [x for x in self.scope if x]
-        if not ns or expr.startswith("::") or "" in self.scope:
-            return expr
-        return "::" + "::".join(ns) + "::" + expr
+    def namespaces(self):
+        """Enclosing namespaces at this point ("" for an anonymous one)."""
+        return [x for x in getattr(self, "scope", []) if x is not None]
 
     def __init__(self, src, fileno, site_base, file):
         self.src = src
@@ -393,7 +390,7 @@ class Rewriter:
                         z += 1
         if host is None:
             raise BuildError(f"{self.file}: kernel instantiation of {expr} without [[host_name(...)]]")
-        self.instances.append((host, self.qualify(expr), fname))
+        self.instances.append((host, expr, fname, self.namespaces()))
         return e + 1
 
     def kernel_def(self, i):
@@ -470,7 +467,7 @@ class Rewriter:
         self.rewrite_tg_decls(z + 1, body_end)
         self.kernels[name] = Kernel(name, is_template, params, self.file)
         if not is_template:
-            self.instances.append((host or name, self.qualify(name), name))
+            self.instances.append((host or name, name, name, self.namespaces()))
         return body_end + 1
 
     def rewrite_tg_decls(self, lo, hi):
@@ -644,16 +641,26 @@ template <class P> P __mlxk_get(int role, int idx) {
 
 
 def gen_trampolines(rw, entries):
+    """One extern "C" entry per host name. The call is made from a helper inside the kernel's
+    namespaces, so names in the kernel's parameter types and instantiation resolve as there."""
     code = [TRAMPOLINE_HELPERS]
     for ent in entries:
         k = rw.kernels[ent["kernel"]]
         args = []
         for n, p in enumerate(k.params):
             # template kernels: parameter types from decltype(func<args>); plain ones: as written
-            ty = f"typename __mlxk_argt<__F, {n}>::type" if k.is_template else p["type"]
-            args.append(f"__mlxk_get<{ty}>({ROLE_CODE[p['role']]}, {p['index']})")
+            ty = f"typename ::__mlxk_argt<__F, {n}>::type" if k.is_template else p["type"]
+            args.append(f"::__mlxk_get<{ty}>({ROLE_CODE[p['role']]}, {p['index']})")
         td = f"  typedef decltype({ent['expr']}) __F;\n" if k.is_template else ""
-        code.append(f'extern "C" void {ent["sym"]}(void) {{\n{td}  {ent["expr"]}({", ".join(args)});\n}}\n')
+        ns = ent["ns"]
+        inner = f"__mlxk_call_{ent['sym']}"
+        opens = "".join(f"namespace {x} {{ " if x else "namespace { " for x in ns)
+        closes = "} " * len(ns)
+        named = [x for x in ns if x]
+        qual = ("::" + "::".join(named) + "::") if named else ""
+        code.append(f"{opens}\nstatic inline void {inner}(void) {{\n{td}  {ent['expr']}({', '.join(args)});\n}}\n"
+                    f"{closes}\n"
+                    f'extern "C" void {ent["sym"]}(void) {{ {qual}{inner}(); }}\n')
     return "\n".join(code)
 
 
@@ -910,14 +917,14 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags, d
     rw = Rewriter(pre, fileno, site_base, path)
     body = rw.run()
     entries = []
-    for n, (host, expr, kname) in enumerate(rw.instances):
+    for n, (host, expr, kname, ns) in enumerate(rw.instances):
         if kname not in rw.kernels:
             raise BuildError(f"{path}: instantiation '{host}' of unknown kernel '{kname}'")
         k = rw.kernels[kname]
         bufs = [p["index"] for p in k.params if p["role"] == "buffer"]
         if len(set(bufs)) != len(bufs):
             raise BuildError(f"{path}: kernel {kname} uses a [[buffer(i)]] index twice")
-        entries.append({"host": host, "expr": expr, "kernel": kname, "sym": f"__mlxk_entry_{fileno}_{n}",
+        entries.append({"host": host, "expr": expr, "kernel": kname, "ns": ns, "sym": f"__mlxk_entry_{fileno}_{n}",
                         "bufs": bufs, "consts": [1 if p["const"] else 0 for p in k.params if p["role"] == "buffer"],
                         "tgs": [p["index"] for p in k.params if p["role"] == "tgmem"], "file": path})
     src = PRELUDE + body + "\n" + gen_trampolines(rw, entries)

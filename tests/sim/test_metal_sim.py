@@ -744,3 +744,11 @@ def test_device_checks_cost(lib, lib_checked):
         times.append((time.time() - t) / 5)
         np.testing.assert_allclose(y, qmv_reference(wq, scales, biases, x, gs), rtol=1e-3, atol=1e-3)
     print(f"\nqmv 64x2048: {times[0] * 1e3:.2f} ms, with device bounds checks {times[1] * 1e3:.2f} ms")
+
+
+def test_namespace_scoped_types(lib):
+    x = np.arange(32, dtype=np.float32)
+    lib.launch("ns_affine", {0: x, 1: np.array([2, 1], np.float32)}, (1,), (32,))
+    np.testing.assert_array_equal(x, np.arange(32) * 2 + 1)
+    lib.launch("anon_inc", {0: x}, (1,), (32,))
+    np.testing.assert_array_equal(x, np.arange(32) * 2 + 3)

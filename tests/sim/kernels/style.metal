@@ -147,3 +147,23 @@ template [[host_name("ns_scale_half")]] [[kernel]] void mlxk::detail::ns_scale<h
   threadgroup_barrier(mem_flags::mem_threadgroup);
   out[lid] = p1[63 - lid] + whole[0][lid] + ((ulong)(&buf[0][0]) % 64 == 0 ? 1000.0f : 0.0f);
 }
+
+// a non-template kernel whose parameter types are only visible inside its namespace, and a
+// kernel in an anonymous namespace
+namespace mlxk {
+struct ScaleParams {
+  float mul;
+  float add;
+};
+[[kernel]] void ns_affine(
+    device float* x [[buffer(0)]],
+    constant ScaleParams& p [[buffer(1)]],
+    uint i [[thread_position_in_grid]]) {
+  x[i] = x[i] * p.mul + p.add;
+}
+namespace {
+[[kernel]] void anon_inc(device float* x [[buffer(0)]], uint i [[thread_position_in_grid]]) {
+  x[i] += 2.0f;
+}
+}  // namespace
+}  // namespace mlxk
