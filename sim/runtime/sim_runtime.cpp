@@ -743,7 +743,8 @@ static bool run_tg(Worker* w, unsigned linear) {
 
 // ------------------------------------------------------------------------------------
 // signals: out-of-bounds device accesses hit guard pages
-static struct sigaction g_old_segv, g_old_bus;
+static const int kSigs[4] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+static struct sigaction g_old[4];
 
 static void sig_handler(int sig, siginfo_t* si, void* uctx) {
   Worker* w = tl_w;
@@ -760,7 +761,9 @@ static void sig_handler(int sig, siginfo_t* si, void* uctx) {
     w->in_kernel = 0;
     siglongjmp(w->jb, 1);
   }
-  struct sigaction* old = sig == SIGBUS ? &g_old_bus : &g_old_segv;
+  struct sigaction* old = &g_old[0];
+  for (int i = 0; i < 4; ++i)
+    if (kSigs[i] == sig) old = &g_old[i];
   if (old->sa_flags & SA_SIGINFO) {
     if (old->sa_sigaction) { old->sa_sigaction(sig, si, uctx); return; }
   } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
@@ -777,9 +780,9 @@ static void sig_handler(int sig, siginfo_t* si, void* uctx) {
 static std::mutex g_sig_mu;
 static void install_handlers() {
   std::lock_guard<std::mutex> g(g_sig_mu);
-  const int sigs[2] = {SIGSEGV, SIGBUS};
-  struct sigaction* olds[2] = {&g_old_segv, &g_old_bus};
-  for (int i = 0; i < 2; ++i) {
+  const int* sigs = kSigs;
+  struct sigaction* olds[4] = {&g_old[0], &g_old[1], &g_old[2], &g_old[3]};
+  for (int i = 0; i < 4; ++i) {
     struct sigaction cur;
     if (sigaction(sigs[i], nullptr, &cur) != 0) continue;
     if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == sig_handler) continue;
@@ -813,6 +816,9 @@ static std::string describe_fault(Worker* w) {
   uintptr_t a = w->fault_addr;
   const char* rw = w->fault_write == 1 ? "write" : (w->fault_write == 0 ? "read" : "access");
   size_t pg = page_size();
+  if (w->fault_sig == SIGFPE)
+    return "integer division by zero or overflow (SIGFPE; on a GPU the result would be undefined)";
+  if (w->fault_sig == SIGILL) return "illegal instruction (a trap for undefined behaviour, e.g. __builtin_unreachable)";
   // device buffers
   for (auto& m : L->maps) {
     uintptr_t b = (uintptr_t)m.base, e = b + m.len;

@@ -752,3 +752,15 @@ def test_namespace_scoped_types(lib):
     np.testing.assert_array_equal(x, np.arange(32) * 2 + 1)
     lib.launch("anon_inc", {0: x}, (1,), (32,))
     np.testing.assert_array_equal(x, np.arange(32) * 2 + 3)
+
+
+def test_integer_division_by_zero_reported(lib):
+    a = np.arange(64, dtype=np.int32)
+    b = np.ones(64, np.int32)
+    out = np.zeros(64, np.int32)
+    lib.launch("int_div", {0: a, 1: b, 2: out}, (1,), (64,))
+    np.testing.assert_array_equal(out, a)
+    b[40] = 0
+    with pytest.raises(SimError) as e:
+        lib.launch("int_div", {0: a, 1: b, 2: out}, (1,), (64,))
+    assert "division by zero" in str(e.value) and "thread (40,0,0)" in str(e.value)

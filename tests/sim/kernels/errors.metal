@@ -91,3 +91,12 @@ METAL_FUNC void fill(threadgroup float* dst, uint i, float v) { dst[i] = v; }
   threadgroup_barrier(mem_flags::mem_threadgroup);
   out[lid] = t[lid];
 }
+
+// integer division by a value that is zero for some threads
+[[kernel]] void int_div(
+    device const int* a [[buffer(0)]],
+    device const int* b [[buffer(1)]],
+    device int* out [[buffer(2)]],
+    uint i [[thread_position_in_grid]]) {
+  out[i] = a[i] / b[i];
+}
