@@ -978,6 +978,13 @@ API int mlxk_sim_launch(const char* name, const mlxk_sim_buffer* buffers, int nu
   unsigned long long ntg = (unsigned long long)p->grid[0] * p->grid[1] * p->grid[2];
   if (ntg == 0) return 0;
   if (ntg > 0xffffffffull) { set_err(err, err_len, "grid too large"); return 1; }
+  for (int i = 0; i < 8; ++i) {
+    if (p->threadgroup_mem[i] % 16) {
+      set_err(err, err_len, fmt("kernel '%s': threadgroup_mem[%d] = %zu is not a multiple of 16 bytes (Metal "
+                                "requires setThreadgroupMemoryLength to be)", k->name, i, p->threadgroup_mem[i]));
+      return 1;
+    }
+  }
   L.nthreads = n;
   L.ntg_total = (unsigned)ntg;
   memset(L.buf_bound, 0, sizeof L.buf_bound);

@@ -165,6 +165,9 @@ def test_threadgroup_param_memory_2d(lib):
     with pytest.raises(SimError) as e:
         lib.launch("transpose_tile", {0: x, 1: y}, (W // T, H // T), (T, T), tg_mem=[40000])
     assert "32768" in str(e.value)
+    with pytest.raises(SimError) as e:
+        lib.launch("transpose_tile", {0: x, 1: y}, (W // T, H // T), (T, T), tg_mem=[T * (T + 1) * 4 + 4])
+    assert e.value.code == 1 and "multiple of 16" in str(e.value)
 
 
 def test_atomics(lib):
