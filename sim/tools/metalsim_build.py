@@ -954,7 +954,12 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags, d
         deps = txt.split(":", 1)[1].split() if ":" in txt else []
     except OSError:
         pass
+    if rw.site - site_base > SITES_PER_FILE:
+        raise BuildError(f"{path}: more than {SITES_PER_FILE} threadgroup variable declarations")
     return obj, entries, rw.site, deps
+
+
+SITES_PER_FILE = 1024  # threadgroup variable declarations per .metal file (ids are global)
 
 
 def runtime_obj(clang, cache_dir, cpu_flags):
@@ -1011,7 +1016,7 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
         with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as ex:
             rt = ex.submit(runtime_obj, clang, cache_dir, cpu)
             # tg allocation sites must be unique across files: give each file a disjoint range
-            futs = [ex.submit(compile_metal, clang, os.path.abspath(s), n, n * 100000, list(includes),
+            futs = [ex.submit(compile_metal, clang, os.path.abspath(s), n, n * SITES_PER_FILE, list(includes),
                               list(defines), work, cpu, device_checks) for n, s in enumerate(sources)]
             results = [f.result() for f in futs]
             rt_obj = rt.result()
