@@ -767,3 +767,11 @@ def test_integer_division_by_zero_reported(lib):
     with pytest.raises(SimError) as e:
         lib.launch("int_div", {0: a, 1: b, 2: out}, (1,), (64,))
     assert "division by zero" in str(e.value) and "thread (40,0,0)" in str(e.value)
+
+
+@pytest.mark.parametrize("name,dtype", [("row_max_float", np.float32), ("row_max_half", np.float16)])
+def test_atomic_cas_row_max(lib, name, dtype):
+    x = np.random.default_rng(0).standard_normal((4, 1000)).astype(dtype)
+    out = np.full(4, -1e30, np.float32).view(np.uint32).copy()
+    lib.launch(name, {0: x, 1: out, 2: np.array([1000], np.uint64)}, (1, 4), (128, 1), workers=2)
+    np.testing.assert_array_equal(out.view(np.float32), x.astype(np.float32).max(1))
