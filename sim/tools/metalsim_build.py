@@ -179,6 +179,19 @@ def is_attr_start(toks, i):
     return toks[i].text == "[" and i + 1 < len(toks) and toks[i + 1].text == "["
 
 
+def attr_host_name(inner):
+    """host_name("...") inside one attribute group (possibly among other attributes)."""
+    for n, x in enumerate(inner):
+        if x.text == "host_name" and n + 1 < len(inner) and inner[n + 1].text == "(":
+            parts = []
+            for y in inner[n + 2:]:
+                if y.kind != "str":
+                    break
+                parts.append(ast.literal_eval(y.text))
+            return "".join(parts)
+    return None
+
+
 def split_params(toks, lo, hi):
     """Splits toks[lo:hi] at top-level commas (tracking (), [], {}, <>)."""
     parts, cur, depth, angle = [], [], 0, 0
@@ -300,7 +313,7 @@ class Rewriter:
                 j = attr_group_end(toks, i)
                 inner = [toks[x].text for x in range(i + 2, j - 1)]
                 name = inner[0] if inner else ""
-                if name == "kernel" or name == "host_name":
+                if name == "kernel" or name == "host_name" or "kernel" in inner:
                     # kernel definition: collect all attribute groups here
                     i = self.kernel_def(i)
                     continue
@@ -324,9 +337,8 @@ class Rewriter:
         while is_attr_start(toks, k):
             j = attr_group_end(toks, k)
             inner = [toks[x] for x in range(k + 2, j - 1)]
-            if inner and inner[0].text == "host_name":
-                host = "".join(ast.literal_eval(x.text) for x in inner if x.kind == "str")
-            if inner and inner[0].text == "kernel":
+            host = attr_host_name(inner) or host
+            if any(x.text == "kernel" for x in inner):
                 is_kernel = True
             self.remove_tokens(k, j)
             k = j + 1
@@ -402,8 +414,7 @@ class Rewriter:
             if is_attr_start(toks, k):
                 j = attr_group_end(toks, k)
                 inner = [toks[x] for x in range(k + 2, j - 1)]
-                if inner and inner[0].text == "host_name":
-                    host = "".join(ast.literal_eval(x.text) for x in inner if x.kind == "str")
+                host = attr_host_name(inner) or host
                 self.remove_tokens(k, j)
                 k = j + 1
             elif toks[k].text == "kernel":

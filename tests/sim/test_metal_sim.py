@@ -775,3 +775,26 @@ def test_atomic_cas_row_max(lib, name, dtype):
     out = np.full(4, -1e30, np.float32).view(np.uint32).copy()
     lib.launch(name, {0: x, 1: out, 2: np.array([1000], np.uint64)}, (1, 4), (128, 1), workers=2)
     np.testing.assert_array_equal(out.view(np.float32), x.astype(np.float32).max(1))
+
+
+@pytest.mark.parametrize("tname,dtype,tol", [("float32", np.float32, 1e-4), ("float16", np.float16, 2e-2)])
+def test_steel_style_gemm(lib, tname, dtype, tol):
+    rng = np.random.default_rng(8)
+    M, N, K = 64, 96, 48
+    A = rng.standard_normal((M, K)).astype(dtype)
+    B = rng.standard_normal((K, N)).astype(dtype)
+    C = np.zeros((M, N), dtype)
+    lib.launch(f"gemm_nn_{tname}_32x32x16", {0: A, 1: B, 2: C, 3: np.array([M, N, K, 0], np.int32)},
+               (N // 32, M // 32), (128,))
+    ref = A.astype(np.float32) @ B.astype(np.float32)
+    np.testing.assert_allclose(C.astype(np.float32), ref, rtol=tol, atol=tol * 4)
+
+
+def test_steel_style_gemm_bfloat(lib):
+    rng = np.random.default_rng(9)
+    M, N, K = 32, 32, 32
+    Af, Ab = to_bf16(rng.standard_normal((M, K)).astype(np.float32))
+    Bf, Bb = to_bf16(rng.standard_normal((K, N)).astype(np.float32))
+    C = np.zeros((M, N), np.uint16)
+    lib.launch("gemm_nn_bfloat16_32x32x16", {0: Ab, 1: Bb, 2: C, 3: np.array([M, N, K, 0], np.int32)}, (1, 1), (128,))
+    np.testing.assert_array_equal(C, to_bf16((Af @ Bf).astype(np.float32))[1])
