@@ -143,6 +143,16 @@ struct SimdState {
 
 struct Launch;
 
+// Race detection on threadgroup memory: a byte written in the current barrier interval by a
+// thread of another simdgroup must not be read or written, and a byte read in it by another
+// simdgroup must not be written (threads of one simdgroup are treated as ordered).
+struct RaceCell {
+  uint32_t wr_epoch, rd_epoch;
+  uint16_t wr_tid, rd_tid;
+  uint8_t wr_sg, rd_sg;  // rd_sg 0xff: several simdgroups read
+  uint16_t pad;
+};
+static const size_t kRaceBytes = sizeof(RaceCell) * (1 << 20);
 struct TgAlloc {
   const char* name;
   size_t off, size;
@@ -164,6 +174,9 @@ struct Worker {
   // threadgroup memory
   uint8_t* arena = nullptr;
   uint8_t* shadow = nullptr;  // 0 unwritten, 1 written, 2 red zone / unallocated
+  struct RaceCell* race = nullptr;  // per byte: last writer / readers and their barrier interval
+  uint32_t epoch = 1;               // barrier interval counter (never reused within a worker)
+  bool race_on = true;              // MLXK_SIM_RACE_CHECK=0 turns race detection off
   size_t arena_used = 0, shadow_dirty = 0;
   std::vector<TgAlloc> allocs;
   std::vector<long> site_off;
@@ -193,6 +206,7 @@ struct Worker {
     if (stack_region) munmap(stack_region, stack_region_len);
     if (arena) munmap(arena, kArenaCap);
     if (shadow) munmap(shadow, kArenaCap);
+    if (race) munmap(race, kRaceBytes);
     if (altstack) munmap(altstack, 1 << 16);
   }
 };
@@ -230,11 +244,13 @@ struct Launch {
   std::mutex mu;
   long err_tg = -1;
   std::string err;
+  bool race_check = true;
 };
 
 TLS Worker* tl_w = nullptr;
 TLS uint8_t* tl_arena = nullptr;
 TLS uint8_t* tl_shadow = nullptr;
+TLS RaceCell* tl_race = nullptr;
 TLS const Mapping* tl_last_map = nullptr;  // device-check cache (valid during one launch)
 
 // ------------------------------------------------------------------------------------
@@ -254,6 +270,8 @@ static Worker* get_worker() {
   w->arena = (uint8_t*)mmap(nullptr, kArenaCap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   w->shadow = (uint8_t*)mmap(nullptr, kArenaCap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   memset(w->shadow, 2, kArenaCap);
+  w->race = (RaceCell*)mmap(nullptr, kRaceBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                            -1, 0);
   w->altstack = (uint8_t*)mmap(nullptr, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   w->site_off.assign(std::max(__mlxk_tg_site_count, 1), -1);
   w->simds.resize(1024 / kSimd);
@@ -410,7 +428,20 @@ ABI void* __mlxk_tg_alloc(int site, unsigned long size, unsigned long align, con
                 store ? "write" : "read", (unsigned long long)n));
 }
 
-static inline void tg_check(uint8_t* p, uint64_t n, bool store, bool lenient) {
+[[noreturn]] static void race_report(Worker* w, size_t off, const char* what, unsigned other, const char* other_did) {
+  const TgAlloc* a = nullptr;
+  for (auto& x : w->allocs)
+    if (off >= x.off && off < x.off + x.size) a = &x;
+  const Fiber& o = w->fibers[other];
+  fail_here(fmt("data race on threadgroup memory: this thread %s byte %zu of '%s' that thread (%u,%u,%u) [index %u, "
+                "simdgroup %u] %s since the last threadgroup_barrier (missing threadgroup_barrier?)",
+                what, a ? off - a->off : off, a ? a->name : "?", o.ti.tpitg[0], o.ti.tpitg[1], o.ti.tpitg[2],
+                other, o.ti.sgitg, other_did));
+}
+
+// store: write access; lenient: aggregate read (only fully unwritten is reported);
+// race: take part in race detection (not for atomics)
+static inline void tg_check(uint8_t* p, uint64_t n, bool store, bool lenient, bool race = true) {
   uint8_t* base = tl_arena;
   size_t off = (size_t)(p - base);
   Worker* w = tl_w;
@@ -433,7 +464,32 @@ static inline void tg_check(uint8_t* p, uint64_t n, bool store, bool lenient) {
       tg_report(w, first, n, false, true);
     }
   }
+  if (!race || !w->race_on) return;
+  const uint32_t E = w->epoch;
+  const Fiber* f = w->cur;
+  const uint8_t sg = (uint8_t)f->ti.sgitg;
+  const uint16_t tid = (uint16_t)f->ti.tiitg;
+  RaceCell* c = tl_race + off;
+  for (uint64_t i = 0; i < n; ++i, ++c) {
+    if (store) {
+      if (c->wr_epoch == E && c->wr_sg != sg) race_report(w, off + i, "writes", c->wr_tid, "wrote");
+      if (c->rd_epoch == E && c->rd_sg != sg) race_report(w, off + i, "writes", c->rd_tid, "read");
+      c->wr_epoch = E;
+      c->wr_sg = sg;
+      c->wr_tid = tid;
+    } else {
+      if (c->wr_epoch == E && c->wr_sg != sg && !lenient) race_report(w, off + i, "reads", c->wr_tid, "wrote");
+      if (c->rd_epoch != E) {
+        c->rd_epoch = E;
+        c->rd_sg = sg;
+        c->rd_tid = tid;
+      } else if (c->rd_sg != sg) {
+        c->rd_sg = 0xff;
+      }
+    }
+  }
 }
+
 // instrumentation hooks inserted into the kernel IR by the build step
 ABI void __mlxk_chk_ld(uint8_t* p, uint64_t n) { tg_check(p, n, false, false); }
 ABI void __mlxk_chk_ld_agg(uint8_t* p, uint64_t n) { tg_check(p, n, false, true); }
@@ -449,6 +505,11 @@ static inline bool in_arena(uint8_t* p) { return (size_t)(p - tl_arena) < kArena
 ABI void __mlxk_chk_ld_g(uint8_t* p, uint64_t n) { if (in_arena(p)) tg_check(p, n, false, false); }
 ABI void __mlxk_chk_ld_agg_g(uint8_t* p, uint64_t n) { if (in_arena(p)) tg_check(p, n, false, true); }
 ABI void __mlxk_chk_st_g(uint8_t* p, uint64_t n) { if (in_arena(p)) tg_check(p, n, true, false); }
+// atomics synchronize: checked for bounds and initialization only
+ABI void __mlxk_chk_atld(uint8_t* p, uint64_t n) { tg_check(p, n, false, false, false); }
+ABI void __mlxk_chk_atst(uint8_t* p, uint64_t n) { tg_check(p, n, true, false, false); }
+ABI void __mlxk_chk_atld_g(uint8_t* p, uint64_t n) { if (in_arena(p)) tg_check(p, n, false, false, false); }
+ABI void __mlxk_chk_atst_g(uint8_t* p, uint64_t n) { if (in_arena(p)) tg_check(p, n, true, false, false); }
 
 ABI void __mlxk_fail(const char* what, int line, const char* file) {
   fail_here(std::string(what) + " at " + src(file, line));
@@ -516,11 +577,11 @@ ABI const void* __mlxk_simd_xchg(const void* value, unsigned size, int kind, int
         w->ready.push_back((int)(base + i));
       }
     }
-    if (w->L->p.shuffle) {  // let others run first sometimes
-      f->state = F_READY;
-      w->ready.push_back((int)f->ti.tiitg);
-      switch_to_sched(w, f);
-    }
+    // the completing lane queues behind its simdgroup, so the other simdgroups catch up
+    // first (as they would run concurrently on a GPU)
+    f->state = F_READY;
+    w->ready.push_back((int)f->ti.tiitg);
+    switch_to_sched(w, f);
   } else {
     f->state = F_SIMD;
     f->line = line;
@@ -554,6 +615,8 @@ static inline void dev_check(uint8_t* p, uint64_t n, bool store) {
 ABI void __mlxk_chk_ld_d(uint8_t* p, uint64_t n) { dev_check(p, n, false); }
 ABI void __mlxk_chk_ld_agg_d(uint8_t* p, uint64_t n) { dev_check(p, n, false); }
 ABI void __mlxk_chk_st_d(uint8_t* p, uint64_t n) { dev_check(p, n, true); }
+ABI void __mlxk_chk_atld_d(uint8_t* p, uint64_t n) { dev_check(p, n, false); }
+ABI void __mlxk_chk_atst_d(uint8_t* p, uint64_t n) { dev_check(p, n, true); }
 
 // ------------------------------------------------------------------------------------
 // fibers
@@ -642,6 +705,8 @@ static bool run_tg(Worker* w, unsigned linear) {
   }
   tl_arena = w->arena;
   tl_shadow = w->shadow;
+  tl_race = w->race;
+  w->epoch++;
   // simdgroups
   unsigned nsg = (n + kSimd - 1) / kSimd;
   for (unsigned s = 0; s < nsg; ++s) {
@@ -710,6 +775,7 @@ static bool run_tg(Worker* w, unsigned linear) {
     if (w->ndone == n) return true;
     if (w->nbarrier == n) {
       w->nbarrier = 0;
+      w->epoch++;  // a new barrier interval
       for (unsigned i = 0; i < n; ++i) {
         w->fibers[i].state = F_READY;
         w->ready.push_back((int)i);
@@ -861,6 +927,7 @@ static std::string describe_fault(Worker* w) {
 static void worker_run(Launch* L) {
   Worker* w = get_worker();
   w->L = L;
+  w->race_on = L->race_check;
   tl_w = w;
   tl_last_map = nullptr;
   if (!ensure_stacks(w, L->nthreads)) {
@@ -968,6 +1035,10 @@ API int mlxk_sim_launch(const char* name, const mlxk_sim_buffer* buffers, int nu
   if (!L.p.shuffle) {
     const char* e = getenv("MLXK_SIM_SHUFFLE_SEED");  // opt-in: shuffle every launch
     if (e && *e) { L.p.shuffle = 1; L.p.seed = strtoull(e, nullptr, 0); }
+  }
+  {
+    const char* e = getenv("MLXK_SIM_RACE_CHECK");
+    L.race_check = !(e && e[0] == '0');
   }
   unsigned n = p->threadgroup[0] * p->threadgroup[1] * p->threadgroup[2];
   if (n == 0 || n > 1024 || p->threadgroup[0] > 1024 || p->threadgroup[1] > 1024 || p->threadgroup[2] > 1024) {

@@ -809,8 +809,8 @@ def instrument_ir(ir, device_checks=False):
                 ty = line[m.end():ty_end]
                 pm = re.compile(r", " + PTR_OPERAND).match(line, ty_end)
                 if pm:
-                    hook(ins, "ld_agg" if is_aggregate(ty) else "ld", pm.group(1), pm.group(2),
-                         f"i64 {type_size_expr(ty)}")
+                    kind = "atld" if " atomic " in line[:m.end() + 1] else ("ld_agg" if is_aggregate(ty) else "ld")
+                    hook(ins, kind, pm.group(1), pm.group(2), f"i64 {type_size_expr(ty)}")
             else:
                 m = STORE_RE.match(line)
                 if m:
@@ -818,14 +818,15 @@ def instrument_ir(ir, device_checks=False):
                     ty = line[m.end():ty_end]
                     pm = re.search(r", " + PTR_OPERAND + r"(?: syncscope\(\"[^\"]*\"\))?(?: [a-z_]+)?(?:, align \d+)?(?:, !.*)?$", line)
                     if pm:
-                        hook(ins, "st", pm.group(1), pm.group(2), f"i64 {type_size_expr(ty)}")
+                        kind = "atst" if line.lstrip().startswith("store atomic") else "st"
+                        hook(ins, kind, pm.group(1), pm.group(2), f"i64 {type_size_expr(ty)}")
                 elif " atomicrmw " in line or " cmpxchg " in line:
                     pm = re.search(r"(?:atomicrmw|cmpxchg)(?: weak)?(?: volatile)?(?: \w+)? " + PTR_OPERAND +
                                    r", ([^,]+?) [-%\w.]+", line)
                     if pm:
                         sz = f"i64 {type_size_expr(pm.group(3))}"
-                        hook(ins, "ld", pm.group(1), pm.group(2), sz)
-                        hook(ins, "st", pm.group(1), pm.group(2), sz)
+                        hook(ins, "atld", pm.group(1), pm.group(2), sz)
+                        hook(ins, "atst", pm.group(1), pm.group(2), sz)
                 else:
                     mm = MEM_INTR_RE.search(line)
                     if mm:

@@ -122,7 +122,19 @@ def test_missing_barrier_reported(lib):
     assert "uninitialized threadgroup memory" in str(e.value) and "'tile'" in str(e.value)
 
 
-def test_missing_barrier_shuffle(lib):
+def test_missing_barrier_race_detected(lib):
+    x = np.arange(2 * 256, dtype=np.float32) + 1
+    y = np.zeros_like(x)
+    # the race detector reports the missing barrier deterministically, naming both threads
+    with pytest.raises(SimError) as e:
+        lib.launch("shift_missing_barrier", {0: x, 1: y}, (2,), (256,))
+    msg = str(e.value)
+    assert "data race on threadgroup memory" in msg and "'tile'" in msg
+    assert "thread (32,0,0)" in msg and "thread (31,0,0)" in msg and "read since the last threadgroup_barrier" in msg
+
+
+def test_missing_barrier_shuffle(lib, monkeypatch):
+    monkeypatch.setenv("MLXK_SIM_RACE_CHECK", "0")  # leave it to the shuffle
     x = np.arange(2 * 256, dtype=np.float32) + 1
     ref = np.concatenate([np.append(x[1:256], 0), np.append(x[257:], 0)])
     y = np.zeros_like(x)
@@ -142,7 +154,8 @@ def test_missing_barrier_shuffle(lib):
     assert wrong > 0
 
 
-def test_shuffle_is_deterministic_per_seed(lib):
+def test_shuffle_is_deterministic_per_seed(lib, monkeypatch):
+    monkeypatch.setenv("MLXK_SIM_RACE_CHECK", "0")
     x = np.arange(256, dtype=np.float32) + 1
     res = []
     for _ in range(2):
@@ -798,3 +811,12 @@ def test_steel_style_gemm_bfloat(lib):
     C = np.zeros((M, N), np.uint16)
     lib.launch("gemm_nn_bfloat16_32x32x16", {0: Ab, 1: Bb, 2: C, 3: np.array([M, N, K, 0], np.int32)}, (1, 1), (128,))
     np.testing.assert_array_equal(C, to_bf16((Af @ Bf).astype(np.float32))[1])
+
+
+def test_race_across_simdgroups_reported(lib):
+    out = np.zeros(64, np.float32)
+    with pytest.raises(SimError) as e:
+        lib.launch("simd_not_a_barrier", {0: out}, (1,), (64,))
+    assert "data race" in str(e.value) and "reads byte" in str(e.value) and "wrote since" in str(e.value)
+    lib.launch("intra_simd_exchange", {0: out}, (1,), (64,))
+    np.testing.assert_array_equal(out, np.arange(64) ^ 1)

@@ -100,3 +100,25 @@ METAL_FUNC void fill(threadgroup float* dst, uint i, float v) { dst[i] = v; }
     uint i [[thread_position_in_grid]]) {
   out[i] = a[i] / b[i];
 }
+
+// a SIMD-group function is not a threadgroup barrier: reading another simdgroup's data
+// after it is a race
+[[kernel]] void simd_not_a_barrier(
+    device float* out [[buffer(0)]],
+    uint lid [[thread_index_in_threadgroup]],
+    uint n [[threads_per_threadgroup]]) {
+  threadgroup float t[64];
+  t[lid] = float(lid);
+  float s = simd_sum(1.0f);
+  out[lid] = t[(lid + 32) % n] + s;
+}
+
+// exchange inside one simdgroup through threadgroup memory: not reported
+[[kernel]] void intra_simd_exchange(
+    device float* out [[buffer(0)]],
+    uint lid [[thread_index_in_threadgroup]]) {
+  threadgroup float t[64];
+  t[lid] = float(lid);
+  simdgroup_barrier(mem_flags::mem_threadgroup);
+  out[lid] = t[lid ^ 1];
+}
