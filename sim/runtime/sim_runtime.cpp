@@ -177,6 +177,8 @@ struct Worker {
   struct RaceCell* race = nullptr;  // per byte: last writer / readers and their barrier interval
   uint32_t epoch = 1;               // barrier interval counter (never reused within a worker)
   bool race_on = true;              // MLXK_SIM_RACE_CHECK=0 turns race detection off
+  unsigned bar_flags = 0;           // mem_flags of the barrier being waited at
+  bool last_bar_unfenced = false;   // the last barrier released had no mem_threadgroup
   size_t arena_used = 0, shadow_dirty = 0;
   std::vector<TgAlloc> allocs;
   std::vector<long> site_off;
@@ -434,9 +436,12 @@ ABI void* __mlxk_tg_alloc(int site, unsigned long size, unsigned long align, con
     if (off >= x.off && off < x.off + x.size) a = &x;
   const Fiber& o = w->fibers[other];
   fail_here(fmt("data race on threadgroup memory: this thread %s byte %zu of '%s' that thread (%u,%u,%u) [index %u, "
-                "simdgroup %u] %s since the last threadgroup_barrier (missing threadgroup_barrier?)",
+                "simdgroup %u] %s since the last threadgroup_barrier with mem_flags::mem_threadgroup (%s)",
                 what, a ? off - a->off : off, a ? a->name : "?", o.ti.tpitg[0], o.ti.tpitg[1], o.ti.tpitg[2],
-                other, o.ti.sgitg, other_did));
+                other, o.ti.sgitg, other_did,
+                w->last_bar_unfenced ? "the last threadgroup_barrier lacks mem_flags::mem_threadgroup, so it does "
+                                       "not order threadgroup memory"
+                                     : "missing threadgroup_barrier?"));
 }
 
 // store: write access; lenient: aggregate read (only fully unwritten is reported);
@@ -515,7 +520,7 @@ ABI void __mlxk_fail(const char* what, int line, const char* file) {
   fail_here(std::string(what) + " at " + src(file, line));
 }
 
-ABI void __mlxk_barrier(int line, const char* file) {
+ABI void __mlxk_barrier(unsigned flags, int line, const char* file) {
   Worker* w = tl_w;
   Fiber* f = w->cur;
   if (w->ndone > 0) {
@@ -532,6 +537,7 @@ ABI void __mlxk_barrier(int line, const char* file) {
     w->bar_line = line;
     w->bar_file = file;
     w->bar_first = f->ti.tiitg;
+    w->bar_flags = flags;
   } else if (w->bar_line != line || (w->bar_file != file && strcmp(w->bar_file, file) != 0)) {
     fail_here(fmt("divergent barrier: this thread reached threadgroup_barrier at %s while thread %u waits at "
                   "threadgroup_barrier at %s", src(file, line).c_str(), w->bar_first, src(w->bar_file, w->bar_line).c_str()));
@@ -707,6 +713,7 @@ static bool run_tg(Worker* w, unsigned linear) {
   tl_shadow = w->shadow;
   tl_race = w->race;
   w->epoch++;
+  w->last_bar_unfenced = false;
   // simdgroups
   unsigned nsg = (n + kSimd - 1) / kSimd;
   for (unsigned s = 0; s < nsg; ++s) {
@@ -775,7 +782,10 @@ static bool run_tg(Worker* w, unsigned linear) {
     if (w->ndone == n) return true;
     if (w->nbarrier == n) {
       w->nbarrier = 0;
-      w->epoch++;  // a new barrier interval
+      // a new barrier interval for threadgroup memory, if the barrier fences it
+      // (mem_flags::mem_threadgroup = 2); an execution-only barrier orders nothing
+      w->last_bar_unfenced = !(w->bar_flags & 2u);
+      if (!w->last_bar_unfenced) w->epoch++;
       for (unsigned i = 0; i < n; ++i) {
         w->fibers[i].state = F_READY;
         w->ready.push_back((int)i);

@@ -820,3 +820,10 @@ def test_race_across_simdgroups_reported(lib):
     assert "data race" in str(e.value) and "reads byte" in str(e.value) and "wrote since" in str(e.value)
     lib.launch("intra_simd_exchange", {0: out}, (1,), (64,))
     np.testing.assert_array_equal(out, np.arange(64) ^ 1)
+
+
+def test_barrier_without_threadgroup_fence(lib):
+    out = np.zeros(64, np.float32)
+    with pytest.raises(SimError) as e:
+        lib.launch("unfenced_barrier", {0: out}, (1,), (64,))
+    assert "data race" in str(e.value) and "lacks mem_flags::mem_threadgroup" in str(e.value)

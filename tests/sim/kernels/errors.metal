@@ -122,3 +122,13 @@ METAL_FUNC void fill(threadgroup float* dst, uint i, float v) { dst[i] = v; }
   simdgroup_barrier(mem_flags::mem_threadgroup);
   out[lid] = t[lid ^ 1];
 }
+
+// an execution-only barrier does not order threadgroup memory
+[[kernel]] void unfenced_barrier(
+    device float* out [[buffer(0)]],
+    uint lid [[thread_index_in_threadgroup]]) {
+  threadgroup float t[64];
+  t[lid] = float(lid);
+  threadgroup_barrier(mem_flags::mem_device);
+  out[lid] = t[63 - lid];
+}
