@@ -499,13 +499,6 @@ static inline void tg_check(uint8_t* p, uint64_t n, bool store, bool lenient, bo
 ABI void __mlxk_chk_ld(uint8_t* p, uint64_t n) { tg_check(p, n, false, false); }
 ABI void __mlxk_chk_ld_agg(uint8_t* p, uint64_t n) { tg_check(p, n, false, true); }
 ABI void __mlxk_chk_st(uint8_t* p, uint64_t n) { tg_check(p, n, true, false); }
-ABI void __mlxk_chk_cpy(uint8_t* dst, uint8_t* src, uint64_t n) {  // threadgroup -> threadgroup copy
-  tg_check(src, n, false, true);
-  uint8_t* ss = tl_shadow + (src - tl_arena);
-  tg_check(dst, n, true, false);
-  uint8_t* ds = tl_shadow + (dst - tl_arena);
-  memmove(ds, ss, n);
-}
 static inline bool in_arena(uint8_t* p) { return (size_t)(p - tl_arena) < kArenaCap; }
 ABI void __mlxk_chk_ld_g(uint8_t* p, uint64_t n) { if (in_arena(p)) tg_check(p, n, false, false); }
 ABI void __mlxk_chk_ld_agg_g(uint8_t* p, uint64_t n) { if (in_arena(p)) tg_check(p, n, false, true); }
