@@ -815,6 +815,7 @@ static bool run_tg(Worker* w, unsigned linear) {
 static const int kSigs[4] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
 static struct sigaction g_old[4];
 
+TLS volatile int tl_in_chain = 0;
 static void sig_handler(int sig, siginfo_t* si, void* uctx) {
   Worker* w = tl_w;
   if (w && w->in_kernel) {
@@ -830,14 +831,21 @@ static void sig_handler(int sig, siginfo_t* si, void* uctx) {
     w->in_kernel = 0;
     siglongjmp(w->jb, 1);
   }
+  // not ours: chain to the handler we replaced. Handlers that chain back to us (another
+  // simulator library, Python's faulthandler) would loop: a nested call ends the chain.
   struct sigaction* old = &g_old[0];
   for (int i = 0; i < 4; ++i)
     if (kSigs[i] == sig) old = &g_old[i];
-  if (old->sa_flags & SA_SIGINFO) {
-    if (old->sa_sigaction) { old->sa_sigaction(sig, si, uctx); return; }
-  } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-    old->sa_handler(sig);
-    return;
+  if (!tl_in_chain) {
+    tl_in_chain = 1;
+    if (old->sa_flags & SA_SIGINFO) {
+      if (old->sa_sigaction) { old->sa_sigaction(sig, si, uctx); tl_in_chain = 0; return; }
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+      old->sa_handler(sig);
+      tl_in_chain = 0;
+      return;
+    }
+    tl_in_chain = 0;
   }
   // default action
   signal(sig, SIG_DFL);

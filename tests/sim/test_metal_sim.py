@@ -827,3 +827,35 @@ def test_barrier_without_threadgroup_fence(lib):
     with pytest.raises(SimError) as e:
         lib.launch("unfenced_barrier", {0: out}, (1,), (64,))
     assert "data race" in str(e.value) and "lacks mem_flags::mem_threadgroup" in str(e.value)
+
+
+def test_two_libraries_and_host_crash(libpath, lib_checked, tmp_path):
+    """Two simulator libraries in one process keep reporting their own faults, and a crash
+    outside any kernel still terminates the process (no handler loop)."""
+    code = textwrap.dedent(f"""
+        import sys, ctypes, faulthandler, numpy as np
+        sys.path.insert(0, {HERE!r})
+        import simlib
+        A = simlib.SimLib({libpath!r})
+        x = np.zeros(1024, np.float32); y = np.zeros(1024, np.float32)
+        try:
+            A.launch("oob_read", {{0: x, 1: y, 2: np.array([1], np.int32)}}, (4,), (256,))
+        except simlib.SimError as e:
+            print("A:", e)
+        B = simlib.SimLib(sys.argv[1])
+        faulthandler.enable()
+        for L, n in ((B, "B"), (A, "A"), (B, "B")):
+            try:
+                L.launch("oob_read", {{0: x, 1: y, 2: np.array([1], np.int32)}}, (4,), (256,))
+            except simlib.SimError as e:
+                print(n + ":", e)
+        sys.stdout.flush()
+        ctypes.string_at(0)  # a real crash outside kernels
+    """)
+    out = tmp_path / "two.py"
+    out.write_text(code)
+    r = subprocess.run([sys.executable, str(out), lib_checked.lib._name], capture_output=True, text=True, timeout=60)
+    lines = [x for x in r.stdout.splitlines() if x.startswith(("A:", "B:"))]
+    assert len(lines) == 4 and all("out-of-bounds device read" in x and "buffer(0)" in x for x in lines), r.stdout + r.stderr
+    assert "Fatal Python error" in r.stderr  # faulthandler saw the host crash
+    assert r.returncode != 0
