@@ -4,6 +4,7 @@
 #include "mlxk_metal_sim.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <setjmp.h>
 #include <sys/mman.h>
@@ -812,30 +813,53 @@ static bool run_tg(Worker* w, unsigned linear) {
 
 // ------------------------------------------------------------------------------------
 // signals: out-of-bounds device accesses hit guard pages
+//
+// One dispatcher per process is shared by all simulator libraries loaded in it (each has its
+// own copy of this runtime): the first library creates a registry and publishes its address
+// in the environment (with the pid, so that child processes ignore it); every library
+// registers a callback that claims faults of its own kernels. Installing always installs the
+// registry's dispatcher, so libraries never chain to each other in a loop. The dispatcher
+// chains faults nobody claims to the handler it replaced (e.g. Python's faulthandler); a
+// handler that chains back to it ends the chain with the default action.
+// Limitation: the library that created the registry must not be dlclose()d.
 static const int kSigs[4] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
-static struct sigaction g_old[4];
-
+typedef int (*sig_owner_fn)(int, siginfo_t*, void*);
+struct SigRegistry {
+  unsigned magic, version;
+  pthread_mutex_t mu;
+  int nowners;
+  sig_owner_fn owners[64];
+  struct sigaction old[4];
+  void (*dispatcher)(int, siginfo_t*, void*);
+};
+static SigRegistry* g_reg = nullptr;
+static SigRegistry g_reg_storage;
+static std::once_flag g_reg_once;
 TLS volatile int tl_in_chain = 0;
-static void sig_handler(int sig, siginfo_t* si, void* uctx) {
+
+// claims the fault if this thread is running a kernel of this library (never returns then)
+static int lib_owner(int sig, siginfo_t* si, void* uctx) {
   Worker* w = tl_w;
-  if (w && w->in_kernel) {
-    w->fault_addr = (uintptr_t)si->si_addr;
-    w->fault_sig = sig;
+  if (!(w && w->in_kernel)) return 0;
+  w->fault_addr = (uintptr_t)si->si_addr;
+  w->fault_sig = sig;
 #if defined(__x86_64__) && defined(REG_ERR)
-    w->fault_write = (((ucontext_t*)uctx)->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
-    w->fault_pc = (uintptr_t)((ucontext_t*)uctx)->uc_mcontext.gregs[REG_RIP];
+  w->fault_write = (((ucontext_t*)uctx)->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
+  w->fault_pc = (uintptr_t)((ucontext_t*)uctx)->uc_mcontext.gregs[REG_RIP];
 #else
-    w->fault_write = -1;
-    (void)uctx;
+  w->fault_write = -1;
+  (void)uctx;
 #endif
-    w->in_kernel = 0;
-    siglongjmp(w->jb, 1);
-  }
-  // not ours: chain to the handler we replaced. Handlers that chain back to us (another
-  // simulator library, Python's faulthandler) would loop: a nested call ends the chain.
-  struct sigaction* old = &g_old[0];
+  w->in_kernel = 0;
+  siglongjmp(w->jb, 1);
+}
+
+static void dispatcher(int sig, siginfo_t* si, void* uctx) {
+  SigRegistry* r = g_reg;
+  for (int i = 0; i < r->nowners; ++i) r->owners[i](sig, si, uctx);
+  struct sigaction* old = &r->old[0];
   for (int i = 0; i < 4; ++i)
-    if (kSigs[i] == sig) old = &g_old[i];
+    if (kSigs[i] == sig) old = &r->old[i];
   if (!tl_in_chain) {
     tl_in_chain = 1;
     if (old->sa_flags & SA_SIGINFO) {
@@ -847,29 +871,54 @@ static void sig_handler(int sig, siginfo_t* si, void* uctx) {
     }
     tl_in_chain = 0;
   }
-  // default action
-  signal(sig, SIG_DFL);
+  signal(sig, SIG_DFL);  // default action
   raise(sig);
 }
 
-// Installed at the first launch and re-installed at later launches if someone (e.g. Python's
-// faulthandler) replaced it in the meantime; the replaced handler becomes the one chained to.
-static std::mutex g_sig_mu;
+static void registry_init() {
+  const char* e = getenv("MLXK_SIM_SIGNAL_REGISTRY");
+  long pid = 0;
+  unsigned long long addr = 0;
+  if (e && sscanf(e, "%ld:%llx", &pid, &addr) == 2 && pid == (long)getpid() && addr) {
+    SigRegistry* r = (SigRegistry*)(uintptr_t)addr;
+    if (r->magic == 0x4d4c584bu && r->version == 1) g_reg = r;
+  }
+  if (!g_reg) {
+    SigRegistry* r = &g_reg_storage;
+    memset(r, 0, sizeof *r);
+    r->magic = 0x4d4c584bu;
+    r->version = 1;
+    pthread_mutex_init(&r->mu, nullptr);
+    r->dispatcher = dispatcher;
+    for (int i = 0; i < 4; ++i) sigaction(kSigs[i], nullptr, &r->old[i]);
+    g_reg = r;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%ld:%llx", (long)getpid(), (unsigned long long)(uintptr_t)r);
+    setenv("MLXK_SIM_SIGNAL_REGISTRY", buf, 1);
+  }
+  pthread_mutex_lock(&g_reg->mu);
+  if (g_reg->nowners < 64) g_reg->owners[g_reg->nowners++] = lib_owner;
+  pthread_mutex_unlock(&g_reg->mu);
+}
+
+// Installs the dispatcher at every launch if someone replaced it in the meantime (e.g.
+// faulthandler.enable() after the first launch); what it replaces becomes the chained handler.
 static void install_handlers() {
-  std::lock_guard<std::mutex> g(g_sig_mu);
-  const int* sigs = kSigs;
-  struct sigaction* olds[4] = {&g_old[0], &g_old[1], &g_old[2], &g_old[3]};
+  std::call_once(g_reg_once, registry_init);
+  SigRegistry* r = g_reg;
+  pthread_mutex_lock(&r->mu);
   for (int i = 0; i < 4; ++i) {
     struct sigaction cur;
-    if (sigaction(sigs[i], nullptr, &cur) != 0) continue;
-    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == sig_handler) continue;
+    if (sigaction(kSigs[i], nullptr, &cur) != 0) continue;
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == r->dispatcher) continue;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = sig_handler;
+    sa.sa_sigaction = r->dispatcher;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
-    sigaction(sigs[i], &sa, olds[i]);
+    sigaction(kSigs[i], &sa, &r->old[i]);
   }
+  pthread_mutex_unlock(&r->mu);
 }
 
 // address inside the guarded mapping m: names the nearest binding of it
