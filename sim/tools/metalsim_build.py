@@ -278,7 +278,8 @@ class Rewriter:
     def remove_tokens(self, i, j):
         """Removes toks[i..j] inclusive (keeps newlines for line numbers)."""
         a, b = self.toks[i].start, self.toks[j].end
-        self.edit(a, b, " " * 0 + "\n" * self.src.count("\n", a, b))
+        nl = self.src.count("\n", a, b)
+        self.edit(a, b, "\n" * nl if nl else " ")
 
     def run(self):
         toks = self.toks
