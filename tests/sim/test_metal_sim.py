@@ -859,3 +859,12 @@ def test_two_libraries_and_host_crash(libpath, lib_checked, tmp_path):
     assert len(lines) == 4 and all("out-of-bounds device read" in x and "buffer(0)" in x for x in lines), r.stdout + r.stderr
     assert "Fatal Python error" in r.stderr  # faulthandler saw the host crash
     assert r.returncode != 0
+
+
+def test_library_misc(lib):
+    x = np.array([5.0, -1.0, 2.0, np.nan, np.inf], np.float32)
+    out = np.zeros(16, np.float32)
+    uout = np.zeros(4, np.uint32)
+    lib.launch("library_misc", {0: x, 1: out, 2: uout}, (1,), (1,))
+    np.testing.assert_array_equal(out[:10], [6 + 3, 5, -1, 2, 8 + 31 + 3, 5 + (-6) * 0.25, 5, 3, 4, 5])
+    assert uout[0] == 0x80000000 and uout[1] == 0xBC

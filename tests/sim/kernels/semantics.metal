@@ -78,3 +78,29 @@ struct Params {
   out[o++] = metal::precise::sqrt(2.0f) - metal::fast::sqrt(2.0f);        // 39
   out[o++] = float(static_cast<int>(in[1]));                              // 40
 }
+
+// more library functions
+[[kernel]] void library_misc(
+    device const float* in [[buffer(0)]],
+    device float* out [[buffer(1)]],
+    device uint* uout [[buffer(2)]],
+    uint tid [[thread_position_in_grid]]) {
+  if (tid != 0) return;
+  metal::array<float, 3> a = {in[0], in[1], in[2]};
+  float s = 0;
+  for (float v : a) s += v;
+  out[0] = s + float(a.size());
+  out[1] = max3(in[0], in[1], in[2]);
+  out[2] = min3(in[0], in[1], in[2]);
+  out[3] = median3(in[0], in[1], in[2]);
+  out[4] = float(popcount(0xF0F0u)) + float(clz(1u)) + float(ctz(8u));
+  uout[0] = reverse_bits(1u);
+  uout[1] = extract_bits(0xABCDu, 4u, 8u);
+  out[5] = mix(in[0], in[1], 0.25f);
+  out[6] = length(float2(3.0f, 4.0f));
+  out[7] = float(isnan(in[3])) + 2.0f * float(isinf(in[4]));
+  half4 hv = abs(half4(-1.0h, 2.0h, -3.0h, 4.0h));
+  out[8] = float(hv.x + hv.z);
+  float4 q = fma(float4(1.0f), float4(2.0f), float4(3.0f));
+  out[9] = q.w;
+}
