@@ -868,3 +868,21 @@ def test_library_misc(lib):
     lib.launch("library_misc", {0: x, 1: out, 2: uout}, (1,), (1,))
     np.testing.assert_array_equal(out[:10], [6 + 3, 5, -1, 2, 8 + 31 + 3, 5 + (-6) * 0.25, 5, 3, 4, 5])
     assert uout[0] == 0x80000000 and uout[1] == 0xBC
+
+
+@pytest.mark.parametrize("name,dtype,tol", [("math_funcs_float", np.float32, 2e-6), ("math_funcs_half", np.float16, 2e-3)])
+def test_math_functions(lib, name, dtype, tol):
+    x = np.linspace(-3.3, 3.3, 64).astype(dtype)
+    out = np.zeros((64, 20), np.float32)
+    lib.launch(name, {0: x, 1: out}, (2,), (32,))
+    v = x.astype(np.float32)
+    a = np.abs(v)
+    refs = [np.exp(v), np.exp2(v), np.log(a + 1), np.log2(a + 1), np.sqrt(a), 1 / np.sqrt(a + 1), np.sin(v),
+            np.cos(v), np.tanh(v), np.floor(v), np.ceil(v), np.trunc(v + np.copysign(0.5, v)), np.trunc(v),
+            v - np.floor(v), np.sign(v), a ** 1.5, np.fmod(v, 0.75), np.clip(v, 0, 1), np.maximum(v, 0.5),
+            np.arctan2(v, 2)]
+    for j, ref in enumerate(refs):
+        ref = ref.astype(np.float32)
+        if dtype == np.float16:
+            ref = ref.astype(np.float16).astype(np.float32)  # one rounding of the float result
+        np.testing.assert_allclose(out[:, j], ref, rtol=tol, atol=tol, err_msg=f"function {j}")

@@ -104,3 +104,35 @@ struct Params {
   float4 q = fma(float4(1.0f), float4(2.0f), float4(3.0f));
   out[9] = q.w;
 }
+
+// elementwise math, float and half
+template <typename T>
+[[kernel]] void math_funcs(
+    device const T* x [[buffer(0)]],
+    device float* out [[buffer(1)]],
+    uint i [[thread_position_in_grid]]) {
+  T v = x[i];
+  device float* o = out + i * 20;
+  o[0] = float(exp(v));
+  o[1] = float(exp2(v));
+  o[2] = float(log(abs(v) + T(1)));
+  o[3] = float(log2(abs(v) + T(1)));
+  o[4] = float(sqrt(abs(v)));
+  o[5] = float(rsqrt(abs(v) + T(1)));
+  o[6] = float(sin(v));
+  o[7] = float(cos(v));
+  o[8] = float(tanh(v));
+  o[9] = float(floor(v));
+  o[10] = float(ceil(v));
+  o[11] = float(round(v));
+  o[12] = float(trunc(v));
+  o[13] = float(fract(v));
+  o[14] = float(sign(v));
+  o[15] = float(pow(abs(v), T(1.5f)));
+  o[16] = float(fmod(v, T(0.75f)));
+  o[17] = float(saturate(v));
+  o[18] = float(max(v, T(0.5f)));
+  o[19] = float(precise::atan2(v, T(2)));
+}
+instantiate_kernel("math_funcs_float", math_funcs, float)
+instantiate_kernel("math_funcs_half", math_funcs, half)
