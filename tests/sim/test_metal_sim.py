@@ -886,3 +886,17 @@ def test_math_functions(lib, name, dtype, tol):
         if dtype == np.float16:
             ref = ref.astype(np.float16).astype(np.float32)  # one rounding of the float result
         np.testing.assert_allclose(out[:, j], ref, rtol=tol, atol=tol, err_msg=f"function {j}")
+
+
+def test_integer_vectors(lib):
+    w = (np.arange(64 * 4, dtype=np.uint32) * 37 % 400).reshape(64, 4)
+    out = np.zeros((64, 4, 4), np.uint32)
+    iout = np.zeros((64, 2, 4), np.int32)
+    lib.launch("int_vectors", {0: w, 1: out, 2: iout}, (2,), (32,))
+    np.testing.assert_array_equal(out[:, 0], (w >> 4) & 0xF)
+    np.testing.assert_array_equal(out[:, 1], (w << np.array([1, 2, 3, 4], np.uint32)) | 1)
+    np.testing.assert_array_equal(out[:, 2], np.where(w > 100, 7, w))
+    np.testing.assert_array_equal(out[:, 3], w[:, 0:1].view(np.uint8).reshape(64, 4))
+    s = w.astype(np.int32) - 200
+    np.testing.assert_array_equal(iout[:, 0], np.fmod(s, 7))  # C remainder
+    np.testing.assert_array_equal(iout[:, 1], np.abs(s) // 3 - s)

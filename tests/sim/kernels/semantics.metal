@@ -136,3 +136,19 @@ template <typename T>
 }
 instantiate_kernel("math_funcs_float", math_funcs, float)
 instantiate_kernel("math_funcs_half", math_funcs, half)
+
+// integer and boolean vectors
+[[kernel]] void int_vectors(
+    device const uint4* w [[buffer(0)]],
+    device uint4* out [[buffer(1)]],
+    device int4* iout [[buffer(2)]],
+    uint i [[thread_position_in_grid]]) {
+  uint4 v = w[i];
+  out[i * 4 + 0] = (v >> 4) & 0xfu;
+  out[i * 4 + 1] = (v << uint4(1, 2, 3, 4)) | 1u;
+  out[i * 4 + 2] = select(v, uint4(7), v > uint4(100));
+  out[i * 4 + 3] = uint4(as_type<uchar4>(v.x));
+  int4 s = int4(v) - 200;
+  iout[i * 2 + 0] = s % 7;
+  iout[i * 2 + 1] = abs(s) / int4(3) + (-s);
+}
