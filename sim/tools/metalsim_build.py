@@ -17,6 +17,7 @@ of sim/include/mlxk_metal_sim.h.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import os
 import re
@@ -60,10 +61,27 @@ def find_clang():
     return None
 
 
-def run(cmd, what):
+# spell the address spaces of clang's diagnostics the Metal way
+METAL_SPELLING = [("__mlxk_as_device", "device"), ("__mlxk_as_threadgroup", "threadgroup"),
+                  ("__mlxk_as_constant", "constant"), ("__mlxk_as_thread ", "thread "), ("__mlxk_as_thread", ""),
+                  ("__global const", "device/constant const"), ("__global", "device"), ("__local", "threadgroup"),
+                  ("__private ", ""), ("__private", ""), ("__generic", "thread"), ("__constant", "constant"),
+                  ("__mlxk_kw_", "")]
+
+
+def metal_spelling(text):
+    for a, b in METAL_SPELLING:
+        text = text.replace(a, b)
+    return text
+
+
+def run(cmd, what, metal=False):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        raise BuildError(f"{what} failed:\n$ {' '.join(cmd)}\n{r.stderr}{r.stdout}")
+        out = r.stderr + r.stdout
+        if metal:
+            out = metal_spelling(out)
+        raise BuildError(f"{what} failed:\n$ {' '.join(cmd)}\n{out}")
     return r
 
 
@@ -161,6 +179,19 @@ def is_attr_start(toks, i):
     return toks[i].text == "[" and i + 1 < len(toks) and toks[i + 1].text == "["
 
 
+def attr_host_name(inner):
+    """host_name("...") inside one attribute group (possibly among other attributes)."""
+    for n, x in enumerate(inner):
+        if x.text == "host_name" and n + 1 < len(inner) and inner[n + 1].text == "(":
+            parts = []
+            for y in inner[n + 2:]:
+                if y.kind != "str":
+                    break
+                parts.append(ast.literal_eval(y.text))
+            return "".join(parts)
+    return None
+
+
 def split_params(toks, lo, hi):
     """Splits toks[lo:hi] at top-level commas (tracking (), [], {}, <>)."""
     parts, cur, depth, angle = [], [], 0, 0
@@ -226,6 +257,10 @@ def parse_param(toks, idxs, kname):
 
 
 class Rewriter:
+    def namespaces(self):
+        """Enclosing namespaces at this point ("" for an anonymous one)."""
+        return [x for x in getattr(self, "scope", []) if x is not None]
+
     def __init__(self, src, fileno, site_base, file):
         self.src = src
         self.toks = tokenize(src)
@@ -243,17 +278,34 @@ class Rewriter:
     def remove_tokens(self, i, j):
         """Removes toks[i..j] inclusive (keeps newlines for line numbers)."""
         a, b = self.toks[i].start, self.toks[j].end
-        self.edit(a, b, " " * 0 + "\n" * self.src.count("\n", a, b))
+        nl = self.src.count("\n", a, b)
+        self.edit(a, b, "\n" * nl if nl else " ")
 
     def run(self):
         toks = self.toks
         n = len(toks)
         i = 0
+        self.scope = []  # namespace names (None for other braces)
         while i < n:
             t = toks[i]
             if t.kind == "dir":
                 i += 1
                 continue
+            if t.text == "namespace":
+                j = i + 1
+                names = []
+                while j < n and (toks[j].kind == "id" or toks[j].text == "::"):
+                    if toks[j].kind == "id" and toks[j].text != "inline":
+                        names.append(toks[j].text)
+                    j += 1
+                if j < n and toks[j].text == "{":
+                    self.scope.append("::".join(names) if names else "")
+                    i = j + 1
+                    continue
+            if t.text == "{":
+                self.scope.append(None)
+            elif t.text == "}" and self.scope:
+                self.scope.pop()
             # explicit instantiation with attributes
             if t.text == "template" and i + 1 < n and is_attr_start(toks, i + 1):
                 i = self.instantiation(i)
@@ -262,7 +314,7 @@ class Rewriter:
                 j = attr_group_end(toks, i)
                 inner = [toks[x].text for x in range(i + 2, j - 1)]
                 name = inner[0] if inner else ""
-                if name == "kernel" or name == "host_name":
+                if name == "kernel" or name == "host_name" or "kernel" in inner:
                     # kernel definition: collect all attribute groups here
                     i = self.kernel_def(i)
                     continue
@@ -286,9 +338,8 @@ class Rewriter:
         while is_attr_start(toks, k):
             j = attr_group_end(toks, k)
             inner = [toks[x] for x in range(k + 2, j - 1)]
-            if inner and inner[0].text == "host_name":
-                host = "".join(eval(x.text) for x in inner if x.kind == "str")  # noqa: S307 (string literal)
-            if inner and inner[0].text == "kernel":
+            host = attr_host_name(inner) or host
+            if any(x.text == "kernel" for x in inner):
                 is_kernel = True
             self.remove_tokens(k, j)
             k = j + 1
@@ -312,12 +363,20 @@ class Rewriter:
             close = match_close(toks, k + 1, "(", ")")
             expr_toks = toks[close + 1:e]
             expr = " ".join(x.text for x in expr_toks)
-            fname = expr_toks[0].text
+            head = []
+            for x in expr_toks:
+                if x.text == "<":
+                    break
+                head.append(x)
+            fname = [x.text for x in head if x.kind == "id"][-1]
         else:
             # return type 'void', then name, template args, '(' params ')'
             m = k + 1
-            fname = toks[m].text
-            q = m + 1
+            q = m
+            while toks[q + 1].text == "::":
+                q += 2
+            fname = toks[q].text
+            q += 1
             if toks[q].text == "<":
                 depth = 0
                 while True:
@@ -345,7 +404,7 @@ class Rewriter:
                         z += 1
         if host is None:
             raise BuildError(f"{self.file}: kernel instantiation of {expr} without [[host_name(...)]]")
-        self.instances.append((host, expr, fname))
+        self.instances.append((host, expr, fname, self.namespaces()))
         return e + 1
 
     def kernel_def(self, i):
@@ -356,8 +415,7 @@ class Rewriter:
             if is_attr_start(toks, k):
                 j = attr_group_end(toks, k)
                 inner = [toks[x] for x in range(k + 2, j - 1)]
-                if inner and inner[0].text == "host_name":
-                    host = "".join(eval(x.text) for x in inner if x.kind == "str")  # noqa: S307
+                host = attr_host_name(inner) or host
                 self.remove_tokens(k, j)
                 k = j + 1
             elif toks[k].text == "kernel":
@@ -422,7 +480,7 @@ class Rewriter:
         self.rewrite_tg_decls(z + 1, body_end)
         self.kernels[name] = Kernel(name, is_template, params, self.file)
         if not is_template:
-            self.instances.append((host or name, name, name))
+            self.instances.append((host or name, name, name, self.namespaces()))
         return body_end + 1
 
     def rewrite_tg_decls(self, lo, hi):
@@ -434,6 +492,25 @@ class Rewriter:
                 p = i - 1
                 while p >= lo and toks[p].kind == "dir":
                     p -= 1
+                align = None
+                start = i
+                if p >= lo and toks[p].text == ")":  # alignas(N) threadgroup T x[...];
+                    q = p
+                    depth = 0
+                    while q >= lo:
+                        if toks[q].text == ")":
+                            depth += 1
+                        elif toks[q].text == "(":
+                            depth -= 1
+                            if depth == 0:
+                                break
+                        q -= 1
+                    if q - 1 >= lo and toks[q - 1].text == "alignas":
+                        align = " ".join(x.text for x in toks[q + 1:p])
+                        start = q - 1
+                        p = q - 2
+                        while p >= lo and toks[p].kind == "dir":
+                            p -= 1
                 if toks[p].text in ("{", "}", ";", ":") or p < lo:
                     e = i
                     depth = 0
@@ -443,14 +520,16 @@ class Rewriter:
                         elif toks[e].text in ")]}":
                             depth -= 1
                         e += 1
-                    self.tg_decl(i, e)
+                    self.tg_decl(i, e, start, align)
                     i = e + 1
                     continue
             i += 1
 
-    def tg_decl(self, i, e):
-        """toks[i] == threadgroup marker, toks[e] == ';'."""
+    def tg_decl(self, i, e, start=None, align=None):
+        """toks[i] == threadgroup marker, toks[e] == ';'; start: first token of the statement
+        (an alignas(...) before the marker), align: the alignas argument."""
         toks = self.toks
+        start = i if start is None else start
         # type: tokens up to the first declarator name (identifier followed by [ , ; or =)
         k = i + 1
         angle = 0
@@ -467,6 +546,8 @@ class Rewriter:
                     break
             k += 1
         type_text = " ".join(x.text for x in toks[i + 1:k])
+        if any(x.text in ("*", "&", "&&") for x in toks[i + 1:k]) or k >= e:
+            return  # a (private) pointer or reference to threadgroup memory, not an allocation
         decls = split_params(toks, k, e)
         out = []
         for d in decls:
@@ -478,17 +559,19 @@ class Rewriter:
             self.site += 1
             self.tg_sites.append(site)
             full = f"{type_text} {dims}".strip()
+            al = f"alignof({type_text})" if align is None else \
+                f"(alignof({type_text}) > ({align}) ? alignof({type_text}) : ({align}))"
             if dims:
                 out.append(
                     f"__mlxk_as_threadgroup {type_text} (&{dname}){dims} = "
                     f"*(__mlxk_as_threadgroup {type_text} (*){dims})__mlxk_tg_alloc({site}, sizeof({full}), "
-                    f"alignof({type_text}), \"{dname}\");")
+                    f"{al}, \"{dname}\");")
             else:
                 out.append(
                     f"__mlxk_as_threadgroup {type_text} &{dname} = "
                     f"*(__mlxk_as_threadgroup {type_text} *)__mlxk_tg_alloc({site}, sizeof({type_text}), "
-                    f"alignof({type_text}), \"{dname}\");")
-        a, b = toks[i].start, toks[e].end
+                    f"{al}, \"{dname}\");")
+        a, b = toks[start].start, toks[e].end
         nl = self.src.count("\n", a, b)
         self.edit(a, b, " ".join(out) + "\n" * nl)
 
@@ -519,6 +602,20 @@ PRELUDE = r"""
 #define write_only __mlxk_kw_write_only
 #define read_write __mlxk_kw_read_write
 #define pipe __mlxk_kw_pipe
+#define atomic_int __mlxk_atomic_int
+#define atomic_uint __mlxk_atomic_uint
+#define atomic_long __mlxk_atomic_long
+#define atomic_ulong __mlxk_atomic_ulong
+#define atomic_float __mlxk_atomic_float
+#define atomic_double __mlxk_atomic_double
+#define atomic_half __mlxk_atomic_half
+#define atomic_flag __mlxk_atomic_flag
+#define atomic_intptr_t __mlxk_atomic_intptr_t
+#define atomic_uintptr_t __mlxk_atomic_uintptr_t
+#define atomic_size_t __mlxk_atomic_size_t
+#define atomic_ptrdiff_t __mlxk_atomic_ptrdiff_t
+#define memory_order __mlxk_memory_order
+#define memory_scope __mlxk_memory_scope
 """
 
 TRAMPOLINE_HELPERS = r"""
@@ -545,7 +642,7 @@ template <class P> P __mlxk_get(int role, int idx) {
       default: break;
     }
     if constexpr (metal::_sim::vtr<P>::is) {
-      P r;
+      metal::remove_cv_t<P> r;
       for (int i = 0; i < metal::_sim::vtr<P>::n; ++i) r[i] = v[i];
       return r;
     } else {
@@ -557,16 +654,26 @@ template <class P> P __mlxk_get(int role, int idx) {
 
 
 def gen_trampolines(rw, entries):
+    """One extern "C" entry per host name. The call is made from a helper inside the kernel's
+    namespaces, so names in the kernel's parameter types and instantiation resolve as there."""
     code = [TRAMPOLINE_HELPERS]
     for ent in entries:
         k = rw.kernels[ent["kernel"]]
         args = []
         for n, p in enumerate(k.params):
             # template kernels: parameter types from decltype(func<args>); plain ones: as written
-            ty = f"typename __mlxk_argt<__F, {n}>::type" if k.is_template else p["type"]
-            args.append(f"__mlxk_get<{ty}>({ROLE_CODE[p['role']]}, {p['index']})")
+            ty = f"typename ::__mlxk_argt<__F, {n}>::type" if k.is_template else p["type"]
+            args.append(f"::__mlxk_get<{ty}>({ROLE_CODE[p['role']]}, {p['index']})")
         td = f"  typedef decltype({ent['expr']}) __F;\n" if k.is_template else ""
-        code.append(f'extern "C" void {ent["sym"]}(void) {{\n{td}  {ent["expr"]}({", ".join(args)});\n}}\n')
+        ns = ent["ns"]
+        inner = f"__mlxk_call_{ent['sym']}"
+        opens = "".join(f"namespace {x} {{ " if x else "namespace { " for x in ns)
+        closes = "} " * len(ns)
+        named = [x for x in ns if x]
+        qual = ("::" + "::".join(named) + "::") if named else ""
+        code.append(f"{opens}\nstatic inline void {inner}(void) {{\n{td}  {ent['expr']}({', '.join(args)});\n}}\n"
+                    f"{closes}\n"
+                    f'extern "C" void {ent["sym"]}(void) {{ {qual}{inner}(); }}\n')
     return "\n".join(code)
 
 
@@ -646,8 +753,11 @@ def is_aggregate(ty):
 
 LOAD_RE = re.compile(r"^\s*%[-\w.$\"]+ = load (?:atomic )?(?:volatile )?")
 STORE_RE = re.compile(r"^\s*store (?:atomic )?(?:volatile )?")
-PTR_OPERAND = r"ptr addrspace\(([34])\)(?: (?:noundef|nonnull|align \d+|dereferenceable\(\d+\)|noalias|nocapture|readonly|writeonly))* (%[-\w.$\"]+|@[-\w.$\"]+)"
+PTR_OPERAND = r"ptr addrspace\(([134])\)(?: (?:noundef|nonnull|align \d+|dereferenceable\(\d+\)|noalias|nocapture|readonly|writeonly))* (%[-\w.$\"]+|@[-\w.$\"]+)"
 MEM_INTR_RE = re.compile(r"call void @llvm\.(memcpy|memmove|memset)(?:\.inline)?\.([\w.]+)\((.*)\)")
+# hook suffix per address space: 3 = threadgroup, 4 = generic (checked if it points into the
+# threadgroup arena), 1 = device (only with device checks: precise buffer bounds)
+AS_SUFFIX = {"3": "", "4": "_g", "1": "_d"}
 
 
 def split_args(s):
@@ -667,11 +777,22 @@ def split_args(s):
     return out
 
 
-def instrument_ir(ir):
+def instrument_ir(ir, device_checks=False):
+    """Inserts shadow-memory / bounds check calls before memory accesses; returns the new IR
+    and the call graph {function: callees} of the functions it defines."""
     out = []
     used = set()
     funcs = {}
     cur_fn = None
+    spaces = ("3", "4", "1") if device_checks else ("3", "4")
+
+    def hook(ins, kind, asn, ptr, size):
+        if asn not in spaces or not ptr:
+            return
+        fn = f"__mlxk_chk_{kind}{AS_SUFFIX[asn]}"
+        used.add((fn, asn))
+        ins.append(f"  call void @{fn}(ptr addrspace({asn}) {ptr}, {size})")
+
     for line in ir.split("\n"):
         ins = []
         if line.startswith("define "):
@@ -689,31 +810,24 @@ def instrument_ir(ir):
                 ty = line[m.end():ty_end]
                 pm = re.compile(r", " + PTR_OPERAND).match(line, ty_end)
                 if pm:
-                    asn, ptr = pm.group(1), pm.group(2)
-                    fn = "__mlxk_chk_ld" + ("_agg" if is_aggregate(ty) else "") + ("_g" if asn == "4" else "")
-                    used.add((fn, asn))
-                    ins.append(f"  call void @{fn}(ptr addrspace({asn}) {ptr}, i64 {type_size_expr(ty)})")
+                    kind = "atld" if " atomic " in line[:m.end() + 1] else ("ld_agg" if is_aggregate(ty) else "ld")
+                    hook(ins, kind, pm.group(1), pm.group(2), f"i64 {type_size_expr(ty)}")
             else:
                 m = STORE_RE.match(line)
                 if m:
                     ty_end = _balanced(line, m.end())
                     ty = line[m.end():ty_end]
-                    pm = re.search(r", " + PTR_OPERAND + r"(?:, align \d+)?(?:, !.*)?$", line)
+                    pm = re.search(r", " + PTR_OPERAND + r"(?: syncscope\(\"[^\"]*\"\))?(?: [a-z_]+)?(?:, align \d+)?(?:, !.*)?$", line)
                     if pm:
-                        asn, ptr = pm.group(1), pm.group(2)
-                        fn = "__mlxk_chk_st" + ("_g" if asn == "4" else "")
-                        used.add((fn, asn))
-                        ins.append(f"  call void @{fn}(ptr addrspace({asn}) {ptr}, i64 {type_size_expr(ty)})")
+                        kind = "atst" if line.lstrip().startswith("store atomic") else "st"
+                        hook(ins, kind, pm.group(1), pm.group(2), f"i64 {type_size_expr(ty)}")
                 elif " atomicrmw " in line or " cmpxchg " in line:
                     pm = re.search(r"(?:atomicrmw|cmpxchg)(?: weak)?(?: volatile)?(?: \w+)? " + PTR_OPERAND +
                                    r", ([^,]+?) [-%\w.]+", line)
                     if pm:
-                        asn, ptr, ty = pm.group(1), pm.group(2), pm.group(3)
-                        sz = type_size_expr(ty)
-                        for base in ("__mlxk_chk_ld", "__mlxk_chk_st"):
-                            fn = base + ("_g" if asn == "4" else "")
-                            used.add((fn, asn))
-                            ins.append(f"  call void @{fn}(ptr addrspace({asn}) {ptr}, i64 {sz})")
+                        sz = f"i64 {type_size_expr(pm.group(3))}"
+                        hook(ins, "atld", pm.group(1), pm.group(2), sz)
+                        hook(ins, "atst", pm.group(1), pm.group(2), sz)
                 else:
                     mm = MEM_INTR_RE.search(line)
                     if mm:
@@ -724,32 +838,17 @@ def instrument_ir(ir):
                             return (am.group(1) or "0", am.group(2)) if am else ("0", None)
 
                         n_arg = args[2]
-                        if kind == "memset":
-                            das, dp = ptrinfo(args[0])
-                            if das in ("3", "4") and dp:
-                                fn = "__mlxk_chk_st" + ("_g" if das == "4" else "")
-                                used.add((fn, das))
-                                ins.append(f"  call void @{fn}(ptr addrspace({das}) {dp}, {n_arg if n_arg.startswith('i64') else 'i64 ' + n_arg.split()[-1]})")
-                        else:
-                            das, dp = ptrinfo(args[0])
+                        nn = n_arg if n_arg.startswith("i64") else "i64 " + n_arg.split()[-1]
+                        das, dp = ptrinfo(args[0])
+                        if kind != "memset":
                             sas, sp = ptrinfo(args[1])
-                            nn = n_arg if n_arg.startswith("i64") else None
-                            if nn is None:
-                                nn = "i64 " + n_arg.split()[-1]  # i32 constant sizes
-                            if sas in ("3", "4") and sp:
-                                fn = "__mlxk_chk_ld_agg" + ("_g" if sas == "4" else "")
-                                used.add((fn, sas))
-                                ins.append(f"  call void @{fn}(ptr addrspace({sas}) {sp}, {nn})")
-                            if das in ("3", "4") and dp:
-                                fn = "__mlxk_chk_st" + ("_g" if das == "4" else "")
-                                used.add((fn, das))
-                                ins.append(f"  call void @{fn}(ptr addrspace({das}) {dp}, {nn})")
+                            hook(ins, "ld_agg", sas, sp, nn)
+                        hook(ins, "st", das, dp, nn)
         out.extend(ins)
         out.append(line)
     decls = set()
     for fn, asn in used:
         decls.add(f"declare void @{fn}(ptr addrspace({asn}), i64)")
-    # the same function may be used with two address spaces only for _g/_ (3 vs 4 differ by name)
     return "\n".join(out) + "\n" + "\n".join(sorted(decls)) + "\n", funcs
 
 
@@ -806,31 +905,40 @@ def cl_flags(clang):
             "-fno-exceptions", "-fno-rtti"]
 
 
+# big private arrays must touch the guard page below a fiber stack instead of jumping over it
+CODEGEN_FLAGS = ["-fstack-clash-protection"]
+
+
 WARN_FLAGS = ["-Wall", "-Wno-unused", "-Wno-unused-parameter", "-Wno-unknown-pragmas", "-Wno-duplicate-decl-specifier",
               "-Wno-unknown-attributes", "-Wno-gnu-anonymous-struct", "-Wno-nested-anon-types",
               "-Wno-c++17-extensions", "-Wno-c++20-extensions", "-Wno-missing-braces", "-Wno-sign-compare",
               "-Werror=return-type", "-Werror=uninitialized", "-Werror=sometimes-uninitialized",
               "-Werror=array-bounds", "-Werror=shift-count-overflow", "-Werror=shift-count-negative",
-              "-Werror=division-by-zero", "-Werror=implicit-int-float-conversion", "-Werror=vla",
-              "-Werror=int-to-pointer-cast", "-Werror=return-stack-address", "-Werror=dangling",
-              "-Werror=null-dereference", "-Werror=undefined-inline", "-Werror=tautological-compare"]
+              "-Werror=division-by-zero", "-Werror=vla", "-Werror=int-to-pointer-cast",
+              "-Werror=return-stack-address", "-Werror=dangling", "-Werror=null-dereference",
+              "-Werror=undefined-inline", "-Werror=unsequenced", "-Werror=array-bounds-pointer-arithmetic",
+              "-Werror=uninitialized-const-reference"]
+# Only categories that indicate real bugs are errors: Apple's compiler accepts code that merely
+# warns, and the simulator must not reject it.
 
 
-def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
+def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags, device_checks=False):
     base = f"k{fileno}"
-    pre = run([clang, "-E"] + cl_flags(clang) + ["-isystem", INCLUDE_DIR] + [f"-I{d}" for d in incs]
-              + [f"-D{d}" for d in defs] + [path], f"preprocessing {path}").stdout
+    dep = os.path.join(work, base + ".d")
+    pre = run([clang, "-E", "-MD", "-MF", dep] + cl_flags(clang) + ["-isystem", INCLUDE_DIR]
+              + [f"-I{d}" for d in incs] + [f"-D{d}" for d in defs] + [path], f"preprocessing {path}",
+              metal=True).stdout
     rw = Rewriter(pre, fileno, site_base, path)
     body = rw.run()
     entries = []
-    for n, (host, expr, kname) in enumerate(rw.instances):
+    for n, (host, expr, kname, ns) in enumerate(rw.instances):
         if kname not in rw.kernels:
             raise BuildError(f"{path}: instantiation '{host}' of unknown kernel '{kname}'")
         k = rw.kernels[kname]
         bufs = [p["index"] for p in k.params if p["role"] == "buffer"]
         if len(set(bufs)) != len(bufs):
             raise BuildError(f"{path}: kernel {kname} uses a [[buffer(i)]] index twice")
-        entries.append({"host": host, "expr": expr, "kernel": kname, "sym": f"__mlxk_entry_{fileno}_{n}",
+        entries.append({"host": host, "expr": expr, "kernel": kname, "ns": ns, "sym": f"__mlxk_entry_{fileno}_{n}",
                         "bufs": bufs, "consts": [1 if p["const"] else 0 for p in k.params if p["role"] == "buffer"],
                         "tgs": [p["index"] for p in k.params if p["role"] == "tgmem"], "file": path})
     src = PRELUDE + body + "\n" + gen_trampolines(rw, entries)
@@ -838,11 +946,11 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
     with open(cpp, "w") as f:
         f.write(src)
     ll = os.path.join(work, base + ".ll")
-    run([clang, "-S", "-emit-llvm", "-O2", "-fPIC"] + cl_flags(clang) + cpu_flags + WARN_FLAGS + [cpp, "-o", ll],
-        f"compiling {path}")
+    run([clang, "-S", "-emit-llvm", "-O2", "-fPIC", "-fvisibility=hidden"] + CODEGEN_FLAGS + cl_flags(clang) + cpu_flags + WARN_FLAGS + [cpp, "-o", ll],
+        f"compiling {path}", metal=True)
     with open(ll) as f:
         ir = f.read()
-    ir2, funcs = instrument_ir(ir)
+    ir2, funcs = instrument_ir(ir, device_checks)
     cyc = check_recursion(funcs)
     if cyc:
         raise BuildError(f"{path}: recursion is not allowed in Metal: " + " -> ".join(demangle(cyc)))
@@ -850,9 +958,21 @@ def compile_metal(clang, path, fileno, site_base, incs, defs, work, cpu_flags):
     with open(ll2, "w") as f:
         f.write(ir2)
     obj = os.path.join(work, base + ".o")
-    run([clang, "-c", "-O2", "-fPIC", "-Wno-override-module"] + cpu_flags + [ll2, "-o", obj],
+    run([clang, "-c", "-O2", "-fPIC", "-Wno-override-module"] + CODEGEN_FLAGS + cpu_flags + [ll2, "-o", obj],
         f"compiling instrumented IR of {path}")
-    return obj, entries, rw.site
+    deps = []
+    try:
+        with open(dep) as f:
+            txt = f.read().replace("\\\n", " ")
+        deps = txt.split(":", 1)[1].split() if ":" in txt else []
+    except OSError:
+        pass
+    if rw.site - site_base > SITES_PER_FILE:
+        raise BuildError(f"{path}: more than {SITES_PER_FILE} threadgroup variable declarations")
+    return obj, entries, rw.site, deps
+
+
+SITES_PER_FILE = 1024  # threadgroup variable declarations per .metal file (ids are global)
 
 
 def runtime_obj(clang, cache_dir, cpu_flags):
@@ -861,14 +981,16 @@ def runtime_obj(clang, cache_dir, cpu_flags):
     for s in srcs:
         with open(s, "rb") as f:
             h.update(f.read())
+    extra = os.environ.get("MLXK_SIM_RUNTIME_FLAGS", "").split()  # e.g. -DMLXK_SIM_USE_UCONTEXT
     h.update(clang.encode())
-    h.update(" ".join(cpu_flags).encode())
+    h.update(" ".join(cpu_flags + extra).encode())
     obj = os.path.join(cache_dir, f"sim_runtime-{h.hexdigest()[:16]}.o")
     if os.path.exists(obj):
         return obj
     os.makedirs(cache_dir, exist_ok=True)
     tmp = obj + f".{os.getpid()}.tmp"
-    run([clang, "-c", "-O2", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-I", INCLUDE_DIR, srcs[0], "-o", tmp],
+    run([clang, "-c", "-O2", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-U_FORTIFY_SOURCE", "-I", INCLUDE_DIR] + extra
+        + [srcs[0], "-o", tmp],
         "compiling the simulator runtime")
     os.replace(tmp, obj)
     return obj
@@ -885,7 +1007,12 @@ def cpu_feature_flags():
     return []
 
 
-def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_dir=None):
+def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_dir=None, depfile=None,
+          device_checks=False):
+    """Builds lib `out` from .metal `sources`; returns its path. Raises BuildError.
+    depfile: also write a Makefile-style dependency file (for CMake's DEPFILE).
+    device_checks: check every device-memory access against the exact bounds of its buffer
+    (slower; without it, out-of-bounds accesses are caught by guard pages only)."""
     clang = clang or find_clang()
     if not clang:
         raise BuildError(f"no clang++ >= {MIN_CLANG} found (set MLXK_SIM_CLANG)")
@@ -902,14 +1029,16 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
         with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as ex:
             rt = ex.submit(runtime_obj, clang, cache_dir, cpu)
             # tg allocation sites must be unique across files: give each file a disjoint range
-            futs = [ex.submit(compile_metal, clang, os.path.abspath(s), n, n * 100000, list(includes),
-                              list(defines), work, cpu) for n, s in enumerate(sources)]
+            futs = [ex.submit(compile_metal, clang, os.path.abspath(s), n, n * SITES_PER_FILE, list(includes),
+                              list(defines), work, cpu, device_checks) for n, s in enumerate(sources)]
             results = [f.result() for f in futs]
             rt_obj = rt.result()
         objs, entries, nsites = [], [], 1
         seen = {}
-        for obj, ents, site_end in results:
+        all_deps = set()
+        for obj, ents, site_end, deps in results:
             objs.append(obj)
+            all_deps.update(os.path.abspath(d) for d in deps)
             for e in ents:
                 if e["host"] in seen:
                     raise BuildError(f"kernel host name '{e['host']}' defined twice ({seen[e['host']]} and {e['file']})")
@@ -919,10 +1048,19 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
         reg = os.path.join(work, "registry.cpp")
         with open(reg, "w") as f:
             f.write(gen_registry(entries, nsites))
+        vs = os.path.join(work, "exports.map")
+        with open(vs, "w") as f:
+            f.write("{ global: mlxk_sim_*; local: *; };\n")
         tmp_out = out + f".{os.getpid()}.tmp"
-        run([clang, "-shared", "-fPIC", "-O1", "-o", tmp_out, reg] + objs + [rt_obj, "-lm", "-lpthread"],
-            "linking")
+        link = [clang, "-shared", "-fPIC", "-O1", "-o", tmp_out, reg] + objs + [rt_obj, "-lm", "-lpthread"]
+        if sys.platform.startswith("linux"):
+            link.append(f"-Wl,--version-script={vs}")
+        run(link, "linking")
         os.replace(tmp_out, out)
+        if depfile:
+            all_deps.update(os.path.join(d, f) for d, f in ((RUNTIME_DIR, "sim_runtime.cpp"), (HERE, "metalsim_build.py")))
+            with open(depfile, "w") as f:
+                f.write(out.replace(" ", "\\ ") + ": " + " \\\n  ".join(sorted(x.replace(" ", "\\ ") for x in all_deps)) + "\n")
         return out
     finally:
         if not keep:
@@ -931,16 +1069,29 @@ def build(sources, out, clang=None, includes=(), defines=(), keep=None, cache_di
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sources", nargs="+", help=".metal files")
-    ap.add_argument("--out", required=True, help="output shared library (lib*.so)")
+    ap.add_argument("sources", nargs="*", help=".metal files")
+    ap.add_argument("--out", help="output shared library (lib*.so)")
+    ap.add_argument("--find-clang", action="store_true", help="print the clang++ find_clang() picks and exit "
+                    "(exit status 1 if none)")
+    ap.add_argument("--depfile", default=None, help="write a Makefile-style dependency file")
+    ap.add_argument("--check-device-bounds", action="store_true",
+                    help="check every device memory access against its buffer's exact bounds (slower)")
     ap.add_argument("--clang", default=None, help="clang++ to use (default: find_clang())")
     ap.add_argument("-I", dest="includes", action="append", default=[], help="include directory")
     ap.add_argument("-D", dest="defines", action="append", default=[], help="preprocessor definition")
     ap.add_argument("--keep", default=None, help="keep intermediate files in this directory")
     ap.add_argument("--cache-dir", default=None, help="cache for the compiled runtime")
     a = ap.parse_args(argv)
+    if a.find_clang:
+        c = find_clang()
+        if c:
+            print(c)
+        return 0 if c else 1
+    if not a.out or not a.sources:
+        ap.error("--out and at least one source are required")
     try:
-        build(a.sources, a.out, a.clang, a.includes, a.defines, a.keep, a.cache_dir)
+        build(a.sources, a.out, a.clang, a.includes, a.defines, a.keep, a.cache_dir, a.depfile,
+              a.check_device_bounds)
     except BuildError as e:
         print(f"metalsim_build: error: {e}", file=sys.stderr)
         return 1
