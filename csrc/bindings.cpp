@@ -39,4 +39,16 @@ NB_MODULE(_ext, m) {
       "bits"_a,
       nb::kw_only(),
       "stream"_a.none());
+
+  m.def(
+      "flash_attention",
+      &mlx_kernels::flash_attention,
+      "q"_a,
+      "k"_a,
+      "v"_a,
+      nb::kw_only(),
+      "scale"_a,
+      "mask_mode"_a,
+      "mask"_a.none(),
+      "stream"_a.none());
 }
