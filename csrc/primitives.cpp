@@ -215,6 +215,13 @@ namespace {
 struct AttnRef {
   int B, Hq, Hkv, G, qL, kL, D;
   mx::array q5, k5, v5, P;
+  std::optional<mx::array> keep; // boolean and causal masks: the visible scores
+
+  // A masked score is a constant: no derivative flows through it (this
+  // matters for fully masked rows, whose weights are uniform, not zero).
+  mx::array mask_grad(const mx::array& dS, mx::Stream s) const {
+    return keep ? mx::where(*keep, dS, mx::array(0.f), s) : dS;
+  }
 };
 
 mx::array group_heads(const mx::array& a, const AttnRef& r, int last, mx::Stream s) {
@@ -241,7 +248,7 @@ AttnRef attention_reference(
   const auto& k = in[1];
   const int B = q.shape(0), Hq = q.shape(1), qL = q.shape(2), D = q.shape(3);
   const int Hkv = k.shape(1), kL = k.shape(2);
-  AttnRef r{B, Hq, Hkv, Hq / Hkv, qL, kL, D, q, q, q, q};
+  AttnRef r{B, Hq, Hkv, Hq / Hkv, qL, kL, D, q, q, q, q, std::nullopt};
   r.q5 = group_heads(q, r, D, s);
   r.k5 = kv5(k, s);
   r.v5 = kv5(in[2], s);
@@ -254,11 +261,13 @@ AttnRef attention_reference(
     case AttnMask::Causal: {
       auto rows = mx::reshape(mx::arange(kL - qL, kL, s), {qL, 1}, s);
       auto cols = mx::reshape(mx::arange(0, kL, s), {1, kL}, s);
-      S = mx::where(mx::greater_equal(rows, cols, s), S, lowest, s);
+      r.keep = mx::greater_equal(rows, cols, s);
+      S = mx::where(*r.keep, S, lowest, s);
       break;
     }
     case AttnMask::Bool:
-      S = mx::where(mx::reshape(in[3], {B, Hkv, r.G, qL, kL}, s), S, lowest, s);
+      r.keep = mx::reshape(in[3], {B, Hkv, r.G, qL, kL}, s);
+      S = mx::where(*r.keep, S, lowest, s);
       break;
     case AttnMask::Additive:
       S = mx::add(S, group_heads(in[3], r, kL, s), s);
@@ -304,9 +313,10 @@ std::vector<mx::array> FlashAttention::jvp(
     }
   }
   if (dS) {
+    auto dSm = r.mask_grad(*dS, s);
     auto dP = mx::multiply(
         r.P,
-        mx::subtract(*dS, mx::sum(mx::multiply(r.P, *dS, s), -1, true, s), s), s);
+        mx::subtract(dSm, mx::sum(mx::multiply(r.P, dSm, s), -1, true, s), s), s);
     add(dO, mx::matmul(dP, r.v5, s));
   }
   if (!dO) {
@@ -328,9 +338,12 @@ std::vector<mx::array> FlashAttention::vjp(
   auto score_grad = [&]() -> const mx::array& {
     if (!dS) {
       auto dP = mx::matmul(dO, transpose_last(r.v5, s), s);
-      dS = mx::multiply(
-          r.P,
-          mx::subtract(dP, mx::sum(mx::multiply(dP, r.P, s), -1, true, s), s), s);
+      dS = r.mask_grad(
+          mx::multiply(
+              r.P,
+              mx::subtract(dP, mx::sum(mx::multiply(dP, r.P, s), -1, true, s), s),
+              s),
+          s);
     }
     return *dS;
   };
