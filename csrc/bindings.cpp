@@ -46,6 +46,18 @@ NB_MODULE(_ext, m) {
       nb::kw_only(),
       "stream"_a.none());
 
+  m.def(
+      "flash_attention",
+      &mlx_kernels::flash_attention,
+      "q"_a,
+      "k"_a,
+      "v"_a,
+      nb::kw_only(),
+      "scale"_a,
+      "mask_mode"_a,
+      "mask"_a.none(),
+      "stream"_a.none());
+
   // --- The Metal simulator and the Metal launch plan (tests, tools) -------
   m.def(
       "set_cpu_backend",
