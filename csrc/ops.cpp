@@ -339,11 +339,19 @@ mx::array flash_attention(
   }
 
   require_backend(op, stream);
+  const CpuBackend cpu_backend = cpu_backend_for(op, stream);
+  // GPU kernels read q, k and v row-contiguous; the mask stays a broadcast
+  // view (read through its strides, never materialised).
+  {
+    std::vector<mx::array> qkv(inputs.begin(), inputs.begin() + 3);
+    gpu_row_contiguous(qkv, stream);
+    std::copy(qkv.begin(), qkv.end(), inputs.begin());
+  }
 
   return mx::array(
       {B, Hq, qL, D},
       q.dtype(),
-      std::make_shared<FlashAttention>(stream, scale, kind),
+      std::make_shared<FlashAttention>(stream, scale, kind, cpu_backend),
       std::move(inputs));
 }
 

@@ -205,16 +205,25 @@ AttnParams FlashAttention::params(const std::vector<mx::array>& inputs) const {
 void FlashAttention::eval_cpu(
     const std::vector<mx::array>& inputs,
     mx::array& out) {
-  cpu::flash_attention(inputs, out, params(inputs), stream());
+  if (cpu_backend_.metal_simulator) {
+    metal::eval_flash_attention_simulated(
+        inputs, out, params(inputs), cpu_backend_, stream());
+  } else {
+    cpu::flash_attention(inputs, out, params(inputs), stream());
+  }
 }
 
 void FlashAttention::eval_gpu(
     const std::vector<mx::array>& inputs,
     mx::array& out) {
-  // The op refuses GPU streams while no GPU kernels exist (backends.h).
+#if defined(MLX_KERNELS_BUILD_METAL)
+  metal::eval_flash_attention_gpu(inputs, out, params(inputs), stream());
+#else
+  // The op refuses GPU streams of backends without kernels (backends.h).
   throw NotImplemented(concat(
       "mlx_kernels.flash_attention: the ", gpu_backend_name(),
       " backend is not implemented yet."));
+#endif
 }
 
 namespace {
@@ -428,7 +437,7 @@ std::pair<std::vector<mx::array>, std::vector<int>> FlashAttention::vmap(
   auto out = mx::array(
       {q.shape(0), q.shape(1), q.shape(2), flat[2].shape(3)},
       q.dtype(),
-      std::make_shared<FlashAttention>(s, scale_, mask_),
+      std::make_shared<FlashAttention>(s, scale_, mask_, cpu_backend_),
       flat);
   return {
       {mx::reshape(out, {N, q.shape(0) / N, q.shape(1), q.shape(2), flat[2].shape(3)}, s)},
@@ -437,7 +446,7 @@ std::pair<std::vector<mx::array>, std::vector<int>> FlashAttention::vmap(
 
 bool FlashAttention::is_equivalent(const mx::Primitive& other) const {
   const auto& o = static_cast<const FlashAttention&>(other);
-  return scale_ == o.scale_ && mask_ == o.mask_;
+  return scale_ == o.scale_ && mask_ == o.mask_ && cpu_backend_ == o.cpu_backend_;
 }
 
 std::vector<mx::Shape> FlashAttention::output_shapes(

@@ -67,8 +67,15 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
 // dtype of q). Output [B, Hq, qL, D], dtype of q.
 class FlashAttention : public mx::UnaryPrimitive {
  public:
-  FlashAttention(mx::Stream stream, float scale, AttnMask mask)
-      : mx::UnaryPrimitive(stream), scale_(scale), mask_(mask) {}
+  FlashAttention(
+      mx::Stream stream,
+      float scale,
+      AttnMask mask,
+      CpuBackend cpu_backend)
+      : mx::UnaryPrimitive(stream),
+        scale_(scale),
+        mask_(mask),
+        cpu_backend_(cpu_backend) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override;
   void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override;
@@ -98,6 +105,7 @@ class FlashAttention : public mx::UnaryPrimitive {
  private:
   float scale_;
   AttnMask mask_;
+  CpuBackend cpu_backend_; // CPU streams: native kernel or Metal simulator
 };
 
 } // namespace mlx_kernels
