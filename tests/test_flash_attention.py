@@ -90,6 +90,13 @@ def test_gqa_half(ratio, dtype, device):
     check(q, k, v, "causal", device)
 
 
+@pytest.mark.parametrize("Hq,Hkv,qL", [(16, 1, 5), (96, 1, 3), (24, 8, 9)], ids=["g16", "g96", "g3"])
+def test_large_and_odd_groups(Hq, Hkv, qL, device):
+    """Groups wider than a task's row target, and groups of 3 (rows not a multiple of 16)."""
+    q, k, v = make_qkv(1, Hq, Hkv, qL, 200, 64, mx.float32)
+    check(q, k, v, "causal", device)
+
+
 def test_realistic_prefill(device):
     """A model-like prefill: 8 heads, D = 128, float16, causal."""
     q, k, v = make_qkv(1, 8, 8, 257, 257, 128, mx.float16)
