@@ -4,7 +4,10 @@ Cases: B = 1, 8 heads (no GQA), D = 128, float32 and float16; prefill
 (qL = kL, no mask and causal) and decode (qL = 1) at kL in {256, 1024, 4096}.
 Then the peak memory of one call at qL = kL = 8192 (float32, no mask), ours
 and MLX's, each in a fresh subprocess: ru_maxrss after the call minus
-ru_maxrss after allocating and evaluating the inputs.
+ru_maxrss after allocating and evaluating the inputs (with MLX's buffer cache
+cleared and, on Linux, the high-water mark reset to the current RSS, so that
+the temporaries of generating the inputs do not hide the call's own peak;
+the children run with a fixed glibc mmap threshold for the same reason).
 
 Prints a table and writes benchmarks/results/attention_cpu.json.
 
@@ -50,8 +53,8 @@ def run_case(kind, kL, dtype):
     a, b = ours(), theirs()
     a32, b32 = np.array(a.astype(mx.float32)), np.array(b.astype(mx.float32))
     err = float(np.linalg.norm(a32 - b32) / np.linalg.norm(b32))
-    t_ours, n_ours = time_ms(ours)
-    t_mlx, n_mlx = time_ms(theirs)
+    t_ours, med_ours, n_ours = time_ms(ours)
+    t_mlx, med_mlx, n_mlx = time_ms(theirs)
     return {
         "case": kind,
         "dtype": str(dtype).split(".")[-1],
@@ -63,6 +66,8 @@ def run_case(kind, kL, dtype):
         "ours_ms": round(t_ours, 4),
         "mlx_ms": round(t_mlx, 4),
         "speedup": round(t_mlx / t_ours, 3),
+        "ours_median_ms": round(med_ours, 4),
+        "mlx_median_ms": round(med_mlx, 4),
         "reps_ours": n_ours,
         "reps_mlx": n_mlx,
         "rel_diff_vs_mlx": err,
@@ -76,6 +81,16 @@ def memory_child(which):
     # the call's own allocations show in the RSS and are not served from it.
     mx.clear_cache()
     mx.reset_peak_memory()
+    # ru_maxrss is a high-water mark: generating the inputs may have pushed it
+    # above what the inputs themselves hold. Linux resets it to the current
+    # RSS on "5" written to /proc/self/clear_refs; then the baseline is the
+    # memory held with the inputs allocated.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        hwm_reset = True
+    except OSError:
+        hwm_reset = False
     base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = D ** -0.5
     if which == "ours":
@@ -90,7 +105,15 @@ def memory_child(which):
         "rss_peak_bytes": peak_kb * 1024,
         "rss_increase_bytes": (peak_kb - base_kb) * 1024,
         "mlx_allocator_peak_bytes": mx.get_peak_memory(),
+        "high_water_mark_reset_before_baseline": hwm_reset,
     }))
+
+
+# glibc raises its mmap threshold after large frees, and then keeps freed
+# blocks (the temporaries of generating the inputs) resident, where later
+# allocations reuse them without the RSS growing. A fixed threshold sends
+# every large block through mmap/munmap, so the RSS follows what is live.
+CHILD_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
 
 
 def measure_memory():
@@ -98,13 +121,14 @@ def measure_memory():
     for which in ("ours", "mlx"):
         r = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--memory-child", which],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=True, env=CHILD_ENV,
         )
         out[which] = json.loads(r.stdout.strip().splitlines()[-1])
     score_bytes = HEADS * MEM_L * MEM_L * 4
     io_bytes = 4 * HEADS * MEM_L * D * 4  # q, k, v, out
     return {
         "B": 1, "heads": HEADS, "D": D, "qL": MEM_L, "kL": MEM_L, "dtype": "float32", "mask": None,
+        "child_env": {"MALLOC_MMAP_THRESHOLD_": CHILD_ENV["MALLOC_MMAP_THRESHOLD_"]},
         "score_matrix_bytes": score_bytes,
         "qkv_out_bytes": io_bytes,
         **out,
@@ -168,12 +192,20 @@ def main():
         "machine": machine_info(),
         "versions": versions(),
         "threads": os.environ.get("MLX_KERNELS_NUM_THREADS", "all usable cores"),
-        "timing": "median wall time of mx.eval(op(...)) after one warm-up; "
-                  "calls over 2 s are timed once",
+        "timing": "best wall time of mx.eval(op(...)) after one warm-up, at least 5 calls "
+                  "and 1 s (medians alongside); calls over 2 s are timed once",
+        "load_average_at_start": os.getloadavg(),
         "results": rows,
     }
     if not args.skip_memory:
         result["peak_memory"] = report_memory()
+    elif os.path.exists(args.out):
+        # Keep the memory figures of the last full run (they carry their date).
+        with open(args.out) as f:
+            old = json.load(f)
+        if "peak_memory" in old:
+            result["peak_memory"] = old["peak_memory"]
+            result["peak_memory"].setdefault("date", old.get("date"))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

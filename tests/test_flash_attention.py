@@ -67,6 +67,7 @@ def test_decode_head_dims_dtypes(D, dtype, device):
 # --- GQA / MQA x decode and prefill x batch ---------------------------------
 GQA_SHAPES = [  # (B, qL, kL)
     (1, 1, 1024),  # decode, split over keys when few KV heads
+    (1, 7, 1024),  # few queries, split over keys, causal chunks trimmed
     (3, 1, 257),  # decode, batched
     (3, 7, 33),  # short prefill / speculative decode
     (1, 128, 257),  # prefill
