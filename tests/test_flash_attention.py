@@ -67,6 +67,7 @@ def test_decode_head_dims_dtypes(D, dtype, device):
 # --- GQA / MQA x decode and prefill x batch ---------------------------------
 GQA_SHAPES = [  # (B, qL, kL)
     (1, 1, 1024),  # decode, split over keys when few KV heads
+    (1, 7, 1024),  # few queries, split over keys, causal chunks trimmed
     (3, 1, 257),  # decode, batched
     (3, 7, 33),  # short prefill / speculative decode
     (1, 128, 257),  # prefill
@@ -87,6 +88,13 @@ def test_gqa(ratio, B, qL, kL, mask, device):
 @pytest.mark.parametrize("ratio", [1, 4, 8])
 def test_gqa_half(ratio, dtype, device):
     q, k, v = make_qkv(3, 8, 8 // ratio, 7, 257, 128, dtype)
+    check(q, k, v, "causal", device)
+
+
+@pytest.mark.parametrize("Hq,Hkv,qL", [(16, 1, 5), (96, 1, 3), (24, 8, 9)], ids=["g16", "g96", "g3"])
+def test_large_and_odd_groups(Hq, Hkv, qL, device):
+    """Groups wider than a task's row target, and groups of 3 (rows not a multiple of 16)."""
+    q, k, v = make_qkv(1, Hq, Hkv, qL, 200, 64, mx.float32)
     check(q, k, v, "causal", device)
 
 

@@ -135,6 +135,12 @@ def flash_attention(
     float64), ``k`` and ``v`` must have the head dimension of ``q``, and
     ``D`` must be 64, 80, 96, 128 or 256. There are no attention sinks.
 
+    Transforms: ``mx.grad``/``mx.vjp`` and ``mx.jvp`` (through the reference
+    decomposition in float32, which does hold ``qL x kL`` matrices), ``mx.vmap``
+    over any axis of any input, ``mx.compile``; ``mx.compile(shapeless=True)``
+    without a mask or with ``"causal"`` (with an array mask the broadcast to
+    ``[B, Hq, qL, kL]`` is traced at fixed shape, so a new shape raises).
+
     Raises:
         TypeError: a non-array input, non-float or mixed dtypes, a mask of a
             dtype that neither is boolean nor promotes to ``q``'s, a ``scale``
