@@ -26,7 +26,8 @@ inline const char* gpu_backend_name() {
 inline bool has_gpu_kernels(const char* op) {
   (void)op;
 #if defined(MLX_KERNELS_BUILD_METAL)
-  return std::string(op) == "quantized_matmul";
+  return std::string(op) == "quantized_matmul" ||
+      std::string(op) == "flash_attention";
 #else
   return false;
 #endif

@@ -11,6 +11,7 @@
 
 #include "cpu_backend.h"
 #include "errors.h"
+#include "metal/attn_plan.h"
 #include "metal/qmm_plan.h"
 #include "metal/sim_encoder.h"
 #include "ops.h"
@@ -44,6 +45,18 @@ NB_MODULE(_ext, m) {
       "group_size"_a,
       "bits"_a,
       nb::kw_only(),
+      "stream"_a.none());
+
+  m.def(
+      "flash_attention",
+      &mlx_kernels::flash_attention,
+      "q"_a,
+      "k"_a,
+      "v"_a,
+      nb::kw_only(),
+      "scale"_a,
+      "mask_mode"_a,
+      "mask"_a.none(),
       "stream"_a.none());
 
   // --- The Metal simulator and the Metal launch plan (tests, tools) -------
@@ -81,4 +94,38 @@ NB_MODULE(_ext, m) {
         return d;
       },
       "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a);
+  m.def(
+      "plan_metal_flash_attention",
+      [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& mask,
+         const std::string& dtype) {
+        mlx_kernels::AttnMask kind = mlx_kernels::AttnMask::None;
+        for (auto k : {mlx_kernels::AttnMask::None, mlx_kernels::AttnMask::Causal,
+                       mlx_kernels::AttnMask::Bool, mlx_kernels::AttnMask::Additive}) {
+          if (mask == mlx_kernels::attn_mask_name(k)) {
+            kind = k;
+          }
+        }
+        mlx_kernels::AttnParams p{B, Hq, Hkv, qL, kL, D, 1.0f, kind};
+        auto plan = mlx_kernels::metal::plan_flash_attention(p, dtype);
+        auto dim3 = [](const mlx_kernels::metal::Dim3& d) {
+          return std::make_tuple(d.x, d.y, d.z);
+        };
+        nb::dict d;
+        d["kernel"] = mlx_kernels::metal::attn_kernel_name(plan.kernel);
+        d["name"] = plan.name;
+        d["grid"] = dim3(plan.grid);
+        d["threadgroup"] = dim3(plan.threadgroup);
+        d["block_q"] = plan.block_q;
+        d["block_k"] = plan.block_k;
+        d["rows"] = plan.rows;
+        d["row_tiles"] = plan.row_tiles;
+        d["splits"] = plan.splits;
+        d["chunk"] = plan.chunk;
+        d["threadgroup_memory"] = plan.threadgroup_memory;
+        d["merge_name"] = plan.merge_name;
+        d["merge_grid"] = dim3(plan.merge_grid);
+        d["merge_threadgroup"] = dim3(plan.merge_threadgroup);
+        return d;
+      },
+      "B"_a, "Hq"_a, "Hkv"_a, "qL"_a, "kL"_a, "D"_a, "mask"_a, "dtype"_a);
 }

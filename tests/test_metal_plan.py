@@ -57,8 +57,8 @@ def test_every_planned_kernel_exists():
         planned.add(plan(M, 1024, 1024, gs, bits, transpose, dtype)["name"])
     missing = planned - names
     assert not missing, f"planned kernels missing from the library: {sorted(missing)[:5]}"
-    # and no instantiation is dead weight
-    assert names == planned
+    # and no quantized_matmul instantiation is dead weight
+    assert {n for n in names if n.startswith(("mlxk_qmv_", "mlxk_qvm_", "mlxk_qmm_"))} == planned
 
 
 # One configuration of each kernel variant under the shuffled schedule: every

@@ -34,6 +34,9 @@ class MetalEncoder {
   virtual void set_threadgroup_memory(int index, size_t bytes) = 0;
   // Runs the kernel on grid.x * grid.y * grid.z threadgroups.
   virtual void dispatch_threadgroups(Dim3 grid, Dim3 threadgroup) = 0;
+  // Keeps a scratch array (e.g. partial results between two dispatches)
+  // alive until every kernel encoded so far has run.
+  virtual void add_temporary(mx::array a) = 0;
 
   template <typename T>
   void set_value(int index, const T& value) {

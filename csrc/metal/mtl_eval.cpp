@@ -12,6 +12,7 @@
 #include "mlx/backend/metal/utils.h"
 
 #include "debug.h"
+#include "metal/flash_attention.h"
 #include "metal/mtl_eval.h"
 #include "metal/quantized_matmul.h"
 
@@ -56,6 +57,9 @@ class MtlEncoder : public MetalEncoder {
     enc_.dispatch_threadgroups(
         MTL::Size(grid.x, grid.y, grid.z), MTL::Size(group.x, group.y, group.z));
   }
+  void add_temporary(mx::array a) override {
+    enc_.add_temporary(std::move(a));
+  }
 
  private:
   mx::metal::Device& device_;
@@ -81,6 +85,25 @@ void eval_quantized_matmul_gpu(
   // The op made every input row-contiguous for GPU streams (ops.cpp).
   MtlEncoder enc(stream);
   encode_quantized_matmul(enc, inputs[0], inputs[1], inputs[2], inputs[3], out, params);
+}
+
+void eval_flash_attention_gpu(
+    const std::vector<mx::array>& inputs,
+    mx::array& out,
+    const AttnParams& params,
+    mx::Stream stream) {
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  if (out.size() == 0) {
+    return;
+  }
+  if (poison_outputs()) {
+    std::memset(out.data<void>(), 0xFF, out.nbytes());
+  }
+  // q, k and v were made row-contiguous by the op (ops.cpp); the mask is the
+  // broadcast view, bound from its offset and read through its strides.
+  MtlEncoder enc(stream);
+  const mx::array* mask = inputs.size() > 3 ? &inputs[3] : nullptr;
+  encode_flash_attention(enc, inputs[0], inputs[1], inputs[2], mask, out, params);
 }
 
 } // namespace mlx_kernels::metal

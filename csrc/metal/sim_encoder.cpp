@@ -134,6 +134,10 @@ void SimEncoder::set_threadgroup_memory(int index, size_t bytes) {
   threadgroup_mem_[index] = bytes;
 }
 
+void SimEncoder::add_temporary(mx::array a) {
+  temporaries_.push_back(std::move(a));
+}
+
 void SimEncoder::dispatch_threadgroups(Dim3 grid, Dim3 threadgroup) {
   auto& lib = require_library();
   mlxk_sim_launch_params p{};

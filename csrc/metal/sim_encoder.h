@@ -31,6 +31,8 @@ class SimEncoder : public MetalEncoder {
   // Runs the kernel to completion; throws std::runtime_error with the
   // simulator's report if the kernel misbehaved.
   void dispatch_threadgroups(Dim3 grid, Dim3 threadgroup) override;
+  // Launches run synchronously: kept until this encoder goes away.
+  void add_temporary(mx::array a) override;
 
  private:
   CpuBackend options_;
@@ -39,6 +41,7 @@ class SimEncoder : public MetalEncoder {
   std::vector<mlxk_sim_buffer> buffers_;
   std::deque<std::string> bytes_; // storage for set_bytes copies
   size_t threadgroup_mem_[8] = {};
+  std::vector<mx::array> temporaries_;
 };
 
 } // namespace mlx_kernels::metal
