@@ -91,6 +91,46 @@ def quantized_matmul_demo(quick: bool):
         print(f"    {M:>3}  {ours * 1e3:>10.3f}  {theirs * 1e3:>10.3f}  {theirs / ours:>7.1f}x")
 
 
+def flash_attention_demo(quick: bool):
+    on_gpu = mx.default_device().type == mx.gpu
+    print("\nflash_attention (32 query heads, 8 KV heads, D = 128)")
+    print("  parity with mx.fast.scaled_dot_product_attention (relative error):")
+    for dtype in (mx.float32, mx.float16, mx.bfloat16):
+        errs = []
+        for mask, qL in ((None, 1), ("causal", 33), ("bool", 7)):
+            q = mx.random.normal((2, 32, qL, 128)).astype(dtype)
+            k = mx.random.normal((2, 8, 300, 128)).astype(dtype)
+            v = mx.random.normal((2, 8, 300, 128)).astype(dtype)
+            m = mx.random.uniform(shape=(qL, 300)) > 0.3 if mask == "bool" else mask
+            ours = mk.flash_attention(q, k, v, scale=128**-0.5, mask=m)
+            theirs = mx.fast.scaled_dot_product_attention(q, k, v, scale=128**-0.5, mask=m)
+            errs.append(_rel_err(ours, theirs))
+        name = str(dtype).replace("mlx.core.", "")
+        print(f"    {name:10s} no mask {errs[0]:.1e}   causal {errs[1]:.1e}   bool {errs[2]:.1e}")
+
+    dtype = mx.float16 if on_gpu else mx.float32
+    reps = 5 if quick else 20
+    per_eval = 8 if on_gpu else 1
+    print(f"\n  speed, {dtype}, {_device_name()} (median of {reps})")
+    print(f"    {'case':24s}  {'ours (ms)':>10}  {'MLX (ms)':>10}  {'speedup':>8}")
+    cases = [("decode B=1 kL=4096", 1, 1, 4096, None), ("decode B=4 kL=2048", 4, 1, 2048, None),
+             ("prefill causal L=512", 1, 512, 512, "causal")]
+    for name, B, qL, kL, mask in cases:
+        q = mx.random.normal((B, 32, qL, 128)).astype(dtype)
+        k = mx.random.normal((B, 8, kL, 128)).astype(dtype)
+        v = mx.random.normal((B, 8, kL, 128)).astype(dtype)
+        mx.eval(q, k, v)
+
+        def run(op):
+            def go():
+                mx.eval([op(q, k, v, scale=128**-0.5, mask=mask) for _ in range(per_eval)])
+            return go
+
+        ours = _median_time(run(mk.flash_attention), reps) / per_eval
+        theirs = _median_time(run(mx.fast.scaled_dot_product_attention), reps) / per_eval
+        print(f"    {name:24s}  {ours * 1e3:>10.3f}  {theirs * 1e3:>10.3f}  {theirs / ours:>7.1f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(prog="python -m mlx_kernels", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -99,6 +139,7 @@ def main():
           f"default device: {_device_name()}\n")
     mx.random.seed(0)
     quantized_matmul_demo(args.quick)
+    flash_attention_demo(args.quick)
 
 
 if __name__ == "__main__":
