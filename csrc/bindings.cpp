@@ -81,4 +81,15 @@ NB_MODULE(_ext, m) {
         return d;
       },
       "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a);
+  m.def(
+      "flash_attention",
+      &mlx_kernels::flash_attention,
+      "q"_a,
+      "k"_a,
+      "v"_a,
+      nb::kw_only(),
+      "scale"_a,
+      "mask_mode"_a,
+      "mask"_a.none(),
+      "stream"_a.none());
 }

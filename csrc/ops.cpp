@@ -199,3 +199,152 @@ mx::array quantized_matmul(
 }
 
 } // namespace mlx_kernels
+
+namespace mlx_kernels {
+
+namespace {
+
+bool is_supported_head_dim(int D) {
+  return D == 64 || D == 80 || D == 96 || D == 128 || D == 256;
+}
+
+} // namespace
+
+mx::array flash_attention(
+    const mx::array& q,
+    const mx::array& k,
+    const mx::array& v,
+    float scale,
+    const std::string& mask_mode,
+    const std::optional<mx::array>& mask_opt,
+    mx::StreamOrDevice s) {
+  constexpr const char* op = "flash_attention";
+
+  // mask kind
+  AttnMask kind;
+  if (mask_mode.empty()) {
+    kind = mask_opt ? AttnMask::Additive : AttnMask::None; // refined below
+  } else if (mask_mode == "causal") {
+    if (mask_opt) {
+      throw ValueError(concat(
+          op, ": mask is either the string \"causal\" or an array, not both."));
+    }
+    kind = AttnMask::Causal;
+  } else if (mask_mode == "array") {
+    if (!mask_opt) {
+      throw ValueError(concat(op, ": mask_mode \"array\" needs a mask array."));
+    }
+    kind = AttnMask::Additive; // refined below
+  } else {
+    throw ValueError(concat(
+        op, ": unknown mask '", mask_mode,
+        "'; mask must be None, \"causal\", or a boolean or additive array."));
+  }
+
+  // dtypes
+  check_float(op, "q", q);
+  if (k.dtype() != q.dtype() || v.dtype() != q.dtype()) {
+    throw TypeError(concat(
+        op, ": q, k and v must have the same dtype; got ", dtype_str(q.dtype()),
+        ", ", dtype_str(k.dtype()), " and ", dtype_str(v.dtype()),
+        " (cast them with astype)."));
+  }
+
+  // ranks
+  for (auto [name, a] : {std::pair<const char*, const mx::array*>{"q", &q},
+                         {"k", &k},
+                         {"v", &v}}) {
+    if (a->ndim() != 4) {
+      throw ValueError(concat(
+          op, ": ", name, " must be 4-D [B, heads, length, D]; got shape ",
+          shape_str(a->shape()), "."));
+    }
+  }
+
+  // shapes
+  const int B = q.shape(0), Hq = q.shape(1), qL = q.shape(2), D = q.shape(3);
+  const int Hkv = k.shape(1), kL = k.shape(2);
+  if (k.shape(0) != B || v.shape(0) != B) {
+    throw ValueError(concat(
+        op, ": q, k and v must have the same batch size B; got q ",
+        shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
+        shape_str(v.shape()), "."));
+  }
+  if (v.shape(1) != Hkv) {
+    throw ValueError(concat(
+        op, ": k and v must have the same number of heads; got k ",
+        shape_str(k.shape()), " and v ", shape_str(v.shape()), "."));
+  }
+  if (v.shape(2) != kL) {
+    throw ValueError(concat(
+        op, ": k and v must have the same length kL; got k ",
+        shape_str(k.shape()), " and v ", shape_str(v.shape()), "."));
+  }
+  if (k.shape(3) != D || v.shape(3) != D) {
+    throw ValueError(concat(
+        op, ": q, k and v must have the same head dimension D; got q ",
+        shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
+        shape_str(v.shape()), "."));
+  }
+  if (Hkv < 1 || Hq % Hkv != 0) {
+    throw ValueError(concat(
+        op, ": the number of query heads (", Hq,
+        ") must be a multiple of the number of key/value heads (", Hkv, ")."));
+  }
+  if (!is_supported_head_dim(D)) {
+    throw ValueError(concat(
+        op, ": head dimension D must be 64, 80, 96, 128 or 256; got ", D, "."));
+  }
+
+  const mx::Shape score_shape = {B, Hq, qL, kL};
+  auto stream = mx::to_stream(s);
+
+  std::vector<mx::array> inputs = {q, k, v};
+  if (mask_opt) {
+    const mx::array& mask = *mask_opt;
+    if (mask.ndim() > 4) {
+      throw ValueError(concat(
+          op, ": mask must have at most 4 dimensions (broadcastable to [B, Hq, "
+              "qL, kL] = ", shape_str(score_shape), "); got shape ",
+          shape_str(mask.shape()), "."));
+    }
+    for (int d = 1; d <= static_cast<int>(mask.ndim()); ++d) {
+      int m = mask.shape(-d);
+      if (m != 1 && m != score_shape[4 - d]) {
+        throw ValueError(concat(
+            op, ": mask of shape ", shape_str(mask.shape()),
+            " cannot be broadcast to [B, Hq, qL, kL] = ",
+            shape_str(score_shape), "."));
+      }
+    }
+    if (mask.dtype() == mx::bool_) {
+      kind = AttnMask::Bool;
+    } else {
+      // As MLX: an additive mask's dtype must promote to the dtype of q.
+      bool ok = mx::issubdtype(mask.dtype(), mx::number) &&
+          !mx::issubdtype(mask.dtype(), mx::complexfloating) &&
+          mx::promote_types(mask.dtype(), q.dtype()) == q.dtype();
+      if (!ok) {
+        throw TypeError(concat(
+            op, ": mask must be boolean or an additive mask whose dtype "
+                "promotes to q's dtype ", dtype_str(q.dtype()), "; got ",
+            dtype_str(mask.dtype()), "."));
+      }
+      kind = AttnMask::Additive;
+    }
+    auto m = kind == AttnMask::Additive ? mx::astype(mask, q.dtype(), stream)
+                                        : mask;
+    // A broadcast view: the kernel reads it through its (zero) strides.
+    inputs.push_back(mx::broadcast_to(m, score_shape, stream));
+  }
+
+  require_backend(op, stream);
+
+  return mx::array(
+      {B, Hq, qL, D},
+      q.dtype(),
+      std::make_shared<FlashAttention>(stream, scale, kind),
+      std::move(inputs));
+}
+
+} // namespace mlx_kernels

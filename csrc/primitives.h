@@ -6,6 +6,7 @@
 #include "mlx/primitives.h"
 
 #include "cpu_backend.h"
+#include "flash_attention_params.h"
 #include "quantized_matmul_params.h"
 
 namespace mlx_kernels {
@@ -59,6 +60,44 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
   int bits_;
   bool transpose_;
   CpuBackend cpu_backend_; // CPU streams: native kernel or Metal simulator
+};
+
+// inputs: q [B, Hq, qL, D], k and v [B, Hkv, kL, D] (any strides, one dtype),
+// and for the array masks the mask broadcast to [B, Hq, qL, kL] (bool, or the
+// dtype of q). Output [B, Hq, qL, D], dtype of q.
+class FlashAttention : public mx::UnaryPrimitive {
+ public:
+  FlashAttention(mx::Stream stream, float scale, AttnMask mask)
+      : mx::UnaryPrimitive(stream), scale_(scale), mask_(mask) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override;
+  void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override;
+
+  std::vector<mx::array> jvp(
+      const std::vector<mx::array>& primals,
+      const std::vector<mx::array>& tangents,
+      const std::vector<int>& argnums) override;
+  std::vector<mx::array> vjp(
+      const std::vector<mx::array>& primals,
+      const std::vector<mx::array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<mx::array>& outputs) override;
+  std::pair<std::vector<mx::array>, std::vector<int>> vmap(
+      const std::vector<mx::array>& inputs,
+      const std::vector<int>& axes) override;
+
+  const char* name() const override {
+    return "MlxKernelsFlashAttention";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override;
+  std::vector<mx::Shape> output_shapes(
+      const std::vector<mx::array>& inputs) override;
+
+  AttnParams params(const std::vector<mx::array>& inputs) const;
+
+ private:
+  float scale_;
+  AttnMask mask_;
 };
 
 } // namespace mlx_kernels

@@ -4,6 +4,7 @@
 call MLX's built-ins:
 
 * :func:`quantized_matmul` mirrors ``mx.quantized_matmul`` (affine mode).
+* :func:`flash_attention` mirrors ``mx.fast.scaled_dot_product_attention``.
 
 On machines without an Apple GPU, :func:`metal_simulator` runs the package's
 Metal kernels on the CPU (see docs/metal-simulator.md).
@@ -12,6 +13,7 @@ Metal kernels on the CPU (see docs/metal-simulator.md).
 from __future__ import annotations
 
 import contextlib
+import numbers
 from typing import Iterator, Optional, Union
 
 import mlx.core as mx  # must be imported before the extension: it registers MLX's types
@@ -20,6 +22,7 @@ from . import _ext
 
 __all__ = [
     "quantized_matmul",
+    "flash_attention",
     "metal_simulator",
     "metal_simulator_available",
     "__version__",
@@ -76,6 +79,96 @@ def quantized_matmul(
         _check_arrays(biases=biases)
     return _ext.quantized_matmul(
         x, w, scales, biases, transpose, group_size, bits, stream=stream
+    )
+
+
+def flash_attention(
+    q: mx.array,
+    k: mx.array,
+    v: mx.array,
+    *,
+    scale: float,
+    mask: Union[None, str, mx.array] = None,
+    stream: StreamOrDevice = None,
+) -> mx.array:
+    """Attention ``softmax(scale * q @ k.T + mask) @ v``, as
+    ``mx.fast.scaled_dot_product_attention``.
+
+    Heads are grouped as in grouped-query and multi-query attention: query
+    head ``h`` attends with key/value head ``h // (Hq // Hkv)``; ``k`` and
+    ``v`` are not repeated. The softmax is computed in float32 whatever the
+    input dtype, with float32 accumulation throughout (a tiled, online
+    softmax: no ``qL x kL`` score matrix is ever stored).
+
+    Args:
+        q: Queries ``[B, Hq, qL, D]``.
+        k: Keys ``[B, Hkv, kL, D]``; ``Hq`` must be a multiple of ``Hkv``.
+        v: Values ``[B, Hkv, kL, D]``.
+        scale: Multiplies the scores ``q @ k.T`` (typically ``D ** -0.5``).
+        mask: One of
+
+            * ``None``: every query attends every key;
+            * ``"causal"``: aligned bottom-right as in MLX, so query ``i``
+              attends keys ``j <= i + kL - qL``;
+            * a boolean array (``True`` = attend), broadcastable to
+              ``[B, Hq, qL, kL]`` (at most 4 dimensions, aligned on the
+              right);
+            * an additive array, added to the scaled scores, broadcastable
+              likewise, whose dtype promotes to the dtype of ``q`` (as MLX:
+              a float32 mask is refused for float16 ``q``; integer masks are
+              accepted).
+
+        stream: Stream or device to run on. Defaults to the default stream.
+
+    Returns:
+        ``[B, Hq, qL, D]``, the dtype of ``q``.
+
+    Fully masked rows behave as in MLX: a row whose keys are all masked by a
+    boolean mask, and a row with no visible key under ``"causal"`` (when
+    ``qL > kL``), get uniform weights, i.e. the mean of ``v`` over all keys
+    (MLX fills masked scores with the lowest finite value, not ``-inf``); a
+    row on which an additive mask is ``-inf`` everywhere is NaN. With
+    ``kL == 0`` the output is zeros.
+
+    Differences from MLX: ``q``, ``k`` and ``v`` must share one dtype
+    (float32, float16 or bfloat16; MLX promotes mixed dtypes and accepts
+    float64), ``k`` and ``v`` must have the head dimension of ``q``, and
+    ``D`` must be 64, 80, 96, 128 or 256. There are no attention sinks.
+
+    Raises:
+        TypeError: a non-array input, non-float or mixed dtypes, a mask of a
+            dtype that neither is boolean nor promotes to ``q``'s, a ``scale``
+            that is not a real number, or a mask that is neither ``None``, a
+            string nor an array.
+        ValueError: inputs not 4-D; batch, head-count, length or head-dim
+            mismatches; ``Hq`` not a multiple of ``Hkv``; unsupported ``D``;
+            a mask that cannot broadcast; an unknown mask string.
+        NotImplementedError: the stream's backend has no kernel in this build.
+    """
+    _check_arrays(q=q, k=k, v=v)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(
+            f"flash_attention: scale must be a real number; got "
+            f"{type(scale).__module__}.{type(scale).__qualname__}."
+        )
+    if mask is None:
+        mask_mode, mask_arr = "", None
+    elif isinstance(mask, str):
+        mask_mode, mask_arr = mask, None
+        if mask_mode in ("", "array"):
+            raise ValueError(
+                f"flash_attention: unknown mask {mask!r}; mask must be None, "
+                '"causal", or a boolean or additive array.'
+            )
+    elif isinstance(mask, mx.array):
+        mask_mode, mask_arr = "array", mask
+    else:
+        raise TypeError(
+            "flash_attention: mask must be None, \"causal\" or an "
+            f"mlx.core.array; got {type(mask).__module__}.{type(mask).__qualname__}."
+        )
+    return _ext.flash_attention(
+        q, k, v, scale=float(scale), mask_mode=mask_mode, mask=mask_arr, stream=stream
     )
 
 
