@@ -167,8 +167,7 @@ def test_attention_patch_is_per_model(device):
 
 
 def test_report_skips_and_reasons():
-    model = build("llama", mx.float32, 64, 4)
-    # Re-quantize the MLP down projections with bits MLX has and we do not.
+    # Quantize the MLP down projections with bits MLX has and we do not.
     _, config = ARCHS["llama"]
     mx.random.seed(0)
     model = llama.Model(llama.ModelArgs.from_dict(config))
