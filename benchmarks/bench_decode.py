@@ -38,6 +38,7 @@ Needs mlx-lm (``pip install ".[models]"``).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import mlx.core as mx
@@ -182,6 +183,7 @@ def main():
                  "ours/MLX", "ours ms/step"], rows)
     for n in notes:
         print("note: " + n)
+    print("load average (1/5/15 min): %.1f %.1f %.1f (%d cores)" % (*os.getloadavg(), os.cpu_count()))
     name = f"decode_{dev_name}"
     path = write_json(f"{name}.json", {
         "benchmark": "mlx-lm decode tokens/s, patched vs unpatched",
@@ -194,6 +196,8 @@ def main():
                       "takes ~0.5 s per 4096x4096 call" if dev_name == "cpu" else "")),
         "notes": notes,
         "machine": machine_info(dev_name),
+        # other processes share this machine: the load explains noisy runs
+        "load_average_1_5_15_min_at_end": list(os.getloadavg()),
         "dtype": dname,
         "results": records,
     })

@@ -25,6 +25,7 @@ Prints a table and writes benchmarks/results/qmm_sweep_<device>.json and .png.
 from __future__ import annotations
 
 import argparse
+import os
 import math
 
 import mlx.core as mx
@@ -126,6 +127,7 @@ def main():
     print(f"\nquantized_matmul vs M, {dev_name}, {dname}, {bits}-bit, group {gs} "
           f"(floor = weight bytes / copy bandwidth)")
     print_table(["shape NxK", "M", "ours ms", "MLX ms", "speedup", "floor ms", "floor/ours"], rows)
+    print("load average (1/5/15 min): %.1f %.1f %.1f (%d cores)" % (*os.getloadavg(), os.cpu_count()))
     name = f"qmm_sweep_{dev_name}"
     path = write_json(f"{name}.json", {
         "benchmark": "quantized_matmul M sweep",
@@ -135,6 +137,8 @@ def main():
                        "; float32 on the CPU because MLX's float16 CPU path takes ~0.5 s "
                        "per 4096x4096 call" if dev_name == "cpu" else "")),
         "machine": machine_info(dev_name),
+        # other processes share this machine: the load explains noisy runs
+        "load_average_1_5_15_min_at_end": list(os.getloadavg()),
         "copy_bandwidth_GBps": bandwidth / 1e9,
         "results": records,
     })

@@ -16,6 +16,7 @@ import mlx.core as mx
 import mlx.nn as mnn
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 
 import mlx_kernels as mk
 from tolerances import MODEL_LOGITS, rel_err, to_np64
@@ -115,10 +116,14 @@ def test_patched_model_matches_unpatched(case, padded, device):
         tokens = greedy_tokens(model, prompt, padding)
         ref = run(model, tokens, padding)
         classes = {p: type(m) for p, m in model.named_modules()}
+        params = [(k, v.shape, v.dtype) for k, v in tree_flatten(model.parameters())]
 
         report = mk.patch(model)
         assert report.num_swapped == expected_layers(arch), str(report)
         assert report.skipped == [] and report.attention == []
+        # the same parameter tree, and MLX checkpoints load into the patched model
+        assert [(k, v.shape, v.dtype) for k, v in tree_flatten(model.parameters())] == params
+        model.load_weights(list(tree_flatten(model.parameters())))
         compare(run(model, tokens, padding), ref, dtype, f"{arch} patched")
 
         report = mk.patch(model, attention=True)
