@@ -374,6 +374,10 @@ def patch(model: _mnn.Module, *, attention: bool = False) -> PatchReport:
             state.namespaces.append(ns)
             report.attention.append(path)
 
+    for items in (report.swapped, report.already, report.attention):
+        items.sort(key=_natural)
+    for items in (report.skipped, report.attention_skipped):
+        items.sort(key=lambda item: _natural(item[0]))
     if attention and not report.attention and not report.attention_skipped:
         report.attention_skipped.append(
             ("<model>", f"no module calls mlx_lm.models.base.{_ATTN_NAME}")
@@ -381,6 +385,11 @@ def patch(model: _mnn.Module, *, attention: bool = False) -> PatchReport:
     if state.layers or state.attention:
         object.__setattr__(model, _STATE_ATTR, state)
     return report
+
+
+def _natural(path: str) -> list:
+    """Sort key: "layers.10" after "layers.9"."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.split(".")]
 
 
 def unpatch(model: _mnn.Module) -> int:
