@@ -212,3 +212,34 @@ def test_unsupported_attention_is_reported_or_raises(device):
             model(mx.array([[1, 2, 3]]), cache=cache)
     finally:
         mk.unpatch(model)
+
+
+def test_moe_and_sinks_are_reported_not_patched(device):
+    """gpt-oss: mixture-of-experts layers (QuantizedSwitchLinear, gather_qmm)
+    and attention with sinks are left on MLX, with the reasons; the rest is
+    patched and the logits still match."""
+    from mlx_lm.models import gpt_oss
+
+    args = gpt_oss.ModelArgs(
+        num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2, vocab_size=512,
+        hidden_size=128, intermediate_size=128, head_dim=64, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=16,
+    )
+    model = gpt_oss.Model(args)
+    mnn.quantize(model, group_size=64, bits=4)
+    x = mx.random.randint(0, args.vocab_size, (2, 9))
+    with mx.stream(device):
+        ref = model(x)
+        report = mk.patch(model, attention=True)
+        try:
+            # per layer q, k, v, o and the router; embed_tokens and lm_head
+            assert report.num_swapped == 5 * 2 + 2, str(report)
+            assert len(report.skipped) == 3 * 2
+            assert all("QuantizedSwitchLinear" in why for _, why in report.skipped)
+            assert report.attention == []
+            assert [why for _, why in report.attention_skipped] == [
+                "uses attention sinks (flash_attention has none)"] * 2
+            err = rel_err(to_np64(model(x)), to_np64(ref))
+            assert err <= MODEL_LOGITS[mx.float32], err
+        finally:
+            mk.unpatch(model)
