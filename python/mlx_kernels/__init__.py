@@ -5,6 +5,10 @@ call MLX's built-ins:
 
 * :func:`quantized_matmul` mirrors ``mx.quantized_matmul`` (affine mode).
 * :func:`flash_attention` mirrors ``mx.fast.scaled_dot_product_attention``.
+* :mod:`mlx_kernels.nn`: ``QuantizedLinear`` (and ``QuantizedEmbedding``),
+  drop-ins for the ``mlx.nn`` layers that run on these ops.
+* :func:`patch` / :func:`unpatch`: swap them into an existing mlx or mlx-lm
+  model in place (and, with ``attention=True``, its attention), and back.
 
 On machines without an Apple GPU, :func:`metal_simulator` runs the package's
 Metal kernels on the CPU (see docs/metal-simulator.md).
@@ -23,6 +27,10 @@ from . import _ext
 __all__ = [
     "quantized_matmul",
     "flash_attention",
+    "nn",
+    "patch",
+    "unpatch",
+    "PatchReport",
     "metal_simulator",
     "metal_simulator_available",
     "__version__",
@@ -219,3 +227,8 @@ def metal_simulator(shuffle: bool = False, seed: int = 0) -> Iterator[None]:
         yield
     finally:
         _ext.set_cpu_backend(*before)
+
+
+# After the ops: these modules call them.
+from . import nn  # noqa: E402
+from ._patching import PatchReport, patch, unpatch  # noqa: E402
