@@ -67,6 +67,20 @@ class MtlEncoder : public MetalEncoder {
   MTL::Library* library_;
 };
 
+// Allocates `out`; false when it is empty (nothing to launch). Poisons it for
+// the tests: unified memory, so the fresh buffer is host-visible and not yet
+// in use by the GPU.
+bool allocate_output(mx::array& out) {
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  if (out.size() == 0) {
+    return false;
+  }
+  if (poison_outputs()) {
+    std::memset(out.data<void>(), 0xFF, out.nbytes());
+  }
+  return true;
+}
+
 } // namespace
 
 void eval_quantized_matmul_gpu(
@@ -74,13 +88,8 @@ void eval_quantized_matmul_gpu(
     mx::array& out,
     const QmmParams& params,
     mx::Stream stream) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  if (out.size() == 0) {
+  if (!allocate_output(out)) {
     return;
-  }
-  if (poison_outputs()) {
-    // Unified memory: the fresh buffer is host-visible and not yet in use.
-    std::memset(out.data<void>(), 0xFF, out.nbytes());
   }
   // The op made every input row-contiguous for GPU streams (ops.cpp).
   MtlEncoder enc(stream);
@@ -92,12 +101,8 @@ void eval_flash_attention_gpu(
     mx::array& out,
     const AttnParams& params,
     mx::Stream stream) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  if (out.size() == 0) {
+  if (!allocate_output(out)) {
     return;
-  }
-  if (poison_outputs()) {
-    std::memset(out.data<void>(), 0xFF, out.nbytes());
   }
   // q, k and v were made row-contiguous by the op (ops.cpp); the mask is the
   // broadcast view, bound from its offset and read through its strides.

@@ -1,7 +1,6 @@
 #include "metal/simulated.h"
 
 #include <cstring>
-#include <optional>
 
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -15,12 +14,19 @@
 
 namespace mlx_kernels::metal {
 
-void eval_quantized_matmul_simulated(
+namespace {
+
+// Allocates `out`, gathers the first `contiguous_inputs` inputs into
+// row-contiguous arrays (the rest are bound as they are, e.g. broadcast
+// masks), and enqueues `encode(sim_encoder, args, out)` on the CPU stream.
+template <typename Encode>
+void run_simulated(
     const std::vector<mx::array>& inputs,
+    size_t contiguous_inputs,
     mx::array& out,
-    const QmmParams& params,
     const CpuBackend& options,
-    mx::Stream stream) {
+    mx::Stream stream,
+    Encode encode) {
   out.set_data(mx::allocator::malloc(out.nbytes()));
   if (out.size() == 0) {
     return;
@@ -28,25 +34,43 @@ void eval_quantized_matmul_simulated(
   auto& enc = mx::cpu::get_command_encoder(stream);
   std::vector<mx::array> temporaries;
   std::vector<mx::array> args;
-  for (const auto& a : inputs) {
-    args.push_back(cpu::row_contiguous(a, enc, temporaries));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const auto& a = inputs[i];
+    args.push_back(
+        i < contiguous_inputs ? cpu::row_contiguous(a, enc, temporaries) : a);
     enc.set_input_array(args.back());
   }
   enc.set_output_array(out);
-  enc.dispatch([x = mx::array::unsafe_weak_copy(args[0]),
-                w = mx::array::unsafe_weak_copy(args[1]),
-                s = mx::array::unsafe_weak_copy(args[2]),
-                b = mx::array::unsafe_weak_copy(args[3]),
+  std::vector<mx::array> weak_args;
+  for (const auto& a : args) {
+    weak_args.push_back(mx::array::unsafe_weak_copy(a));
+  }
+  enc.dispatch([args = std::move(weak_args),
                 out = mx::array::unsafe_weak_copy(out),
-                params,
-                options]() mutable {
+                options,
+                encode]() mutable {
     if (poison_outputs()) {
       std::memset(out.data<void>(), 0xFF, out.nbytes());
     }
     SimEncoder sim(options, cpu::num_threads());
-    encode_quantized_matmul(sim, x, w, s, b, out, params);
+    encode(sim, args, out);
   });
   enc.add_temporaries(std::move(temporaries));
+}
+
+} // namespace
+
+void eval_quantized_matmul_simulated(
+    const std::vector<mx::array>& inputs,
+    mx::array& out,
+    const QmmParams& params,
+    const CpuBackend& options,
+    mx::Stream stream) {
+  run_simulated(
+      inputs, inputs.size(), out, options, stream,
+      [params](MetalEncoder& enc, const std::vector<mx::array>& a, mx::array& o) {
+        encode_quantized_matmul(enc, a[0], a[1], a[2], a[3], o, params);
+      });
 }
 
 void eval_flash_attention_simulated(
@@ -55,36 +79,14 @@ void eval_flash_attention_simulated(
     const AttnParams& params,
     const CpuBackend& options,
     mx::Stream stream) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  if (out.size() == 0) {
-    return;
-  }
-  auto& enc = mx::cpu::get_command_encoder(stream);
-  std::vector<mx::array> temporaries;
-  std::vector<mx::array> args;
   // q, k, v row-contiguous (as ops.cpp makes them on GPU streams); the mask
   // stays the broadcast view the kernels read through its strides.
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    args.push_back(i < 3 ? cpu::row_contiguous(inputs[i], enc, temporaries) : inputs[i]);
-    enc.set_input_array(args.back());
-  }
-  enc.set_output_array(out);
-  enc.dispatch([q = mx::array::unsafe_weak_copy(args[0]),
-                k = mx::array::unsafe_weak_copy(args[1]),
-                v = mx::array::unsafe_weak_copy(args[2]),
-                mask = args.size() > 3
-                    ? std::optional<mx::array>(mx::array::unsafe_weak_copy(args[3]))
-                    : std::nullopt,
-                out = mx::array::unsafe_weak_copy(out),
-                params,
-                options]() mutable {
-    if (poison_outputs()) {
-      std::memset(out.data<void>(), 0xFF, out.nbytes());
-    }
-    SimEncoder sim(options, cpu::num_threads());
-    encode_flash_attention(sim, q, k, v, mask ? &*mask : nullptr, out, params);
-  });
-  enc.add_temporaries(std::move(temporaries));
+  run_simulated(
+      inputs, 3, out, options, stream,
+      [params](MetalEncoder& enc, const std::vector<mx::array>& a, mx::array& o) {
+        encode_flash_attention(
+            enc, a[0], a[1], a[2], a.size() > 3 ? &a[3] : nullptr, o, params);
+      });
 }
 
 } // namespace mlx_kernels::metal
