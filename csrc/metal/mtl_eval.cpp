@@ -8,6 +8,7 @@
 
 #include <cstring>
 
+#include "mlx/allocator.h"
 #include "mlx/backend/metal/device.h"
 #include "mlx/backend/metal/utils.h"
 
