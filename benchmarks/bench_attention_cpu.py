@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _attn_common import machine_info, now_utc, time_ms, versions  # noqa: E402
+from _common import progress  # noqa: E402
 
 import mlx_kernels as mk  # noqa: E402
 
@@ -151,6 +152,39 @@ def report_memory():
     return mem
 
 
+def plot(result, path):
+    """Ours vs MLX per case (log time), one panel per dtype."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    rows = result["results"]
+    dtypes = sorted({r["dtype"] for r in rows})
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.2), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes):
+        sel = [r for r in rows if r["dtype"] == dtype]
+        labels = [f"{r['case']}\nkL={r['kL']}" for r in sel]
+        xs = range(len(sel))
+        ax.bar([x - 0.2 for x in xs], [r["ours_ms"] for r in sel], 0.4, label="mlx_kernels")
+        ax.bar([x + 0.2 for x in xs], [r["mlx_ms"] for r in sel], 0.4, label="MLX sdpa")
+        for x, r in zip(xs, sel):
+            ax.text(x, r["mlx_ms"], f"{r['speedup']:.0f}x", ha="center", va="bottom", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(labels, fontsize=6, rotation=45, ha="right")
+        ax.set_ylabel("time per call (ms)")
+        ax.set_title(f"attention on the CPU, {dtype}, B=1, {HEADS} heads, D={D}")
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="kL in {256, 1024} only")
@@ -159,7 +193,13 @@ def main():
                     help="only measure peak memory; update it in the existing JSON")
     ap.add_argument("--memory-child", choices=["ours", "mlx"])
     ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
     args = ap.parse_args()
+    png = os.path.splitext(args.out)[0] + ".png"
+    if args.plot_only:
+        with open(args.out) as f:
+            plot(json.load(f), png)
+        return
     if args.memory_child:
         memory_child(args.memory_child)
         return
@@ -178,13 +218,13 @@ def main():
     lengths = [256, 1024] if args.quick else [256, 1024, 4096]
     rows = []
     print(f"{'case':15} {'dtype':8} {'qL':>5} {'kL':>5} {'ours ms':>10} {'MLX ms':>10} {'MLX/ours':>9}")
-    for dtype in (mx.float32, mx.float16):
-        for kind in ("prefill", "prefill-causal", "decode"):
-            for kL in lengths:
-                r = run_case(kind, kL, dtype)
-                rows.append(r)
-                print(f"{r['case']:15} {r['dtype']:8} {r['qL']:5} {r['kL']:5} "
-                      f"{r['ours_ms']:10.3f} {r['mlx_ms']:10.3f} {r['speedup']:8.2f}x", flush=True)
+    cases = [(d, kind, kL) for d in (mx.float32, mx.float16)
+             for kind in ("prefill", "prefill-causal", "decode") for kL in lengths]
+    for dtype, kind, kL in progress(cases, desc="attention cpu"):
+        r = run_case(kind, kL, dtype)
+        rows.append(r)
+        print(f"{r['case']:15} {r['dtype']:8} {r['qL']:5} {r['kL']:5} "
+              f"{r['ours_ms']:10.3f} {r['mlx_ms']:10.3f} {r['speedup']:8.2f}x", flush=True)
 
     result = {
         "benchmark": "attention_cpu",
@@ -211,6 +251,7 @@ def main():
         json.dump(result, f, indent=2)
         f.write("\n")
     print(f"\nwrote {args.out}")
+    plot(result, png)
 
 
 if __name__ == "__main__":
