@@ -4,6 +4,9 @@
 
 #include "backends.h"
 #include "cpu/quantized_matmul.h"
+#if defined(MLX_KERNELS_BUILD_CUDA)
+#include "cuda/quantized_matmul.h"
+#endif
 #include "errors.h"
 #include "ops.h"
 
@@ -35,10 +38,15 @@ void QuantizedMatmul::eval_cpu(
 void QuantizedMatmul::eval_gpu(
     const std::vector<mx::array>& inputs,
     mx::array& out) {
+#if defined(MLX_KERNELS_BUILD_CUDA)
+  cuda::quantized_matmul(
+      inputs[0], inputs[1], inputs[2], inputs[3], out, params(inputs), stream());
+#else
   // The op refuses GPU streams while no GPU kernels exist (backends.h).
   throw NotImplemented(concat(
       "mlx_kernels.quantized_matmul: the ", gpu_backend_name(),
       " backend is not implemented yet."));
+#endif
 }
 
 std::vector<mx::array> QuantizedMatmul::jvp(
