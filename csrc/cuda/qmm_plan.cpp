@@ -10,7 +10,8 @@
 //   benchmarks/results/qmm_h200_notes.md (M-flatness up to 16).
 // - split_k: enough blocks to give every SM kBlocksPerSm blocks of 4 warps,
 //   but at least kMinStepsPerSplit k-steps (kMinStepsPerSplit KB of w per
-//   warp) per block so the float32 partials stay small next to w. Values from
+//   warp) per block, and at most 8 (one thread-block cluster; the partials
+//   are added through distributed shared memory, no extra launch). Values from
 //   the H200 run in the notes (first guess: 6 blocks/SM, 4 steps).
 // - float32 x goes to the SIMT kernel: the float32 parity bound (1e-5 against
 //   float64) rules out tf32 and bf16 operands.
@@ -23,6 +24,8 @@ namespace mlx_kernels::cuda {
 namespace {
 constexpr int kBlocksPerSm = 6;
 constexpr int64_t kMinStepsPerSplit = 4;
+// The split blocks form one thread-block cluster: 8 is the portable maximum.
+constexpr int64_t kMaxClusterSplit = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -70,6 +73,7 @@ QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
   const int64_t target = int64_t(kBlocksPerSm) * std::max(num_sms, 1);
   int64_t split = std::max<int64_t>(1, ceil_div(target, base));
   split = std::min(split, std::max<int64_t>(1, plan.num_steps / kMinStepsPerSplit));
+  split = std::min<int64_t>(split, kMaxClusterSplit);
   plan.steps_per_split = ceil_div(plan.num_steps, split);
   plan.split_k = static_cast<int>(ceil_div(plan.num_steps, plan.steps_per_split));
   plan.grid[0] = row_blocks;

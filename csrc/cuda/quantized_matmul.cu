@@ -15,12 +15,14 @@
 //   4-bit or 16 8-bit values) at k = k0 + c * V, dequantizes it in registers
 //   (q * s + b in half2/bfloat162 arithmetic; 8-bit bfloat16 through float32)
 //   and uses it as A fragments for V / 4 mmas. The order of k inside an mma
-//   is free as long as A and B agree, so x is first repacked (pack_x) into
-//   exactly the B fragments each lane needs, 16-byte loads, L1-resident.
+//   is free as long as A and B agree: each lane loads the same V consecutive
+//   values of its x row (16-byte loads, L1/L2-resident) and rearranges them
+//   with byte permutes into the order its dequantized weights come in.
 //   Each dequantized weight is applied to all 8 * MT rows of x of the block:
 //   w is read once per 8 * MT rows (once for M <= 64). K is split across
-//   grid.y when the rows alone cannot fill the SMs: float32 partials
-//   [split, M, N] and a reduce kernel that sums them in a fixed order.
+//   grid.y when the rows alone cannot fill the SMs: the split blocks form one
+//   thread-block cluster (<= 8) and rank 0 adds the others' float32 partial
+//   sums in rank order through distributed shared memory. One launch per op.
 //   Bytes of w read per output element: bits / 8 * K / (8 * MT) (for M <= 8:
 //   K / 2 bytes per output column, once).
 // - simt_qmm (transpose=true, float32 x): one warp per weight row, lanes over
@@ -35,6 +37,7 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -51,6 +54,8 @@
 #include "debug.h"
 
 namespace mlx_kernels::cuda {
+
+namespace cg = cooperative_groups;
 
 namespace {
 
@@ -93,7 +98,7 @@ __device__ __forceinline__ uint32_t as_u32(__nv_bfloat162 h) {
 }
 
 // ---------------------------------------------------------------------------
-// Small kernels: poison, strided gather, split-K reduce.
+// Small kernels: poison, strided gather.
 __global__ void fill_ff_kernel(uint8_t* p, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -129,19 +134,6 @@ __global__ void gather_kernel(GatherArgs a) {
   }
 }
 
-template <typename T>
-__global__ void reduce_splits_kernel(
-    const float* partial, T* out, int64_t mn, int splits) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < mn;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float s = 0.f;
-    for (int k = 0; k < splits; ++k) {
-      s += partial[k * mn + i];
-    }
-    out[i] = from_f<T>(s);
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Tensor-core path.
 //
@@ -159,61 +151,17 @@ __host__ __device__ __forceinline__ int chunk_pos(int i, int b, int h) {
   }
 }
 
-struct PackXArgs {
-  const void* x; // [M, K] T
-  uint4* xp; // [steps][mt_total][parts][32] uint4
-  int64_t M, K;
-  int64_t num_steps;
-  int64_t mt_total; // ceil(M / 8)
-};
-
-// One thread per uint4 of the packed x: 4 fragment registers of one lane.
-template <typename T, int bits>
-__global__ void pack_x_kernel(PackXArgs a) {
-  constexpr int V = 128 / bits;
-  constexpr int kStep = 4 * V;
-  constexpr int P = V / 8; // uint4 parts per lane per (step, tile)
-  const T* x = static_cast<const T*>(a.x);
-  const int64_t total = a.num_steps * a.mt_total * P * 32;
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
-       idx += int64_t(gridDim.x) * blockDim.x) {
-    const int lane = idx % 32;
-    const int part = (idx / 32) % P;
-    const int64_t t = (idx / (32 * P)) % a.mt_total;
-    const int64_t s = idx / (32 * P * a.mt_total);
-    const int64_t m = 8 * t + lane / 4;
-    const int64_t kbase = s * kStep + (lane % 4) * V;
-    uint32_t regs[4];
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int q = part * 4 + r; // register index = 2 i + b
-      const int i = q / 2, b = q % 2;
-      T v[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t k = kbase + chunk_pos<bits>(i, b, h);
-        v[h] = (m < a.M && k < a.K) ? x[m * a.K + k] : from_f<T>(0.f);
-      }
-      uint16_t lo = *reinterpret_cast<uint16_t*>(&v[0]);
-      uint16_t hi = *reinterpret_cast<uint16_t*>(&v[1]);
-      regs[r] = uint32_t(lo) | (uint32_t(hi) << 16);
-    }
-    a.xp[idx] = make_uint4(regs[0], regs[1], regs[2], regs[3]);
-  }
-}
-
 struct TcArgs {
   const uint32_t* w;
   const void* scales;
   const void* biases;
-  const uint4* xp;
-  void* out; // T [M, N] when split == 1
-  float* partial; // [split, M, N] when split > 1
+  const void* x; // [M, K] T, 16-byte aligned rows
+  void* out; // T [M, N]
   int64_t M, N, K;
   int64_t groups; // K / gs
   int group_size;
   int64_t num_steps, steps_per_split, mt_total;
-  int split;
+  int split; // blocks of one cluster along grid.y, reduced through DSMEM
 };
 
 template <typename T>
@@ -311,7 +259,6 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
   constexpr int kStep = 4 * V;
-  constexpr int P = V / 8;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
@@ -324,6 +271,7 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   const int64_t s_begin = int64_t(blockIdx.y) * a.steps_per_split;
   const int64_t s_end = min(s_begin + a.steps_per_split, a.num_steps);
   const int64_t t_base = int64_t(blockIdx.z) * MT;
+  const T* xg = static_cast<const T*>(a.x);
 
   float acc[RT][MT][4];
 #pragma unroll
@@ -374,19 +322,43 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 #pragma unroll
         for (int h = 0; h < 2; ++h)
           dequant_chunk<T, bits>(raw[r][h], sc[r][h], bi[r][h], frag[r][h]);
-      const uint4* xs = a.xp + (s * a.mt_total + t_base) * P * 32 + lane;
 #pragma unroll
       for (int t = 0; t < MT; ++t) {
         if (t_base + t < a.mt_total) {
+          // B fragments of x rows 8 (t_base + t) + g straight from x: V
+          // consecutive values at k, rearranged into the dequantization order.
+          const int64_t m = 8 * (t_base + t) + g;
+          uint32_t xr[V / 2];
+          if (k_ok && m < a.M) {
+            const uint4* src = reinterpret_cast<const uint4*>(xg + m * a.K + k);
+#pragma unroll
+            for (int q = 0; q < V / 8; ++q) {
+              uint4 v = __ldg(src + q);
+              xr[4 * q + 0] = v.x;
+              xr[4 * q + 1] = v.y;
+              xr[4 * q + 2] = v.z;
+              xr[4 * q + 3] = v.w;
+            }
+          } else {
+#pragma unroll
+            for (int q = 0; q < V / 2; ++q) xr[q] = 0u;
+          }
           uint32_t xb[2 * NI];
 #pragma unroll
-          for (int part = 0; part < P; ++part) {
-            uint4 v = __ldg(xs + (t * P + part) * 32);
-            xb[4 * part + 0] = v.x;
-            xb[4 * part + 1] = v.y;
-            xb[4 * part + 2] = v.z;
-            xb[4 * part + 3] = v.w;
-          }
+          for (int i = 0; i < NI; ++i)
+#pragma unroll
+            for (int bb = 0; bb < 2; ++bb) {
+              if constexpr (bits == 4) {
+                // pair (8j + p, 8j + p + 4), p = 2 (i % 2) + bb, j = i / 2
+                const int p = 2 * (i % 2) + bb;
+                const int j = i / 2;
+                xb[2 * i + bb] = __byte_perm(
+                    xr[4 * j + p / 2], xr[4 * j + p / 2 + 2],
+                    (p % 2) ? 0x7632 : 0x5410);
+              } else {
+                xb[2 * i + bb] = xr[2 * i + bb]; // pair (4i + 2bb, +1)
+              }
+            }
 #pragma unroll
           for (int r = 0; r < RT; ++r)
 #pragma unroll
@@ -399,7 +371,39 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
     }
   }
 
+  // Split-K: the blocks of one cluster (grid.y) hold partial sums of the same
+  // outputs; rank 0 adds them in rank order (deterministic) through
+  // distributed shared memory.
+  if (a.split > 1) {
+    __shared__ float red[kTcWarps * RT * MT * 4 * 32];
+#pragma unroll
+    for (int r = 0; r < RT; ++r)
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          red[(((warp * RT + r) * MT + t) * 4 + e) * 32 + lane] = acc[r][t][e];
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();
+    if (cluster.block_rank() == 0) {
+      for (int q = 1; q < a.split; ++q) {
+        const float* other = cluster.map_shared_rank(red, q);
+#pragma unroll
+        for (int r = 0; r < RT; ++r)
+#pragma unroll
+          for (int t = 0; t < MT; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              acc[r][t][e] += other[(((warp * RT + r) * MT + t) * 4 + e) * 32 + lane];
+      }
+    }
+    cluster.sync();
+    if (cluster.block_rank() != 0) {
+      return;
+    }
+  }
   // Epilogue: c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
+  T* out = static_cast<T*>(a.out);
 #pragma unroll
   for (int r = 0; r < RT; ++r)
 #pragma unroll
@@ -409,11 +413,7 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
         const int64_t n = n_base + 16 * r + g + 8 * (e / 2);
         const int64_t m = 8 * (t_base + t) + 2 * c + (e % 2);
         if (n < a.N && m < a.M) {
-          if (a.split > 1) {
-            a.partial[(int64_t(blockIdx.y) * a.M + m) * a.N + n] = acc[r][t][e];
-          } else {
-            static_cast<T*>(a.out)[m * a.N + n] = from_f<T>(acc[r][t][e]);
-          }
+          out[m * a.N + n] = from_f<T>(acc[r][t][e]);
         }
       }
 }
@@ -623,7 +623,11 @@ void launch_tc(
   if (!k) {
     throw std::runtime_error("mlx_kernels CUDA: no tensor-core kernel for this plan");
   }
-  launch(enc, k, plan.grid[0], plan.grid[1], plan.grid[2], plan.block, args);
+  TcArgs a = args;
+  void* params[] = {&a};
+  enc.add_kernel_node_raw(
+      func_of(k), dim3(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2])),
+      dim3(plan.block), dim3(1, unsigned(plan.split_k), 1), 0, params);
 }
 
 template <typename T>
@@ -634,26 +638,12 @@ void dispatch(
   if (plan.kernel == QmmKernel::kTensorCore) {
     if constexpr (!std::is_same_v<T, float>) {
       const int64_t mt_total = (p.M + 7) / 8;
-      const int V = 128 / p.bits;
-      const int64_t xp_elems = plan.num_steps * mt_total * (V / 8) * 32; // uint4s
-      mx::array xp = new_array({int(xp_elems * 4)}, mx::uint32);
-      temps.push_back(xp);
-      PackXArgs pa{x.data<void>(), reinterpret_cast<uint4*>(xp.data<uint32_t>()),
-                   p.M, p.K, plan.num_steps, mt_total};
-      enc.set_input_array(x);
-      enc.set_output_array(xp);
-      launch(enc,
-             p.bits == 4 ? (const void*)pack_x_kernel<T, 4>
-                         : (const void*)pack_x_kernel<T, 8>,
-             grid_for(xp_elems, 256), 1, 1, 256, pa);
-
       TcArgs ta{};
       ta.w = w.data<uint32_t>();
       ta.scales = s.data<void>();
       ta.biases = b.data<void>();
-      ta.xp = reinterpret_cast<const uint4*>(xp.data<uint32_t>());
+      ta.x = x.data<void>();
       ta.out = out.data<void>();
-      ta.partial = nullptr;
       ta.M = p.M;
       ta.N = p.N;
       ta.K = p.K;
@@ -663,35 +653,15 @@ void dispatch(
       ta.steps_per_split = plan.steps_per_split;
       ta.mt_total = mt_total;
       ta.split = plan.split_k;
-      std::optional<mx::array> partial;
-      enc.set_input_array(xp);
+      enc.set_input_array(x);
       enc.set_input_array(w);
       enc.set_input_array(s);
       enc.set_input_array(b);
-      if (plan.split_k > 1) {
-        partial = new_array({plan.split_k, int(p.M), int(p.N)}, mx::float32);
-        temps.push_back(*partial);
-        ta.partial = partial->data<float>();
-        enc.set_output_array(*partial);
-      } else {
-        enc.set_output_array(out);
-      }
+      enc.set_output_array(out);
       if (p.bits == 4) {
         launch_tc<T, 4>(enc, plan, ta);
       } else {
         launch_tc<T, 8>(enc, plan, ta);
-      }
-      if (plan.split_k > 1) {
-        enc.set_input_array(*partial);
-        enc.set_output_array(out);
-        const int64_t mn = p.M * p.N;
-        void* outp = out.data<void>();
-        const float* pp = partial->data<float>();
-        int splits = plan.split_k;
-        void* params[] = {&pp, &outp, const_cast<int64_t*>(&mn), &splits};
-        enc.add_kernel_node_raw(
-            func_of((const void*)reduce_splits_kernel<T>),
-            dim3(unsigned(grid_for(mn, 256))), dim3(256), dim3(), 0, params);
       }
       return;
     }
