@@ -33,8 +33,8 @@ fi
 
 if has test; then
   t0=$(date +%s)
-  (cd .cudawork/tests && python3 -m pytest --device gpu -q -n 8 -p no:cacheprovider \
-      --maxfail=30 test_quantized_matmul*.py) > "$OUT/tests.log" 2>&1
+  (cd .cudawork/tests && python3 -m pytest --device gpu -q -n 16 -p no:cacheprovider \
+      --maxfail=200 test_quantized_matmul*.py) > "$OUT/tests.log" 2>&1
   echo "tests rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "FAILED|Error" "$OUT/tests.log" | head -20
   tail -3 "$OUT/tests.log"
@@ -46,7 +46,7 @@ fi
 
 if has bench; then
   t0=$(date +%s)
-  (cd .cudawork/benchmarks && python3 bench_qmm_gpu.py --out "$OUT") > "$OUT/bench.log" 2>&1
+  (cd .cudawork/benchmarks && python3 bench_qmm_gpu.py --reps 5 --out "$OUT") > "$OUT/bench.log" 2>&1
   echo "bench rc=$? in $(( $(date +%s) - t0 )) s"
   tail -32 "$OUT/bench.log"
 fi

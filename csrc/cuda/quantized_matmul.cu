@@ -41,6 +41,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <mutex>
+#include <unordered_map>
 #include <optional>
 #include <type_traits>
 #include <stdexcept>
@@ -542,10 +544,20 @@ void check_cuda(cudaError_t e, const char* what) {
   }
 }
 
+// Driver handles of our kernels, looked up once each (host overhead per op).
 CUfunction func_of(const void* kernel) {
+  static std::mutex mu;
+  static std::unordered_map<const void*, CUfunction> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(kernel);
+  if (it != cache.end()) {
+    return it->second;
+  }
   cudaFunction_t f;
   check_cuda(cudaGetFuncBySymbol(&f, kernel), "cudaGetFuncBySymbol");
-  return reinterpret_cast<CUfunction>(f);
+  auto fn = reinterpret_cast<CUfunction>(f);
+  cache.emplace(kernel, fn);
+  return fn;
 }
 
 int num_sms() {
