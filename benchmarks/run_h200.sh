@@ -40,6 +40,20 @@ if has test; then
   tail -3 "$OUT/tests.log"
 fi
 
+if has small; then
+  (cd .cudawork/tests && timeout 200 python3 -m pytest --device gpu -q -x -p no:cacheprovider \
+      "test_quantized_matmul.py::test_shapes" -k "T-N72 and (K32- or K96-) and f16") 2>&1 | tail -25
+  (cd .cudawork/benchmarks && timeout 60 python3 -c "
+import mlx.core as mx, numpy as np, mlx_kernels as mk
+for K in (32, 96, 192):
+    w,s,b = mx.quantize(mx.random.normal((72,K)), group_size=32, stream=mx.cpu)
+    s=s.astype(mx.float16); b=b.astype(mx.float16); x=mx.random.normal((3,K)).astype(mx.float16)
+    o = mk.quantized_matmul(x,w,s,b,group_size=32, stream=mx.gpu)
+    r = np.array(x.astype(mx.float32)) @ np.array(mx.dequantize(w,s.astype(mx.float32),b.astype(mx.float32),group_size=32,stream=mx.cpu)).T
+    o = np.array(o.astype(mx.float32)); print('K', K, 'finite', np.isfinite(o).all(), 'err', np.linalg.norm(o-r)/np.linalg.norm(r))
+") 2>&1 | tail -8
+fi
+
 if has quick; then
   (cd .cudawork/benchmarks && python3 bench_qmm_gpu.py --quick --out "$OUT") 2>&1 | tee "$OUT/bench_quick.log" | tail -25
 fi
