@@ -115,7 +115,13 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--ops", type=int, default=OPS, help="ops per mx.eval")
+    ap.add_argument("--dtypes", default="float16,bfloat16")
+    ap.add_argument("--tag", default="", help="suffix of the output file names")
+    ap.add_argument("--mvalues", default="", help="comma-separated M values (default: all)")
+    ap.add_argument("--shapes", default="", help="comma-separated NxK (default: all)")
     args = ap.parse_args()
+    globals()["OPS"] = args.ops
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     mx.set_default_device(mx.gpu)
@@ -132,7 +138,13 @@ def main():
 
     families = FAMILIES
     m_values = M_VALUES
-    dtypes = DTYPES
+    dtypes = {k: v for k, v in DTYPES.items() if k in args.dtypes.split(",")}
+    if args.mvalues:
+        m_values = [int(v) for v in args.mvalues.split(",")]
+    if args.shapes:
+        keep = {tuple(int(d) for d in v.split("x")) for v in args.shapes.split(",")}
+        families = {f: [sh for sh in shs if sh in keep] for f, shs in families.items()}
+        families = {f: shs for f, shs in families.items() if shs}
     if args.quick:
         families = {"llama3-8b": [(4096, 4096), (14336, 4096)]}
         m_values = [1, 4, 16]
@@ -214,7 +226,7 @@ def main():
         payload["machine"]["gpu_torch"] = torch.cuda.get_device_name(0)
     except Exception:  # noqa: BLE001
         pass
-    (out_dir / "qmm_h200.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out_dir / f"qmm_h200{args.tag}.json").write_text(json.dumps(payload, indent=2) + "\n")
 
     try:
         import matplotlib
@@ -243,7 +255,7 @@ def main():
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"quantized_matmul 4-bit gs64, {fam}, H200")
         fig.tight_layout()
-        fig.savefig(out_dir / f"qmm_h200_{fam}.png", dpi=110)
+        fig.savefig(out_dir / f"qmm_h200{args.tag}_{fam}.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,10 @@ QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
   split = std::min<int64_t>(split, kMaxClusterSplit);
   plan.steps_per_split = ceil_div(plan.num_steps, split);
   plan.split_k = static_cast<int>(ceil_div(plan.num_steps, plan.steps_per_split));
-  plan.grid[0] = row_blocks;
-  plan.grid[1] = plan.split_k;
+  // The split blocks of one row block form a cluster along x (see
+  // add_cluster_node in quantized_matmul.cu for why x).
+  plan.grid[0] = plan.split_k;
+  plan.grid[1] = row_blocks;
   plan.grid[2] = m_chunks;
   return plan;
 }

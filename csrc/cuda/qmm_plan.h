@@ -25,7 +25,7 @@ struct QmmPlan {
   int k_step = 128; // k values one warp consumes per step (4 lanes x 16 bytes)
   int64_t num_steps = 0; // ceil(K / k_step)
   int64_t steps_per_split = 0;
-  int split_k = 1; // > 1: float32 partials + a reduce kernel
+  int split_k = 1; // > 1: K split over a cluster of split_k blocks along grid.x
   int64_t grid[3] = {1, 1, 1};
   int block = 128;
 };

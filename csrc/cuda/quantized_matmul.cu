@@ -20,7 +20,7 @@
 //   with byte permutes into the order its dequantized weights come in.
 //   Each dequantized weight is applied to all 8 * MT rows of x of the block:
 //   w is read once per 8 * MT rows (once for M <= 64). K is split across
-//   grid.y when the rows alone cannot fill the SMs: the split blocks form one
+//   grid.x when the rows alone cannot fill the SMs: the split blocks form one
 //   thread-block cluster (<= 8) and rank 0 adds the others' float32 partial
 //   sums in rank order through distributed shared memory. One launch per op.
 //   Bytes of w read per output element: bits / 8 * K / (8 * MT) (for M <= 8:
@@ -163,7 +163,7 @@ struct TcArgs {
   int64_t groups; // K / gs
   int group_size;
   int64_t num_steps, steps_per_split, mt_total;
-  int split; // blocks of one cluster along grid.y, reduced through DSMEM
+  int split; // blocks of one cluster along grid.x, reduced through DSMEM
 };
 
 template <typename T>
@@ -269,8 +269,10 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   const T* biases = static_cast<const T*>(a.biases);
   const int64_t words_per_row = a.K * bits / 32;
 
-  const int64_t n_base = (int64_t(blockIdx.x) * kTcWarps + warp) * 16 * RT;
-  const int64_t s_begin = int64_t(blockIdx.y) * a.steps_per_split;
+  // Grid: x = split-K index (the cluster dimension), y = 64-row block,
+  // z = chunk of 8 * MT rows of x.
+  const int64_t n_base = (int64_t(blockIdx.y) * kTcWarps + warp) * 16 * RT;
+  const int64_t s_begin = int64_t(blockIdx.x) * a.steps_per_split;
   const int64_t s_end = min(s_begin + a.steps_per_split, a.num_steps);
   const int64_t t_base = int64_t(blockIdx.z) * MT;
   const T* xg = static_cast<const T*>(a.x);
@@ -302,78 +304,92 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
     }
 
   if (n_base < a.N) {
-    for (int64_t s = s_begin; s < s_end; ++s) {
-      const int64_t k = s * kStep + int64_t(c) * V;
-      const bool k_ok = k < a.K;
-      const int64_t chunk = k / V;
-      const int64_t grp = k / a.group_size;
-      uint4 raw[RT][2];
-      T sc[RT][2], bi[RT][2];
+    // kU k-steps at a time: all their weight, scale and bias loads are issued
+    // before the first is used (2 * RT * kU 16-byte loads in flight a lane).
+    constexpr int kU = RT == 1 ? 4 : 2;
+    for (int64_t s0 = s_begin; s0 < s_end; s0 += kU) {
+      uint4 raw[kU][RT][2];
+      T sc[kU][RT][2], bi[kU][RT][2];
 #pragma unroll
-      for (int r = 0; r < RT; ++r)
+      for (int u = 0; u < kU; ++u) {
+        const int64_t k = (s0 + u) * kStep + int64_t(c) * V;
+        const bool k_ok = (s0 + u) < s_end && k < a.K;
+        const int64_t chunk = k / V;
+        const int64_t grp = k / a.group_size;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const bool ok = k_ok && row_ok[r][h];
-          raw[r][h] = ok ? __ldg(wrow[r][h] + chunk) : make_uint4(0, 0, 0, 0);
-          sc[r][h] = ok ? srow[r][h][grp] : from_f<T>(0.f);
-          bi[r][h] = ok ? brow[r][h][grp] : from_f<T>(0.f);
-        }
-      uint32_t frag[RT][2][NI][2];
+        for (int r = 0; r < RT; ++r)
 #pragma unroll
-      for (int r = 0; r < RT; ++r)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          dequant_chunk<T, bits>(raw[r][h], sc[r][h], bi[r][h], frag[r][h]);
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        if (t_base + t < a.mt_total) {
-          // B fragments of x rows 8 (t_base + t) + g straight from x: V
-          // consecutive values at k, rearranged into the dequantization order.
-          const int64_t m = 8 * (t_base + t) + g;
-          uint32_t xr[V / 2];
-          if (k_ok && m < a.M) {
-            const uint4* src = reinterpret_cast<const uint4*>(xg + m * a.K + k);
-#pragma unroll
-            for (int q = 0; q < V / 8; ++q) {
-              uint4 v = __ldg(src + q);
-              xr[4 * q + 0] = v.x;
-              xr[4 * q + 1] = v.y;
-              xr[4 * q + 2] = v.z;
-              xr[4 * q + 3] = v.w;
-            }
-          } else {
-#pragma unroll
-            for (int q = 0; q < V / 2; ++q) xr[q] = 0u;
+          for (int h = 0; h < 2; ++h) {
+            const bool ok = k_ok && row_ok[r][h];
+            raw[u][r][h] = ok ? __ldg(wrow[r][h] + chunk) : make_uint4(0, 0, 0, 0);
+            sc[u][r][h] = ok ? srow[r][h][grp] : from_f<T>(0.f);
+            bi[u][r][h] = ok ? brow[r][h][grp] : from_f<T>(0.f);
           }
-          uint32_t xb[2 * NI];
+      }
 #pragma unroll
-          for (int i = 0; i < NI; ++i)
+      for (int u = 0; u < kU; ++u) {
+        const int64_t k = (s0 + u) * kStep + int64_t(c) * V;
+        const bool k_ok = (s0 + u) < s_end && k < a.K;
+        if ((s0 + u) >= s_end) {
+          break;
+        }
+        uint32_t frag[RT][2][NI][2];
 #pragma unroll
-            for (int bb = 0; bb < 2; ++bb) {
-              if constexpr (bits == 4) {
-                // pair (8j + p, 8j + p + 4), p = 2 (i % 2) + bb, j = i / 2
-                const int p = 2 * (i % 2) + bb;
-                const int j = i / 2;
-                xb[2 * i + bb] = __byte_perm(
-                    xr[4 * j + p / 2], xr[4 * j + p / 2 + 2],
-                    (p % 2) ? 0x7632 : 0x5410);
-              } else {
-                xb[2 * i + bb] = xr[2 * i + bb]; // pair (4i + 2bb, +1)
+        for (int r = 0; r < RT; ++r)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            dequant_chunk<T, bits>(raw[u][r][h], sc[u][r][h], bi[u][r][h], frag[r][h]);
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          if (t_base + t < a.mt_total) {
+            // B fragments of x rows 8 (t_base + t) + g straight from x: V
+            // consecutive values at k, rearranged into the dequantization order.
+            const int64_t m = 8 * (t_base + t) + g;
+            uint32_t xr[V / 2];
+            if (k_ok && m < a.M) {
+              const uint4* src = reinterpret_cast<const uint4*>(xg + m * a.K + k);
+#pragma unroll
+              for (int q = 0; q < V / 8; ++q) {
+                uint4 v = __ldg(src + q);
+                xr[4 * q + 0] = v.x;
+                xr[4 * q + 1] = v.y;
+                xr[4 * q + 2] = v.z;
+                xr[4 * q + 3] = v.w;
               }
-            }
+            } else {
 #pragma unroll
-          for (int r = 0; r < RT; ++r)
+              for (int q = 0; q < V / 2; ++q) xr[q] = 0u;
+            }
+            uint32_t xb[2 * NI];
 #pragma unroll
             for (int i = 0; i < NI; ++i)
-              mma16816<T>(
-                  acc[r][t], frag[r][0][i][0], frag[r][1][i][0],
-                  frag[r][0][i][1], frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
+#pragma unroll
+              for (int bb = 0; bb < 2; ++bb) {
+                if constexpr (bits == 4) {
+                  // pair (8j + p, 8j + p + 4), p = 2 (i % 2) + bb, j = i / 2
+                  const int p = 2 * (i % 2) + bb;
+                  const int j = i / 2;
+                  xb[2 * i + bb] = __byte_perm(
+                      xr[4 * j + p / 2], xr[4 * j + p / 2 + 2],
+                      (p % 2) ? 0x7632 : 0x5410);
+                } else {
+                  xb[2 * i + bb] = xr[2 * i + bb]; // pair (4i + 2bb, +1)
+                }
+              }
+#pragma unroll
+            for (int r = 0; r < RT; ++r)
+#pragma unroll
+              for (int i = 0; i < NI; ++i)
+                mma16816<T>(
+                    acc[r][t], frag[r][0][i][0], frag[r][1][i][0],
+                    frag[r][0][i][1], frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
+          }
         }
       }
     }
   }
 
-  // Split-K: the blocks of one cluster (grid.y) hold partial sums of the same
+  // Split-K: the blocks of one cluster (grid.x) hold partial sums of the same
   // outputs; rank 0 adds them in rank order (deterministic) through
   // distributed shared memory.
   if (a.split > 1) {
@@ -623,6 +639,64 @@ mx::array contiguous(
   return out;
 }
 
+void check_cu(CUresult r, const char* what) {
+  if (r != CUDA_SUCCESS) {
+    const char* msg = nullptr;
+    cuGetErrorString(r, &msg);
+    throw std::runtime_error(
+        std::string("mlx_kernels CUDA: ") + what + ": " + (msg ? msg : "unknown error"));
+  }
+}
+
+// A kernel launched as thread-block clusters of `cluster_x` blocks along x.
+//
+// Not a plain kernel node of MLX's graph: MLX caches instantiated graphs by
+// node types and edges and updates a cached one in place
+// (cudaGraphExecUpdate), and an update does not carry a kernel node's cluster
+// shape over. A plain node with clusters would leave its cluster shape at that
+// position of the cached graph, so a later kernel there (ours with another
+// split, or any of MLX's own) would launch with the wrong clusters: it fails
+// to launch (output never written) or reduces the wrong blocks. This was the
+// cause of the all-NaN outputs and worker crashes of the first H200 test runs.
+// A child graph node instead gets a key with its cluster shape
+// ("(K<x>)", subgraph_to_key in MLX), so it is only ever updated from a node of
+// the same cluster shape. Clusters are along x: MLX treats a child graph with
+// clusters along y or z as not updatable (re-instantiated every commit).
+void add_cluster_node(
+    mx::cu::CommandEncoder& enc, CUfunction fn, dim3 grid, dim3 block,
+    unsigned cluster_x, void** params) {
+  // One reusable one-node graph: add_graph_node copies (clones) it into MLX's
+  // graph, so it can be rewritten for the next op.
+  static std::mutex mu;
+  static CUgraph child = nullptr;
+  static CUgraphNode node = nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  CUDA_KERNEL_NODE_PARAMS kp{};
+  kp.func = fn;
+  kp.gridDimX = grid.x;
+  kp.gridDimY = grid.y;
+  kp.gridDimZ = grid.z;
+  kp.blockDimX = block.x;
+  kp.blockDimY = block.y;
+  kp.blockDimZ = block.z;
+  kp.sharedMemBytes = 0;
+  kp.kernelParams = params;
+  if (child == nullptr) {
+    check_cu(cuGraphCreate(&child, 0), "cuGraphCreate");
+    check_cu(cuGraphAddKernelNode(&node, child, nullptr, 0, &kp), "cuGraphAddKernelNode");
+  } else {
+    check_cu(cuGraphKernelNodeSetParams(node, &kp), "cuGraphKernelNodeSetParams");
+  }
+  CUlaunchAttributeValue attr{};
+  attr.clusterDim.x = cluster_x;
+  attr.clusterDim.y = 1;
+  attr.clusterDim.z = 1;
+  check_cu(
+      cuGraphKernelNodeSetAttribute(node, CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, &attr),
+      "cuGraphKernelNodeSetAttribute(cluster)");
+  enc.add_graph_node(reinterpret_cast<cudaGraph_t>(child));
+}
+
 template <typename T, int bits>
 void launch_tc(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const TcArgs& args) {
@@ -637,9 +711,12 @@ void launch_tc(
   }
   TcArgs a = args;
   void* params[] = {&a};
-  enc.add_kernel_node_raw(
-      func_of(k), dim3(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2])),
-      dim3(plan.block), dim3(1, unsigned(plan.split_k), 1), 0, params);
+  const dim3 grid(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2]));
+  if (plan.split_k <= 1) {
+    enc.add_kernel_node_raw(func_of(k), grid, dim3(plan.block), dim3(), 0, params);
+  } else {
+    add_cluster_node(enc, func_of(k), grid, dim3(plan.block), unsigned(plan.split_k), params);
+  }
 }
 
 template <typename T>
@@ -717,6 +794,9 @@ void quantized_matmul(
 
   const bool is_f32 = x_in.dtype() == mx::float32;
   const QmmPlan plan = plan_cuda_qmm(p, is_f32, num_sms());
+  if (plan.grid[1] > 65535 || plan.grid[2] > 65535) {
+    throw std::runtime_error("mlx_kernels CUDA: quantized_matmul problem too large for one launch");
+  }
   if (plan.kernel != QmmKernel::kNone) {
     mx::array x = contiguous(x_in, enc, temps);
     mx::array w = contiguous(w_in, enc, temps);
