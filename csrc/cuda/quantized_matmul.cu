@@ -665,12 +665,21 @@ void check_cu(CUresult r, const char* what) {
 void add_cluster_node(
     mx::cu::CommandEncoder& enc, CUfunction fn, dim3 grid, dim3 block,
     unsigned cluster_x, void** params) {
-  // One reusable one-node graph: add_graph_node copies (clones) it into MLX's
-  // graph, so it can be rewritten for the next op.
+  // One reusable one-node graph per cluster size: add_graph_node copies
+  // (clones) it into MLX's graph, so it can be rewritten for the next op. Per
+  // size, because the node's cluster shape must divide the grid at every
+  // cuGraphKernelNodeSetParams ("cluster misconfiguration" otherwise: the
+  // bench's first H200 run, a split 4 after a split 8); grid.x == cluster_x.
+  constexpr unsigned kMaxCluster = 8;
+  if (cluster_x < 2 || cluster_x > kMaxCluster || grid.x % cluster_x != 0) {
+    throw std::runtime_error("mlx_kernels CUDA: bad cluster shape");
+  }
   static std::mutex mu;
-  static CUgraph child = nullptr;
-  static CUgraphNode node = nullptr;
+  static CUgraph graphs[kMaxCluster + 1] = {};
+  static CUgraphNode nodes[kMaxCluster + 1] = {};
   std::lock_guard<std::mutex> lock(mu);
+  CUgraph& child = graphs[cluster_x];
+  CUgraphNode& node = nodes[cluster_x];
   CUDA_KERNEL_NODE_PARAMS kp{};
   kp.func = fn;
   kp.gridDimX = grid.x;
@@ -681,19 +690,19 @@ void add_cluster_node(
   kp.blockDimZ = block.z;
   kp.sharedMemBytes = 0;
   kp.kernelParams = params;
-  if (child == nullptr) {
-    check_cu(cuGraphCreate(&child, 0), "cuGraphCreate");
-    check_cu(cuGraphAddKernelNode(&node, child, nullptr, 0, &kp), "cuGraphAddKernelNode");
-  } else {
-    check_cu(cuGraphKernelNodeSetParams(node, &kp), "cuGraphKernelNodeSetParams");
-  }
   CUlaunchAttributeValue attr{};
   attr.clusterDim.x = cluster_x;
   attr.clusterDim.y = 1;
   attr.clusterDim.z = 1;
-  check_cu(
-      cuGraphKernelNodeSetAttribute(node, CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, &attr),
-      "cuGraphKernelNodeSetAttribute(cluster)");
+  if (child == nullptr) {
+    check_cu(cuGraphCreate(&child, 0), "cuGraphCreate");
+    check_cu(cuGraphAddKernelNode(&node, child, nullptr, 0, &kp), "cuGraphAddKernelNode");
+    check_cu(
+        cuGraphKernelNodeSetAttribute(node, CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, &attr),
+        "cuGraphKernelNodeSetAttribute(cluster)");
+  } else {
+    check_cu(cuGraphKernelNodeSetParams(node, &kp), "cuGraphKernelNodeSetParams");
+  }
   enc.add_graph_node(reinterpret_cast<cudaGraph_t>(child));
 }
 
