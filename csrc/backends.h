@@ -3,7 +3,7 @@
 // fallback to MLX's own implementation.
 #pragma once
 
-#include <string>
+#include <string_view>
 
 #include "mlx/stream.h"
 
@@ -24,11 +24,13 @@ inline const char* gpu_backend_name() {
 
 // Whether `op` has kernels for the GPU backend of this build.
 inline bool has_gpu_kernels(const char* op) {
-  (void)op;
+  const std::string_view name(op);
 #if defined(MLX_KERNELS_BUILD_METAL)
-  return std::string(op) == "quantized_matmul" ||
-      std::string(op) == "flash_attention";
+  return name == "quantized_matmul" || name == "flash_attention";
+#elif defined(MLX_KERNELS_BUILD_CUDA)
+  return name == "quantized_matmul";
 #else
+  (void)name;
   return false;
 #endif
 }

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace mlx_kernels {
 
@@ -24,11 +25,37 @@ struct NotImplemented : std::logic_error {
   using std::logic_error::logic_error;
 };
 
+namespace detail {
+// Numbers go through std::to_string (vsnprintf), not an ostream: on the H200,
+// once MLX's CUDA backend had run in a process, `std::ostringstream << int`
+// crashed (segfault) inside the message of every ValueError that carried a
+// number, while messages made of strings alone did not (qmm_h200_notes.md).
+inline void append(std::string& s, const std::string& v) {
+  s += v;
+}
+inline void append(std::string& s, const char* v) {
+  s += v;
+}
+inline void append(std::string& s, char v) {
+  s += v;
+}
+template <typename T>
+void append(std::string& s, const T& v) {
+  if constexpr (std::is_arithmetic_v<T>) {
+    s += std::to_string(v);
+  } else {
+    std::ostringstream os; // other types (e.g. mx::Dtype): their operator<<
+    os << v;
+    s += os.str();
+  }
+}
+} // namespace detail
+
 template <typename... Parts>
 std::string concat(const Parts&... parts) {
-  std::ostringstream os;
-  (os << ... << parts);
-  return os.str();
+  std::string s;
+  (detail::append(s, parts), ...);
+  return s;
 }
 
 } // namespace mlx_kernels

@@ -15,13 +15,13 @@ namespace mlx_kernels {
 namespace {
 
 std::string shape_str(const mx::Shape& shape) {
-  std::ostringstream os;
-  os << "(";
+  std::string s = "(";
   for (size_t i = 0; i < shape.size(); ++i) {
-    os << (i ? ", " : "") << shape[i];
+    s += (i ? ", " : "");
+    s += std::to_string(shape[i]);
   }
-  os << (shape.size() == 1 ? ",)" : ")");
-  return os.str();
+  s += (shape.size() == 1 ? ",)" : ")");
+  return s;
 }
 
 std::string dtype_str(mx::Dtype t) {

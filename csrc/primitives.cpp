@@ -7,6 +7,9 @@
 #include "backends.h"
 #include "cpu/flash_attention.h"
 #include "cpu/quantized_matmul.h"
+#if defined(MLX_KERNELS_BUILD_CUDA)
+#include "cuda/quantized_matmul.h"
+#endif
 #include "errors.h"
 #include "metal/simulated.h"
 #include "ops.h"
@@ -50,6 +53,9 @@ void QuantizedMatmul::eval_gpu(
     mx::array& out) {
 #if defined(MLX_KERNELS_BUILD_METAL)
   metal::eval_quantized_matmul_gpu(inputs, out, params(inputs), stream());
+#elif defined(MLX_KERNELS_BUILD_CUDA)
+  cuda::quantized_matmul(
+      inputs[0], inputs[1], inputs[2], inputs[3], out, params(inputs), stream());
 #else
   // The op refuses GPU streams of backends without kernels (backends.h).
   throw NotImplemented(concat(

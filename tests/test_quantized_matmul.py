@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mlx_kernels as mk
-from qmm_cases import make_weights, make_x, reference64
+from qmm_cases import make_weights, make_x, mlx_reference, reference64
 from tolerances import assert_parity, rel_err, to_np64
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
@@ -26,11 +26,8 @@ def check(x, w, scales, biases, transpose, group_size, bits, device, what):
         x, w, scales, biases, transpose=transpose, group_size=group_size,
         bits=bits, stream=device,
     )
-    ref = mx.quantized_matmul(
-        x, w, scales, biases, transpose=transpose, group_size=group_size,
-        bits=bits, stream=device,
-    )
     ref64 = reference64(x, w, scales, biases, transpose, group_size, bits)
+    ref = mlx_reference(x, w, scales, biases, transpose, group_size, bits, device, ref64)
     assert_parity(out, ref, ref64, x.dtype, what)
     return out
 

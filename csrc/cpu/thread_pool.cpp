@@ -35,6 +35,17 @@ int detect_threads() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+// About 100 us of polling at ~3 GHz.
+constexpr int kSpinIterations = 20000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) : size_(threads) {
@@ -106,9 +117,15 @@ class ThreadPool {
     for (;;) {
       const std::function<void(int)>* task;
       int num_tasks;
+      // Kernels come in bursts (one per op of a model): spin briefly before
+      // sleeping, so that a worker wakes in well under the ~50 us a futex
+      // wake-up costs.
+      for (int spin = 0; spin < kSpinIterations && generation_.load() == seen; ++spin) {
+        cpu_relax();
+      }
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        wake_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
         if (stop_) {
           return;
         }
@@ -141,7 +158,7 @@ class ThreadPool {
   std::atomic<int> next_{0};
   int done_ = 0;
   int active_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
 };
 

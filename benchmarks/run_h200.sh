@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Build, test and benchmark the CUDA backend on the lent H200 in ONE call.
+# Run from the root of the checkout that the device tool ships, with this
+# project copied to .cudawork/ and the MLX CUDA kit at .kit/:
+#   STAGES="build test bench ncu" bash .cudawork/benchmarks/run_h200.sh
+# Logs and results go to $OUT.
+set -u
+STAGES=${STAGES:-"build diag test bench"}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+ROOT=$(pwd)
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+
+mkdir -p /tmp/site && tar -C /tmp/site -xJf .kit/mlx-cuda-kit.tar.xz
+export PYTHONPATH=/tmp/site
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
+python3 -c "import scikit_build_core, pytest, nanobind; print('skbuild', scikit_build_core.__version__, 'pytest', pytest.__version__, 'nanobind', nanobind.__version__)"
+
+if has build; then
+  t0=$(date +%s)
+  (cd .cudawork && python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/proj . ) > "$OUT/build.log" 2>&1
+  rc=$?
+  echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
+  if [ $rc -ne 0 ]; then tail -60 "$OUT/build.log"; exit 1; fi
+fi
+export PYTHONPATH=/tmp/proj:/tmp/site
+python3 -c "
+import mlx.core as mx, numpy as np, mlx_kernels as mk
+x = mx.random.normal((4, 128)).astype(mx.float16)
+w, s, b = mx.quantize(mx.random.normal((64, 128)), stream=mx.cpu)
+s = s.astype(mx.float16); b = b.astype(mx.float16)
+Wd = np.array(mx.dequantize(w, s.astype(mx.float32), b.astype(mx.float32), stream=mx.cpu), dtype=np.float64)
+r = np.array(x.astype(mx.float32), dtype=np.float64) @ Wd.T
+for name, o in (('ours', mk.quantized_matmul(x, w, s, b)), ('mlx', mx.quantized_matmul(x, w, s, b))):
+    o = np.array(o.astype(mx.float32), dtype=np.float64)
+    print('smoke', name, 'rel err vs float64', np.linalg.norm(o - r) / np.linalg.norm(r))
+" 2>&1 | tail -5
+
+if has diag; then
+  (cd .cudawork/benchmarks && timeout 120 python3 diag_small_k.py) 2>&1 | tee "$OUT/diag.log" | tail -40
+fi
+
+if has mlxonly; then
+  # MLX's own GPU op alone (no mlx_kernels in the process): is it wrong at K == gs?
+  (cd .cudawork/benchmarks && timeout 60 python3 -c "
+import mlx.core as mx, numpy as np
+for (K, gs) in ((64, 64), (128, 128), (128, 64), (192, 64)):
+    w, s, b = mx.quantize(mx.random.normal((72, K)), group_size=gs, stream=mx.cpu)
+    x = mx.random.normal((3, K))
+    Wd = mx.dequantize(w, s, b, group_size=gs, stream=mx.cpu)
+    r = np.array(x, dtype=np.float64) @ np.array(Wd, dtype=np.float64).T
+    for dt in (mx.float32, mx.float16):
+        o = mx.quantized_matmul(x.astype(dt), w, s.astype(dt), b.astype(dt), group_size=gs, stream=mx.gpu)
+        o = np.array(o.astype(mx.float32), dtype=np.float64)
+        print('MLX-only GPU K', K, 'gs', gs, dt, 'rel err', np.linalg.norm(o - r) / np.linalg.norm(r))
+") 2>&1 | tee "$OUT/diag.log"
+fi
+
+if has sanitize; then
+  (cd .cudawork/tests && timeout ${SAN_T:-150} compute-sanitizer --tool memcheck --print-limit 20 \
+      python3 -m pytest --device gpu -q -p no:xdist -p no:cacheprovider -x \
+      test_quantized_matmul.py -k "test_shapes and b4 and f16 and (K4096 or K96) or test_batched_x or test_non_contiguous") > "$OUT/sanitize.log" 2>&1
+  echo "sanitize rc=$?"; grep -E "ERROR SUMMARY|Invalid|passed|failed" "$OUT/sanitize.log" | head -12
+fi
+
+if has test; then
+  t0=$(date +%s)
+  # native backtraces of crashing workers (benchmarks/tools/segv_bt.c)
+  gcc -shared -fPIC -O1 -o /tmp/segv_bt.so .cudawork/benchmarks/tools/segv_bt.c && export LD_PRELOAD=/tmp/segv_bt.so
+  (cd .cudawork/tests && timeout ${TEST_T:-330} python3 -m pytest --device gpu -q -n ${NPROC:-12} -p no:cacheprovider \
+      -W "default" test_quantized_matmul*.py) > "$OUT/tests.log" 2>&1
+  echo "tests rc=$? in $(( $(date +%s) - t0 )) s"
+  grep -E "^FAILED|crashed|Fatal" "$OUT/tests.log" | head -20
+  grep -E "MLX GPU quantized_matmul broken" "$OUT/tests.log" | sed -E 's/.*broken here \(([^;:]*).*/\1/' | sort | uniq -c
+  tail -3 "$OUT/tests.log"
+  unset LD_PRELOAD
+  grep -A14 "native backtrace" "$OUT/tests.log" | head -60
+fi
+
+if has small; then
+  (cd .cudawork/tests && timeout 200 python3 -m pytest --device gpu -q -x -p no:cacheprovider \
+      "test_quantized_matmul.py::test_shapes" -k "T-N72 and (K32- or K96-) and f16") 2>&1 | tail -25
+  (cd .cudawork/benchmarks && timeout 60 python3 -c "
+import mlx.core as mx, numpy as np, mlx_kernels as mk
+for K in (32, 96, 192):
+    w,s,b = mx.quantize(mx.random.normal((72,K)), group_size=32, stream=mx.cpu)
+    s=s.astype(mx.float16); b=b.astype(mx.float16); x=mx.random.normal((3,K)).astype(mx.float16)
+    o = mk.quantized_matmul(x,w,s,b,group_size=32, stream=mx.gpu)
+    r = np.array(x.astype(mx.float32)) @ np.array(mx.dequantize(w,s.astype(mx.float32),b.astype(mx.float32),group_size=32,stream=mx.cpu)).T
+    o = np.array(o.astype(mx.float32)); print('K', K, 'finite', np.isfinite(o).all(), 'err', np.linalg.norm(o-r)/np.linalg.norm(r))
+") 2>&1 | tail -8
+fi
+
+if has quick; then
+  (cd .cudawork/benchmarks && timeout ${QUICK_T:-120} python3 bench_qmm_gpu.py --quick --reps 5 --tag _quick --out "$OUT") > "$OUT/bench_quick.log" 2>&1
+  tail -12 "$OUT/bench_quick.log"
+fi
+
+if has bench; then
+  t0=$(date +%s)
+  (cd .cudawork/benchmarks && timeout ${BENCH_T:-420} python3 bench_qmm_gpu.py --reps 5 --dtypes ${BENCH_DTYPES:-float16} \
+      ${BENCH_M:+--mvalues $BENCH_M} ${BENCH_SHAPES:+--shapes $BENCH_SHAPES} --out "$OUT") > "$OUT/bench.log" 2>&1
+  echo "bench rc=$? in $(( $(date +%s) - t0 )) s"
+  tail -32 "$OUT/bench.log"
+fi
+
+if has ncu; then
+  (cd .cudawork/benchmarks && timeout 240 ncu --clock-control none -k regex:tc_qmm \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+      python3 ncu_qmm_cases.py) > "$OUT/ncu.log" 2>&1
+  echo "ncu rc=$?"
+  grep -E "tc_qmm|gpu__time|dram__bytes|case" "$OUT/ncu.log" | head -60
+fi

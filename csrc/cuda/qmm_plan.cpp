@@ -1,0 +1,89 @@
+// The one launch plan of the CUDA quantized matmul (see qmm_plan.h).
+//
+// Crossovers and sizes, and the measurement behind each:
+// - Tensor-core path for every M of float16/bfloat16 x with transpose=true:
+//   x rows are the mma's N side (8 per tile), so M = 1..8 costs one mma per
+//   16x16 weight tile and the weights are dequantized once per 8 * MT rows.
+//   MT = 1, 2, 4, 8 for M <= 8, 16, 32, > 32 (M > 64: more chunks along
+//   grid.z, each re-reading w). Chosen from the register budget (MT = 8 is
+//   64 accumulator registers a thread), checked on the H200 run recorded in
+//   benchmarks/results/qmm_h200_notes.md (M-flatness up to 16).
+// - split_k: enough blocks to give every SM kBlocksPerSm blocks of 4 warps,
+//   but at least kMinStepsPerSplit k-steps (kMinStepsPerSplit KB of w per
+//   warp) per block, and at most 8 (one thread-block cluster; the partials
+//   are added through distributed shared memory, no extra launch). Values from
+//   the H200 run in the notes (first guess: 6 blocks/SM, 4 steps).
+// - float32 x goes to the SIMT kernel: the float32 parity bound (1e-5 against
+//   float64) rules out tf32 and bf16 operands.
+#include "cuda/qmm_plan.h"
+
+#include <algorithm>
+
+namespace mlx_kernels::cuda {
+
+namespace {
+constexpr int kBlocksPerSm = 6;
+constexpr int64_t kMinStepsPerSplit = 4;
+// The split blocks form one thread-block cluster: 8 is the portable maximum.
+constexpr int64_t kMaxClusterSplit = 8;
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+} // namespace
+
+QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
+  QmmPlan plan;
+  if (p.M == 0 || p.N == 0) {
+    plan.kernel = QmmKernel::kNone;
+    return plan;
+  }
+  if (!p.transpose) {
+    // One thread per packed word of a weight row (32 / bits columns) and 8 rows
+    // of x; a loop over K.
+    plan.kernel = QmmKernel::kSimtNoTranspose;
+    plan.block = 128;
+    const int64_t words = p.N * p.bits / 32;
+    plan.grid[0] = ceil_div(words, plan.block);
+    plan.grid[1] = ceil_div(p.M, 8);
+    return plan;
+  }
+  if (x_is_float32) {
+    // One warp per weight row, 8 rows of x per block along grid.y.
+    plan.kernel = QmmKernel::kSimt;
+    plan.block = 256;
+    plan.grid[0] = ceil_div(p.N, 8);
+    plan.grid[1] = ceil_div(p.M, 8);
+    return plan;
+  }
+  plan.kernel = QmmKernel::kTensorCore;
+  plan.block = 32 * kTcWarps;
+  plan.m_tiles = p.M <= 8 ? 1 : p.M <= 16 ? 2 : p.M <= 32 ? 4 : 8;
+  const int64_t m_chunks = ceil_div(p.M, 8 * plan.m_tiles);
+  // Two row tiles a warp (more loads in flight, x fragments reused twice)
+  // only where the rows alone fill the machine.
+  const int64_t rows_rt2 = 16 * 2 * kTcWarps;
+  // RT = 2 gave wrong results on the H200 (run 3/4: N >= 33792 shapes, see
+  // qmm_h200_notes.md) and is disabled until fixed.
+  (void)rows_rt2;
+  plan.row_tiles = 1;
+  const int64_t rows_per_block = 16 * plan.row_tiles * kTcWarps;
+  plan.k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
+  plan.num_steps = ceil_div(p.K, plan.k_step);
+  const int64_t row_blocks = ceil_div(p.N, rows_per_block);
+  const int64_t base = row_blocks * m_chunks;
+  const int64_t target = int64_t(kBlocksPerSm) * std::max(num_sms, 1);
+  int64_t split = std::max<int64_t>(1, ceil_div(target, base));
+  split = std::min(split, std::max<int64_t>(1, plan.num_steps / kMinStepsPerSplit));
+  split = std::min<int64_t>(split, kMaxClusterSplit);
+  plan.steps_per_split = ceil_div(plan.num_steps, split);
+  plan.split_k = static_cast<int>(ceil_div(plan.num_steps, plan.steps_per_split));
+  // The split blocks of one row block form a cluster along x (see
+  // add_cluster_node in quantized_matmul.cu for why x).
+  plan.grid[0] = plan.split_k;
+  plan.grid[1] = row_blocks;
+  plan.grid[2] = m_chunks;
+  return plan;
+}
+
+} // namespace mlx_kernels::cuda

@@ -1,0 +1,827 @@
+// CUDA kernels for the affine quantized matmul (MLX's CUDA build).
+//
+// Data layout (the packed format of mx.quantize):
+//   transpose=true : w [N, K * bits / 32] uint32, scales/biases [N, K / gs]
+//   transpose=false: w [K, N * bits / 32] uint32, scales/biases [K, N / gs]
+//   32 / bits values per uint32, the first in the lowest bits; value q of group
+//   g stands for q * scales[g] + biases[g]. x [M, K], out [M, N] row-contiguous.
+//
+// Kernels (the plan in qmm_plan.cpp picks one):
+// - tc_qmm (transpose=true, float16/bfloat16 x, any M): tensor-core mat-vec.
+//   mma.sync m16n8k16 with the WEIGHTS as the A operand (16 output columns x
+//   16 k) and x as the B operand (16 k x 8 rows of x), float32 accumulators.
+//   A warp owns RT tiles of 16 weight rows; lane (g = lane / 4, c = lane % 4)
+//   loads, for rows g and g + 8 of each tile, one 16-byte chunk of w (32
+//   4-bit or 16 8-bit values) at k = k0 + c * V, dequantizes it in registers
+//   (q * s + b in half2/bfloat162 arithmetic; 8-bit bfloat16 through float32)
+//   and uses it as A fragments for V / 4 mmas. The order of k inside an mma
+//   is free as long as A and B agree: each lane loads the same V consecutive
+//   values of its x row (16-byte loads, L1/L2-resident) and rearranges them
+//   with byte permutes into the order its dequantized weights come in.
+//   Each dequantized weight is applied to all 8 * MT rows of x of the block:
+//   w is read once per 8 * MT rows (once for M <= 64). K is split across
+//   grid.x when the rows alone cannot fill the SMs: the split blocks form one
+//   thread-block cluster (<= 8) and rank 0 adds the others' float32 partial
+//   sums in rank order through distributed shared memory. One launch per op.
+//   Bytes of w read per output element: bits / 8 * K / (8 * MT) (for M <= 8:
+//   K / 2 bytes per output column, once).
+// - simt_qmm (transpose=true, float32 x): one warp per weight row, lanes over
+//   16-byte chunks of the row, dequantized in float32 and applied to 8 rows
+//   of x; a warp reduction (__shfl_xor_sync). Float32-exact; w is read once
+//   per 8 rows of x.
+// - simt_qmm_nt (transpose=false): one thread per packed word of each weight
+//   row (32 / bits adjacent output columns) and 8 rows of x, a loop over K;
+//   coalesced across threads. w is read once per 8 rows of x.
+#include "cuda/quantized_matmul.h"
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <mutex>
+#include <unordered_map>
+#include <optional>
+#include <type_traits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/backend/cuda/device.h"
+
+#include "cuda/qmm_plan.h"
+#include "debug.h"
+
+namespace mlx_kernels::cuda {
+
+namespace cg = cooperative_groups;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Element helpers
+template <typename T>
+__device__ __forceinline__ float to_f(T v);
+template <>
+__device__ __forceinline__ float to_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ float to_f<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ uint32_t as_u32(__half2 h) {
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t as_u32(__nv_bfloat162 h) {
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// ---------------------------------------------------------------------------
+// Small kernels: poison, strided gather.
+__global__ void fill_ff_kernel(uint8_t* p, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    p[i] = 0xFF;
+  }
+}
+
+constexpr int kMaxDims = 10;
+struct GatherArgs {
+  const uint8_t* src;
+  uint8_t* dst;
+  int64_t size;
+  int ndim;
+  int itemsize;
+  int64_t shape[kMaxDims];
+  int64_t strides[kMaxDims]; // in elements
+};
+
+__global__ void gather_kernel(GatherArgs a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.size;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t rem = i;
+    int64_t off = 0;
+    for (int d = a.ndim - 1; d >= 0; --d) {
+      off += (rem % a.shape[d]) * a.strides[d];
+      rem /= a.shape[d];
+    }
+    const uint8_t* s = a.src + off * a.itemsize;
+    uint8_t* t = a.dst + i * a.itemsize;
+    for (int b = 0; b < a.itemsize; ++b) {
+      t[b] = s[b];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Tensor-core path.
+//
+// pos(i, b, h): where, inside a lane's chunk of V consecutive k values, the
+// value sits that mma i (0 .. V/4-1) takes as fragment register b (0: k-slot
+// 2c, 2c+1; 1: 2c+8, 2c+9), half h. It follows the unpacking order below.
+template <int bits>
+__host__ __device__ __forceinline__ int chunk_pos(int i, int b, int h) {
+  if constexpr (bits == 4) {
+    // word i/2; pair p = 2 (i%2) + b holds nibbles p (low half) and p + 4.
+    return 8 * (i / 2) + 2 * (i % 2) + b + 4 * h;
+  } else {
+    // word i; pair b holds bytes 2b (low half) and 2b + 1.
+    return 4 * i + 2 * b + h;
+  }
+}
+
+struct TcArgs {
+  const uint32_t* w;
+  const void* scales;
+  const void* biases;
+  const void* x; // [M, K] T, 16-byte aligned rows
+  void* out; // T [M, N]
+  int64_t M, N, K;
+  int64_t groups; // K / gs
+  int group_size;
+  int64_t num_steps, steps_per_split, mt_total;
+  int split; // blocks of one cluster along grid.x, reduced through DSMEM
+};
+
+template <typename T>
+struct Pair;
+template <>
+struct Pair<__half> {
+  using type = __half2;
+};
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+};
+
+// Dequantize one 16-byte chunk of a weight row into A-fragment halves:
+// frag[i][b] = the pair mma i takes as register b (row r0: a0/a2, r1: a1/a3).
+template <typename T, int bits>
+__device__ __forceinline__ void dequant_chunk(
+    uint4 raw, T s, T b, uint32_t (&frag)[128 / bits / 4][2]) {
+  using T2 = typename Pair<T>::type;
+  const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+  if constexpr (bits == 4) {
+    constexpr uint32_t kMagic = std::is_same_v<T, __half> ? 0x64006400u : 0x43004300u;
+    const T2 s2 = {s, s};
+    const T2 b2 = {b, b};
+    T2 off;
+    if constexpr (std::is_same_v<T, __half>) {
+      off = __half2half2(__float2half(1024.f));
+    } else {
+      off = __bfloat162bfloat162(__float2bfloat16(128.f));
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        uint32_t v = ((wv[j] >> (4 * p)) & 0x000F000Fu) | kMagic;
+        T2 q = *reinterpret_cast<T2*>(&v);
+        q = __hsub2(q, off);
+        T2 d = __hfma2(q, s2, b2);
+        frag[2 * j + p / 2][p % 2] = as_u32(d);
+      }
+    }
+  } else if constexpr (std::is_same_v<T, __half>) {
+    const __half2 s2 = {s, s};
+    const __half2 b2 = {b, b};
+    const __half2 off = __half2half2(__float2half(1024.f));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int bb = 0; bb < 2; ++bb) {
+        uint32_t v = __byte_perm(wv[j], 0x64u, bb == 0 ? 0x4140 : 0x4342);
+        __half2 q = *reinterpret_cast<__half2*>(&v);
+        q = __hsub2(q, off);
+        frag[j][bb] = as_u32(__hfma2(q, s2, b2));
+      }
+    }
+  } else {
+    // 8-bit bfloat16: 128 + q is not exact in bfloat16 for q >= 128; go
+    // through float32.
+    const float sf = __bfloat162float(s);
+    const float bf = __bfloat162float(b);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int bb = 0; bb < 2; ++bb) {
+        float f0 = float((wv[j] >> (16 * bb)) & 0xFFu);
+        float f1 = float((wv[j] >> (16 * bb + 8)) & 0xFFu);
+        __nv_bfloat162 d = __floats2bfloat162_rn(fmaf(f0, sf, bf), fmaf(f1, sf, bf));
+        frag[j][bb] = as_u32(d);
+      }
+    }
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void mma16816(
+    float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+    uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+
+template <typename T, int bits, int RT, int MT>
+__global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
+  constexpr int V = 128 / bits; // values per 16-byte chunk
+  constexpr int NI = V / 4; // mmas per chunk
+  constexpr int kStep = 4 * V;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int c = lane % 4;
+  const T* scales = static_cast<const T*>(a.scales);
+  const T* biases = static_cast<const T*>(a.biases);
+  const int64_t words_per_row = a.K * bits / 32;
+
+  // Grid: x = split-K index (the cluster dimension), y = 64-row block,
+  // z = chunk of 8 * MT rows of x.
+  const int64_t n_base = (int64_t(blockIdx.y) * kTcWarps + warp) * 16 * RT;
+  const int64_t s_begin = int64_t(blockIdx.x) * a.steps_per_split;
+  const int64_t s_end = min(s_begin + a.steps_per_split, a.num_steps);
+  const int64_t t_base = int64_t(blockIdx.z) * MT;
+  const T* xg = static_cast<const T*>(a.x);
+
+  float acc[RT][MT][4];
+#pragma unroll
+  for (int r = 0; r < RT; ++r)
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        acc[r][t][e] = 0.f;
+
+  // Rows this lane loads: n_base + 16 r + g + 8 h.
+  const uint4* wrow[RT][2];
+  const T* srow[RT][2];
+  const T* brow[RT][2];
+  bool row_ok[RT][2];
+#pragma unroll
+  for (int r = 0; r < RT; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t n = n_base + 16 * r + g + 8 * h;
+      row_ok[r][h] = n < a.N;
+      const int64_t nn = row_ok[r][h] ? n : 0;
+      wrow[r][h] = reinterpret_cast<const uint4*>(a.w + nn * words_per_row);
+      srow[r][h] = scales + nn * a.groups;
+      brow[r][h] = biases + nn * a.groups;
+    }
+
+  if (n_base < a.N) {
+    // kU k-steps at a time: all their weight, scale and bias loads are issued
+    // before the first is used (2 * RT * kU 16-byte loads in flight a lane).
+    constexpr int kU = RT == 1 ? 4 : 2;
+    for (int64_t s0 = s_begin; s0 < s_end; s0 += kU) {
+      uint4 raw[kU][RT][2];
+      T sc[kU][RT][2], bi[kU][RT][2];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int64_t k = (s0 + u) * kStep + int64_t(c) * V;
+        const bool k_ok = (s0 + u) < s_end && k < a.K;
+        const int64_t chunk = k / V;
+        const int64_t grp = k / a.group_size;
+#pragma unroll
+        for (int r = 0; r < RT; ++r)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const bool ok = k_ok && row_ok[r][h];
+            raw[u][r][h] = ok ? __ldg(wrow[r][h] + chunk) : make_uint4(0, 0, 0, 0);
+            sc[u][r][h] = ok ? srow[r][h][grp] : from_f<T>(0.f);
+            bi[u][r][h] = ok ? brow[r][h][grp] : from_f<T>(0.f);
+          }
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int64_t k = (s0 + u) * kStep + int64_t(c) * V;
+        const bool k_ok = (s0 + u) < s_end && k < a.K;
+        if ((s0 + u) >= s_end) {
+          break;
+        }
+        uint32_t frag[RT][2][NI][2];
+#pragma unroll
+        for (int r = 0; r < RT; ++r)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            dequant_chunk<T, bits>(raw[u][r][h], sc[u][r][h], bi[u][r][h], frag[r][h]);
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          if (t_base + t < a.mt_total) {
+            // B fragments of x rows 8 (t_base + t) + g straight from x: V
+            // consecutive values at k, rearranged into the dequantization order.
+            const int64_t m = 8 * (t_base + t) + g;
+            uint32_t xr[V / 2];
+            if (k_ok && m < a.M) {
+              const uint4* src = reinterpret_cast<const uint4*>(xg + m * a.K + k);
+#pragma unroll
+              for (int q = 0; q < V / 8; ++q) {
+                uint4 v = __ldg(src + q);
+                xr[4 * q + 0] = v.x;
+                xr[4 * q + 1] = v.y;
+                xr[4 * q + 2] = v.z;
+                xr[4 * q + 3] = v.w;
+              }
+            } else {
+#pragma unroll
+              for (int q = 0; q < V / 2; ++q) xr[q] = 0u;
+            }
+            uint32_t xb[2 * NI];
+#pragma unroll
+            for (int i = 0; i < NI; ++i)
+#pragma unroll
+              for (int bb = 0; bb < 2; ++bb) {
+                if constexpr (bits == 4) {
+                  // pair (8j + p, 8j + p + 4), p = 2 (i % 2) + bb, j = i / 2
+                  const int p = 2 * (i % 2) + bb;
+                  const int j = i / 2;
+                  xb[2 * i + bb] = __byte_perm(
+                      xr[4 * j + p / 2], xr[4 * j + p / 2 + 2],
+                      (p % 2) ? 0x7632 : 0x5410);
+                } else {
+                  xb[2 * i + bb] = xr[2 * i + bb]; // pair (4i + 2bb, +1)
+                }
+              }
+#pragma unroll
+            for (int r = 0; r < RT; ++r)
+#pragma unroll
+              for (int i = 0; i < NI; ++i)
+                mma16816<T>(
+                    acc[r][t], frag[r][0][i][0], frag[r][1][i][0],
+                    frag[r][0][i][1], frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
+          }
+        }
+      }
+    }
+  }
+
+  // Split-K: the blocks of one cluster (grid.x) hold partial sums of the same
+  // outputs; rank 0 adds them in rank order (deterministic) through
+  // distributed shared memory.
+  if (a.split > 1) {
+    __shared__ float red[kTcWarps * RT * MT * 4 * 32];
+#pragma unroll
+    for (int r = 0; r < RT; ++r)
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          red[(((warp * RT + r) * MT + t) * 4 + e) * 32 + lane] = acc[r][t][e];
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();
+    if (cluster.block_rank() == 0) {
+      for (int q = 1; q < a.split; ++q) {
+        const float* other = cluster.map_shared_rank(red, q);
+#pragma unroll
+        for (int r = 0; r < RT; ++r)
+#pragma unroll
+          for (int t = 0; t < MT; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              acc[r][t][e] += other[(((warp * RT + r) * MT + t) * 4 + e) * 32 + lane];
+      }
+    }
+    cluster.sync();
+    if (cluster.block_rank() != 0) {
+      return;
+    }
+  }
+  // Epilogue: c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int r = 0; r < RT; ++r)
+#pragma unroll
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t n = n_base + 16 * r + g + 8 * (e / 2);
+        const int64_t m = 8 * (t_base + t) + 2 * c + (e % 2);
+        if (n < a.N && m < a.M) {
+          out[m * a.N + n] = from_f<T>(acc[r][t][e]);
+        }
+      }
+}
+
+// ---------------------------------------------------------------------------
+// SIMT paths (float32-exact).
+struct SimtArgs {
+  const uint32_t* w;
+  const void* scales;
+  const void* biases;
+  const void* x;
+  void* out;
+  int64_t M, N, K;
+  int group_size;
+};
+
+// transpose=true: one warp per weight row, 8 rows of x per blockIdx.y.
+template <typename T, int bits>
+__global__ void __launch_bounds__(256) simt_qmm_kernel(SimtArgs a) {
+  constexpr int V = 128 / bits;
+  const int lane = threadIdx.x % 32;
+  const int64_t n = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
+  const int64_t m0 = int64_t(blockIdx.y) * 8;
+  if (n >= a.N) {
+    return;
+  }
+  const T* x = static_cast<const T*>(a.x);
+  const T* scales = static_cast<const T*>(a.scales);
+  const T* biases = static_cast<const T*>(a.biases);
+  const int64_t groups = a.K / a.group_size;
+  const uint4* wrow = reinterpret_cast<const uint4*>(a.w + n * (a.K * bits / 32));
+  const int64_t chunks = a.K / V;
+  float acc[8];
+#pragma unroll
+  for (int m = 0; m < 8; ++m) acc[m] = 0.f;
+  for (int64_t ch = lane; ch < chunks; ch += 32) {
+    const uint4 raw = __ldg(wrow + ch);
+    const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+    const int64_t grp = ch * V / a.group_size;
+    const float s = to_f<T>(scales[n * groups + grp]);
+    const float b = to_f<T>(biases[n * groups + grp]);
+    float wf[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const uint32_t q = (wv[j / (32 / bits)] >> ((j % (32 / bits)) * bits)) &
+          ((1u << bits) - 1);
+      wf[j] = fmaf(float(q), s, b);
+    }
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      if (m0 + m < a.M) {
+        const T* xr = x + (m0 + m) * a.K + ch * V;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < V; ++j) sum = fmaf(wf[j], to_f<T>(xr[j]), sum);
+        acc[m] += sum;
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < 8; ++m) {
+    float v = acc[m];
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0 && m0 + m < a.M) {
+      static_cast<T*>(a.out)[(m0 + m) * a.N + n] = from_f<T>(v);
+    }
+  }
+}
+
+// transpose=false: one thread per packed word of a weight row, 8 rows of x.
+template <typename T, int bits>
+__global__ void __launch_bounds__(128) simt_qmm_nt_kernel(SimtArgs a) {
+  constexpr int PW = 32 / bits;
+  const int64_t words = a.N / PW;
+  const int64_t wc = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t m0 = int64_t(blockIdx.y) * 8;
+  if (wc >= words) {
+    return;
+  }
+  const T* x = static_cast<const T*>(a.x);
+  const T* scales = static_cast<const T*>(a.scales);
+  const T* biases = static_cast<const T*>(a.biases);
+  const int64_t groups = a.N / a.group_size;
+  const int64_t grp = wc * PW / a.group_size;
+  const int rows = int(a.M - m0 < 8 ? a.M - m0 : 8);
+  float acc[8][PW];
+#pragma unroll
+  for (int m = 0; m < 8; ++m)
+#pragma unroll
+    for (int j = 0; j < PW; ++j) acc[m][j] = 0.f;
+  for (int64_t k = 0; k < a.K; ++k) {
+    const uint32_t word = __ldg(a.w + k * words + wc);
+    const float s = to_f<T>(scales[k * groups + grp]);
+    const float b = to_f<T>(biases[k * groups + grp]);
+    float wf[PW];
+#pragma unroll
+    for (int j = 0; j < PW; ++j) {
+      wf[j] = fmaf(float((word >> (j * bits)) & ((1u << bits) - 1)), s, b);
+    }
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      if (m < rows) {
+        const float xv = to_f<T>(x[(m0 + m) * a.K + k]);
+#pragma unroll
+        for (int j = 0; j < PW; ++j) acc[m][j] = fmaf(xv, wf[j], acc[m][j]);
+      }
+    }
+  }
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int m = 0; m < 8; ++m) {
+    if (m < rows) {
+#pragma unroll
+      for (int j = 0; j < PW; ++j) out[(m0 + m) * a.N + wc * PW + j] = from_f<T>(acc[m][j]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host side
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error(
+        std::string("mlx_kernels CUDA: ") + what + ": " + cudaGetErrorString(e));
+  }
+}
+
+// Driver handles of our kernels, looked up once each (host overhead per op).
+CUfunction func_of(const void* kernel) {
+  static std::mutex mu;
+  static std::unordered_map<const void*, CUfunction> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(kernel);
+  if (it != cache.end()) {
+    return it->second;
+  }
+  cudaFunction_t f;
+  check_cuda(cudaGetFuncBySymbol(&f, kernel), "cudaGetFuncBySymbol");
+  auto fn = reinterpret_cast<CUfunction>(f);
+  cache.emplace(kernel, fn);
+  return fn;
+}
+
+int num_sms() {
+  static int n = [] {
+    int dev = 0;
+    check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+    int v = 0;
+    check_cuda(
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
+        "cudaDeviceGetAttribute");
+    return v;
+  }();
+  return n;
+}
+
+template <typename Args>
+void launch(
+    mx::cu::CommandEncoder& enc, const void* kernel, int64_t grid_x,
+    int64_t grid_y, int64_t grid_z, int block, Args args) {
+  void* params[] = {&args};
+  enc.add_kernel_node_raw(
+      func_of(kernel), dim3(unsigned(grid_x), unsigned(grid_y), unsigned(grid_z)),
+      dim3(block), dim3(), 0, params);
+}
+
+int64_t grid_for(int64_t n, int block) {
+  return std::max<int64_t>(1, std::min<int64_t>((n + block - 1) / block, 65535));
+}
+
+mx::array new_array(mx::Shape shape, mx::Dtype dtype) {
+  size_t bytes = mx::size_of(dtype);
+  for (auto d : shape) bytes *= size_t(d);
+  return mx::array(mx::allocator::malloc(std::max<size_t>(bytes, 1)), shape, dtype);
+}
+
+// A row-contiguous (and 16-byte aligned) view of `a`, gathered if needed.
+mx::array contiguous(
+    const mx::array& a, mx::cu::CommandEncoder& enc, std::vector<mx::array>& temps) {
+  const bool aligned = (reinterpret_cast<uintptr_t>(a.data<uint8_t>()) % 16) == 0;
+  if (a.flags().row_contiguous && aligned) {
+    return a;
+  }
+  if (a.ndim() > kMaxDims) {
+    throw std::runtime_error("mlx_kernels CUDA: too many dimensions");
+  }
+  mx::array out = new_array(a.shape(), a.dtype());
+  GatherArgs g{};
+  g.src = a.data<uint8_t>();
+  g.dst = out.data<uint8_t>();
+  g.size = a.size();
+  g.ndim = int(a.ndim());
+  g.itemsize = int(a.itemsize());
+  for (int d = 0; d < g.ndim; ++d) {
+    g.shape[d] = a.shape(d);
+    g.strides[d] = a.strides(d);
+  }
+  if (g.size > 0) {
+    enc.set_input_array(a);
+    enc.set_output_array(out);
+    launch(enc, (const void*)gather_kernel, grid_for(g.size, 256), 1, 1, 256, g);
+  }
+  temps.push_back(out);
+  return out;
+}
+
+void check_cu(CUresult r, const char* what) {
+  if (r != CUDA_SUCCESS) {
+    const char* msg = nullptr;
+    cuGetErrorString(r, &msg);
+    throw std::runtime_error(
+        std::string("mlx_kernels CUDA: ") + what + ": " + (msg ? msg : "unknown error"));
+  }
+}
+
+// A kernel launched as thread-block clusters of `cluster_x` blocks along x.
+//
+// Not a plain kernel node of MLX's graph: MLX caches instantiated graphs by
+// node types and edges and updates a cached one in place
+// (cudaGraphExecUpdate), and an update does not carry a kernel node's cluster
+// shape over. A plain node with clusters would leave its cluster shape at that
+// position of the cached graph, so a later kernel there (ours with another
+// split, or any of MLX's own) would launch with the wrong clusters: it fails
+// to launch (output never written) or reduces the wrong blocks. This was the
+// cause of the all-NaN outputs and worker crashes of the first H200 test runs.
+// A child graph node instead gets a key with its cluster shape
+// ("(K<x>)", subgraph_to_key in MLX), so it is only ever updated from a node of
+// the same cluster shape. Clusters are along x: MLX treats a child graph with
+// clusters along y or z as not updatable (re-instantiated every commit).
+void add_cluster_node(
+    mx::cu::CommandEncoder& enc, CUfunction fn, dim3 grid, dim3 block,
+    unsigned cluster_x, void** params) {
+  // One reusable one-node graph per cluster size: add_graph_node copies
+  // (clones) it into MLX's graph, so it can be rewritten for the next op. Per
+  // size, because the node's cluster shape must divide the grid at every
+  // cuGraphKernelNodeSetParams ("cluster misconfiguration" otherwise: the
+  // bench's first H200 run, a split 4 after a split 8); grid.x == cluster_x.
+  constexpr unsigned kMaxCluster = 8;
+  if (cluster_x < 2 || cluster_x > kMaxCluster || grid.x % cluster_x != 0) {
+    throw std::runtime_error("mlx_kernels CUDA: bad cluster shape");
+  }
+  static std::mutex mu;
+  static CUgraph graphs[kMaxCluster + 1] = {};
+  static CUgraphNode nodes[kMaxCluster + 1] = {};
+  std::lock_guard<std::mutex> lock(mu);
+  CUgraph& child = graphs[cluster_x];
+  CUgraphNode& node = nodes[cluster_x];
+  CUDA_KERNEL_NODE_PARAMS kp{};
+  kp.func = fn;
+  kp.gridDimX = grid.x;
+  kp.gridDimY = grid.y;
+  kp.gridDimZ = grid.z;
+  kp.blockDimX = block.x;
+  kp.blockDimY = block.y;
+  kp.blockDimZ = block.z;
+  kp.sharedMemBytes = 0;
+  kp.kernelParams = params;
+  CUlaunchAttributeValue attr{};
+  attr.clusterDim.x = cluster_x;
+  attr.clusterDim.y = 1;
+  attr.clusterDim.z = 1;
+  if (child == nullptr) {
+    check_cu(cuGraphCreate(&child, 0), "cuGraphCreate");
+    check_cu(cuGraphAddKernelNode(&node, child, nullptr, 0, &kp), "cuGraphAddKernelNode");
+    check_cu(
+        cuGraphKernelNodeSetAttribute(node, CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION, &attr),
+        "cuGraphKernelNodeSetAttribute(cluster)");
+  } else {
+    check_cu(cuGraphKernelNodeSetParams(node, &kp), "cuGraphKernelNodeSetParams");
+  }
+  enc.add_graph_node(reinterpret_cast<cudaGraph_t>(child));
+}
+
+template <typename T, int bits>
+void launch_tc(
+    mx::cu::CommandEncoder& enc, const QmmPlan& plan, const TcArgs& args) {
+  const void* k = nullptr;
+#define MK_TC(RT, MT)                                          \
+  if (plan.row_tiles == RT && plan.m_tiles == MT)              \
+    k = (const void*)tc_qmm_kernel<T, bits, RT, MT>;
+  MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)
+#undef MK_TC
+  if (!k) {
+    throw std::runtime_error("mlx_kernels CUDA: no tensor-core kernel for this plan");
+  }
+  TcArgs a = args;
+  void* params[] = {&a};
+  const dim3 grid(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2]));
+  if (plan.split_k <= 1) {
+    enc.add_kernel_node_raw(func_of(k), grid, dim3(plan.block), dim3(), 0, params);
+  } else {
+    add_cluster_node(enc, func_of(k), grid, dim3(plan.block), unsigned(plan.split_k), params);
+  }
+}
+
+template <typename T>
+void dispatch(
+    mx::cu::CommandEncoder& enc, const QmmPlan& plan, const QmmParams& p,
+    const mx::array& x, const mx::array& w, const mx::array& s,
+    const mx::array& b, mx::array& out, std::vector<mx::array>& temps) {
+  if (plan.kernel == QmmKernel::kTensorCore) {
+    if constexpr (!std::is_same_v<T, float>) {
+      const int64_t mt_total = (p.M + 7) / 8;
+      TcArgs ta{};
+      ta.w = w.data<uint32_t>();
+      ta.scales = s.data<void>();
+      ta.biases = b.data<void>();
+      ta.x = x.data<void>();
+      ta.out = out.data<void>();
+      ta.M = p.M;
+      ta.N = p.N;
+      ta.K = p.K;
+      ta.groups = p.K / p.group_size;
+      ta.group_size = p.group_size;
+      ta.num_steps = plan.num_steps;
+      ta.steps_per_split = plan.steps_per_split;
+      ta.mt_total = mt_total;
+      ta.split = plan.split_k;
+      enc.set_input_array(x);
+      enc.set_input_array(w);
+      enc.set_input_array(s);
+      enc.set_input_array(b);
+      enc.set_output_array(out);
+      if (p.bits == 4) {
+        launch_tc<T, 4>(enc, plan, ta);
+      } else {
+        launch_tc<T, 8>(enc, plan, ta);
+      }
+      return;
+    }
+  }
+  SimtArgs sa{w.data<uint32_t>(), s.data<void>(), b.data<void>(), x.data<void>(),
+              out.data<void>(), p.M, p.N, p.K, p.group_size};
+  enc.set_input_array(x);
+  enc.set_input_array(w);
+  enc.set_input_array(s);
+  enc.set_input_array(b);
+  enc.set_output_array(out);
+  const void* k;
+  if (plan.kernel == QmmKernel::kSimt) {
+    k = p.bits == 4 ? (const void*)simt_qmm_kernel<T, 4> : (const void*)simt_qmm_kernel<T, 8>;
+  } else {
+    k = p.bits == 4 ? (const void*)simt_qmm_nt_kernel<T, 4>
+                    : (const void*)simt_qmm_nt_kernel<T, 8>;
+  }
+  launch(enc, k, plan.grid[0], plan.grid[1], plan.grid[2], plan.block, sa);
+}
+
+} // namespace
+
+void quantized_matmul(
+    const mx::array& x_in, const mx::array& w_in, const mx::array& s_in,
+    const mx::array& b_in, mx::array& out, const QmmParams& p,
+    const mx::Stream& stream) {
+  out.set_data(mx::allocator::malloc(std::max<size_t>(out.nbytes(), 1)));
+  auto& enc = mx::cu::get_command_encoder(stream);
+  std::vector<mx::array> temps;
+
+  if (poison_outputs() && out.nbytes() > 0) {
+    enc.set_output_array(out);
+    uint8_t* ptr = out.data<uint8_t>();
+    int64_t n = int64_t(out.nbytes());
+    void* params[] = {&ptr, &n};
+    enc.add_kernel_node_raw(
+        func_of((const void*)fill_ff_kernel), dim3(unsigned(grid_for(n, 256))),
+        dim3(256), dim3(), 0, params);
+  }
+
+  const bool is_f32 = x_in.dtype() == mx::float32;
+  const QmmPlan plan = plan_cuda_qmm(p, is_f32, num_sms());
+  if (plan.grid[1] > 65535 || plan.grid[2] > 65535) {
+    throw std::runtime_error("mlx_kernels CUDA: quantized_matmul problem too large for one launch");
+  }
+  if (plan.kernel != QmmKernel::kNone) {
+    mx::array x = contiguous(x_in, enc, temps);
+    mx::array w = contiguous(w_in, enc, temps);
+    mx::array s = contiguous(s_in, enc, temps);
+    mx::array b = contiguous(b_in, enc, temps);
+    if (x.dtype() == mx::float16) {
+      dispatch<__half>(enc, plan, p, x, w, s, b, out, temps);
+    } else if (x.dtype() == mx::bfloat16) {
+      dispatch<__nv_bfloat16>(enc, plan, p, x, w, s, b, out, temps);
+    } else {
+      dispatch<float>(enc, plan, p, x, w, s, b, out, temps);
+    }
+  }
+  for (auto& t : temps) {
+    enc.add_temporary(t);
+  }
+}
+
+} // namespace mlx_kernels::cuda
