@@ -213,6 +213,12 @@ void fused_matvec_block(const Problem<T>& p, int64_t m0, int64_t n) {
     }
     const int64_t k_end = (g + 1) * p.group_size;
     for (int64_t k = g * p.group_size; k < k_end; k += kBlock) {
+      // Pull the same stretch of the next kCols weight rows towards the cache
+      // while this block computes: rows are short (K * bits / 8 bytes) streams
+      // that the hardware prefetchers pick up late.
+      for (int c = 0; c < kCols; ++c) {
+        __builtin_prefetch(wrow[c] + kCols * bytes_per_row + k * bits / 8);
+      }
       if constexpr (bits == 4) {
         vf lo[kCols], hi[kCols];
         for (int c = 0; c < kCols; ++c) {
@@ -224,7 +230,9 @@ void fused_matvec_block(const Problem<T>& p, int64_t m0, int64_t n) {
           const vf xa = load(x + r * K + k);
           const vf xb = load(x + r * K + k + kLanes);
           for (int c = 0; c < kCols; ++c) {
-            dot[r][c] += lo[c] * xa + hi[c] * xb;
+            // Two separate updates: each contracts to one FMA.
+            dot[r][c] += lo[c] * xa;
+            dot[r][c] += hi[c] * xb;
           }
         }
       } else {
