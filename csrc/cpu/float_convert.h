@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "mlx/types/half_types.h"
 
@@ -36,6 +37,28 @@ inline float to_float(mx::bfloat16_t v) {
   float f;
   std::memcpy(&f, &wide, sizeof(f));
   return f;
+}
+
+// n consecutive values to float32 (vectorized where the build allows).
+template <typename T>
+inline void to_float_n(const T* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<T, mx::float16_t>) {
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+      _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(src + i))));
+    }
+#elif defined(__F16C__)
+    for (; i + 8 <= n; i += 8) {
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(
+          reinterpret_cast<const __m128i*>(src + i))));
+    }
+#endif
+  }
+  for (; i < n; ++i) {
+    dst[i] = to_float(src[i]);
+  }
 }
 
 // Round to nearest even, as MLX's own conversions do.

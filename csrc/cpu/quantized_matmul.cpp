@@ -184,8 +184,14 @@ void to_kernel_order(const float* x, float* dst, int64_t K) {
 
 // Columns [n, n + kCols) for rows [m0, m0 + kRows): each x vector loaded is
 // used for kCols weight rows, each weight vector for kRows rows of x.
+// scales / biases: rows n .. n + kCols - 1 of the scales and biases, as float.
 template <int bits, int kRows, int kCols, typename T>
-void fused_matvec_block(const Problem<T>& p, int64_t m0, int64_t n) {
+void fused_matvec_block(
+    const Problem<T>& p,
+    int64_t m0,
+    int64_t n,
+    const float* scales,
+    const float* biases) {
   constexpr int64_t kBlock = fused_block<bits>();
   const int64_t K = p.K;
   const int64_t bytes_per_row = K * bits / 8;
@@ -249,8 +255,8 @@ void fused_matvec_block(const Problem<T>& p, int64_t m0, int64_t n) {
       }
     }
     for (int c = 0; c < kCols; ++c) {
-      const float s = to_float(p.scales[(n + c) * groups + g]);
-      const float b = to_float(p.biases[(n + c) * groups + g]);
+      const float s = scales[c * groups + g];
+      const float b = biases[c * groups + g];
       for (int r = 0; r < kRows; ++r) {
         total[r][c] += dot[r][c] * s;
         bias_total[r][c] += b * xsum[r * groups + g];
@@ -269,12 +275,32 @@ void fused_matvec_rows(const Problem<T>& p, int64_t m0, int64_t n0, int64_t n1) 
   // Column blocking: as wide as the registers allow (kRows x kCols dot
   // products and as many running totals).
   constexpr int kCols = kRows <= 2 ? 4 : 2;
+  const int64_t groups = p.K / p.group_size;
+  // The block's scales and biases as float32, converted a block at a time
+  // (rows n .. n + kCols - 1 are contiguous); float32 ones are used in place.
+  std::vector<float> converted;
+  if constexpr (!std::is_same_v<T, float>) {
+    converted.resize(static_cast<size_t>(2 * kCols * groups));
+  }
+  auto block_affine = [&](int64_t n, int cols) -> std::pair<const float*, const float*> {
+    if constexpr (std::is_same_v<T, float>) {
+      return {p.scales + n * groups, p.biases + n * groups};
+    } else {
+      float* s = converted.data();
+      float* b = s + kCols * groups;
+      to_float_n(p.scales + n * groups, s, cols * groups);
+      to_float_n(p.biases + n * groups, b, cols * groups);
+      return {s, b};
+    }
+  };
   int64_t n = n0;
   for (; n + kCols <= n1; n += kCols) {
-    fused_matvec_block<bits, kRows, kCols>(p, m0, n);
+    auto [s, b] = block_affine(n, kCols);
+    fused_matvec_block<bits, kRows, kCols>(p, m0, n, s, b);
   }
   for (; n < n1; ++n) {
-    fused_matvec_block<bits, kRows, 1>(p, m0, n);
+    auto [s, b] = block_affine(n, 1);
+    fused_matvec_block<bits, kRows, 1>(p, m0, n, s, b);
   }
 }
 
