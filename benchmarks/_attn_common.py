@@ -9,16 +9,7 @@ import time
 
 import mlx.core as mx
 
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _common import cpu_model  # one description of the CPU for every benchmark
 
 
 def machine_info():
