@@ -38,7 +38,33 @@ for name, o in (('ours', mk.quantized_matmul(x, w, s, b)), ('mlx', mx.quantized_
 " 2>&1 | tail -5
 
 if has diag; then
-  (cd .cudawork/benchmarks && timeout 120 python3 diag_small_k.py) 2>&1 | tee "$OUT/diag.log" | tail -40
+  (cd .cudawork/benchmarks && timeout ${DIAG_T:-150} python3 diag_qmm_gpu.py) > "$OUT/diag.log" 2>&1
+  echo "diag rc=$?"; grep -E "BAD|bad cases|Error" "$OUT/diag.log" | head -30
+fi
+
+if has lazy; then
+  (cd .cudawork/benchmarks && timeout 90 python3 diag_lazy_gpu.py; MLX_USE_CUDA_GRAPHS=0 timeout 90 python3 diag_lazy_gpu.py) > "$OUT/lazy.log" 2>&1
+  echo "lazy rc=$?"; cat "$OUT/lazy.log" | grep -v Warning | head -120
+fi
+
+if has failing; then
+  FAILING=${FAILING:-$(cat "$ROOT/.cudawork/benchmarks/failing_ids.txt" 2>/dev/null)}
+  # The named failing tests alone, serially, with their messages; then again
+  # without CUDA graphs.
+  (cd .cudawork/tests && timeout ${FAIL_T:-150} python3 -m pytest --device gpu -p no:xdist -p no:cacheprovider \
+      -p no:benchmark -q --tb=short -rf $FAILING) > "$OUT/failing.log" 2>&1
+  echo "failing rc=$?"; grep -E "^E |FAILED|passed|failed" "$OUT/failing.log" | head -60
+  (cd .cudawork/tests && MLX_USE_CUDA_GRAPHS=0 timeout ${FAIL_T:-150} python3 -m pytest --device gpu -p no:xdist -p no:cacheprovider \
+      -p no:benchmark -q --tb=line -rf $FAILING) > "$OUT/failing_nographs.log" 2>&1
+  echo "failing (no graphs) rc=$?"; grep -E "FAILED|passed|failed" "$OUT/failing_nographs.log" | head -30
+fi
+
+if has prof; then
+  (cd .cudawork/benchmarks && timeout ${PROF_T:-200} ncu --clock-control none --set full -k regex:qmm \
+      -o "$OUT/qmm_prof" python3 prof_qmm_gpu.py) > "$OUT/prof.log" 2>&1
+  echo "prof rc=$?"
+  ncu -i "$OUT/qmm_prof.ncu-rep" --page details --print-units base > "$OUT/prof_details.txt" 2>&1
+  grep -E "tc_qmm|simt_qmm|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy" "$OUT/prof_details.txt" | head -60
 fi
 
 if has mlxonly; then
@@ -68,10 +94,10 @@ if has test; then
   t0=$(date +%s)
   # native backtraces of crashing workers (benchmarks/tools/segv_bt.c)
   gcc -shared -fPIC -O1 -o /tmp/segv_bt.so .cudawork/benchmarks/tools/segv_bt.c && export LD_PRELOAD=/tmp/segv_bt.so
-  (cd .cudawork/tests && timeout ${TEST_T:-330} python3 -m pytest --device gpu -q -n ${NPROC:-12} -p no:cacheprovider \
-      -W "default" test_quantized_matmul*.py) > "$OUT/tests.log" 2>&1
+  (cd .cudawork/tests && timeout ${TEST_T:-330} python3 -m pytest --device gpu -v -n ${NPROC:-12} -p no:cacheprovider \
+      -p no:benchmark --durations=15 -W "default" ${TEST_FILES:-test_quantized_matmul*.py}) > "$OUT/tests.log" 2>&1
   echo "tests rc=$? in $(( $(date +%s) - t0 )) s"
-  grep -E "^FAILED|crashed|Fatal" "$OUT/tests.log" | head -20
+  grep -E "FAILED|crashed|Fatal" "$OUT/tests.log" | head -40
   grep -E "MLX GPU quantized_matmul broken" "$OUT/tests.log" | sed -E 's/.*broken here \(([^;:]*).*/\1/' | sort | uniq -c
   tail -3 "$OUT/tests.log"
   unset LD_PRELOAD

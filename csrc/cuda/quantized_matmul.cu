@@ -52,6 +52,7 @@
 #include "mlx/allocator.h"
 #include "mlx/backend/cuda/device.h"
 
+#include "cuda/device_memory.h"
 #include "cuda/qmm_plan.h"
 #include "debug.h"
 
@@ -603,26 +604,21 @@ int64_t grid_for(int64_t n, int block) {
   return std::max<int64_t>(1, std::min<int64_t>((n + block - 1) / block, 65535));
 }
 
-mx::array new_array(mx::Shape shape, mx::Dtype dtype) {
-  size_t bytes = mx::size_of(dtype);
-  for (auto d : shape) bytes *= size_t(d);
-  return mx::array(mx::allocator::malloc(std::max<size_t>(bytes, 1)), shape, dtype);
-}
 
 // A row-contiguous (and 16-byte aligned) view of `a`, gathered if needed.
 mx::array contiguous(
     const mx::array& a, mx::cu::CommandEncoder& enc, std::vector<mx::array>& temps) {
-  const bool aligned = (reinterpret_cast<uintptr_t>(a.data<uint8_t>()) % 16) == 0;
+  const bool aligned = (reinterpret_cast<uintptr_t>(dev_ptr<uint8_t>(a)) % 16) == 0;
   if (a.flags().row_contiguous && aligned) {
     return a;
   }
   if (a.ndim() > kMaxDims) {
     throw std::runtime_error("mlx_kernels CUDA: too many dimensions");
   }
-  mx::array out = new_array(a.shape(), a.dtype());
+  mx::array out(device_data(a.nbytes(), enc), a.shape(), a.dtype());
   GatherArgs g{};
-  g.src = a.data<uint8_t>();
-  g.dst = out.data<uint8_t>();
+  g.src = dev_ptr<uint8_t>(a);
+  g.dst = dev_ptr<uint8_t>(out);
   g.size = a.size();
   g.ndim = int(a.ndim());
   g.itemsize = int(a.itemsize());
@@ -737,11 +733,11 @@ void dispatch(
     if constexpr (!std::is_same_v<T, float>) {
       const int64_t mt_total = (p.M + 7) / 8;
       TcArgs ta{};
-      ta.w = w.data<uint32_t>();
-      ta.scales = s.data<void>();
-      ta.biases = b.data<void>();
-      ta.x = x.data<void>();
-      ta.out = out.data<void>();
+      ta.w = dev_ptr<uint32_t>(w);
+      ta.scales = dev_ptr<void>(s);
+      ta.biases = dev_ptr<void>(b);
+      ta.x = dev_ptr<void>(x);
+      ta.out = dev_ptr<void>(out);
       ta.M = p.M;
       ta.N = p.N;
       ta.K = p.K;
@@ -764,8 +760,8 @@ void dispatch(
       return;
     }
   }
-  SimtArgs sa{w.data<uint32_t>(), s.data<void>(), b.data<void>(), x.data<void>(),
-              out.data<void>(), p.M, p.N, p.K, p.group_size};
+  SimtArgs sa{dev_ptr<uint32_t>(w), dev_ptr<void>(s), dev_ptr<void>(b), dev_ptr<void>(x),
+              dev_ptr<void>(out), p.M, p.N, p.K, p.group_size};
   enc.set_input_array(x);
   enc.set_input_array(w);
   enc.set_input_array(s);
@@ -787,13 +783,13 @@ void quantized_matmul(
     const mx::array& x_in, const mx::array& w_in, const mx::array& s_in,
     const mx::array& b_in, mx::array& out, const QmmParams& p,
     const mx::Stream& stream) {
-  out.set_data(mx::allocator::malloc(std::max<size_t>(out.nbytes(), 1)));
   auto& enc = mx::cu::get_command_encoder(stream);
+  out.set_data(device_data(out.nbytes(), enc));
   std::vector<mx::array> temps;
 
   if (poison_outputs() && out.nbytes() > 0) {
     enc.set_output_array(out);
-    uint8_t* ptr = out.data<uint8_t>();
+    uint8_t* ptr = dev_ptr<uint8_t>(out);
     int64_t n = int64_t(out.nbytes());
     void* params[] = {&ptr, &n};
     enc.add_kernel_node_raw(
