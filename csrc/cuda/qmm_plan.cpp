@@ -63,10 +63,10 @@ QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
   // Two row tiles a warp (more loads in flight, x fragments reused twice)
   // only where the rows alone fill the machine.
   const int64_t rows_rt2 = 16 * 2 * kTcWarps;
-  // RT = 2 gave wrong results on the H200 (run 3/4: N >= 33792 shapes, see
-  // qmm_h200_notes.md) and is disabled until fixed.
-  (void)rows_rt2;
-  plan.row_tiles = 1;
+  // (RT = 2 was disabled after wrong results in H200 runs 3-4; those came from
+  // array::data() moving inputs to unified memory, see device_memory.h.)
+  const int64_t target_blocks = int64_t(kBlocksPerSm) * std::max(num_sms, 1);
+  plan.row_tiles = ceil_div(p.N, rows_rt2) * m_chunks >= target_blocks ? 2 : 1;
   const int64_t rows_per_block = 16 * plan.row_tiles * kTcWarps;
   plan.k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
   plan.num_steps = ceil_div(p.K, plan.k_step);

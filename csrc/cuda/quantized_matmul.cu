@@ -163,6 +163,7 @@ struct TcArgs {
   int64_t M, N, K;
   int64_t groups; // K / gs
   int group_size;
+  int group_shift; // log2(group_size): group sizes are 32, 64 or 128
   int64_t num_steps, steps_per_split, mt_total;
   int split; // blocks of one cluster along grid.x, reduced through DSMEM
 };
@@ -304,19 +305,33 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
       brow[r][h] = biases + nn * a.groups;
     }
 
+  // x rows 8 (t_base + t) + g, the B operand rows this lane loads.
+  const T* xrow[MT];
+  bool m_ok[MT];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    const int64_t m = 8 * (t_base + t) + g;
+    m_ok[t] = (t_base + t) < a.mt_total && m < a.M;
+    xrow[t] = xg + (m_ok[t] ? m : 0) * a.K;
+  }
+
   if (n_base < a.N) {
     // kU k-steps at a time: all their weight, scale and bias loads are issued
     // before the first is used (2 * RT * kU 16-byte loads in flight a lane).
+    // Index math inside the loop is 32-bit (K < 2^31) and the group index a
+    // shift: a 64-bit division there cost ~70 instructions a step (ncu).
     constexpr int kU = RT == 1 ? 4 : 2;
-    for (int64_t s0 = s_begin; s0 < s_end; s0 += kU) {
+    const int K32 = int(a.K);
+    const int s_end32 = int(s_end);
+    for (int s0 = int(s_begin); s0 < s_end32; s0 += kU) {
       uint4 raw[kU][RT][2];
       T sc[kU][RT][2], bi[kU][RT][2];
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
-        const int64_t k = (s0 + u) * kStep + int64_t(c) * V;
-        const bool k_ok = (s0 + u) < s_end && k < a.K;
-        const int64_t chunk = k / V;
-        const int64_t grp = k / a.group_size;
+        const int k = (s0 + u) * kStep + c * V;
+        const bool k_ok = (s0 + u) < s_end32 && k < K32;
+        const int chunk = k / V;
+        const int grp = k >> a.group_shift;
 #pragma unroll
         for (int r = 0; r < RT; ++r)
 #pragma unroll
@@ -329,9 +344,9 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
       }
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
-        const int64_t k = (s0 + u) * kStep + int64_t(c) * V;
-        const bool k_ok = (s0 + u) < s_end && k < a.K;
-        if ((s0 + u) >= s_end) {
+        const int k = (s0 + u) * kStep + c * V;
+        const bool k_ok = (s0 + u) < s_end32 && k < K32;
+        if ((s0 + u) >= s_end32) {
           break;
         }
         uint32_t frag[RT][2][NI][2];
@@ -345,10 +360,9 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
           if (t_base + t < a.mt_total) {
             // B fragments of x rows 8 (t_base + t) + g straight from x: V
             // consecutive values at k, rearranged into the dequantization order.
-            const int64_t m = 8 * (t_base + t) + g;
             uint32_t xr[V / 2];
-            if (k_ok && m < a.M) {
-              const uint4* src = reinterpret_cast<const uint4*>(xg + m * a.K + k);
+            if (k_ok && m_ok[t]) {
+              const uint4* src = reinterpret_cast<const uint4*>(xrow[t] + k);
 #pragma unroll
               for (int q = 0; q < V / 8; ++q) {
                 uint4 v = __ldg(src + q);
@@ -743,6 +757,7 @@ void dispatch(
       ta.K = p.K;
       ta.groups = p.K / p.group_size;
       ta.group_size = p.group_size;
+      ta.group_shift = p.group_size == 32 ? 5 : p.group_size == 64 ? 6 : 7;
       ta.num_steps = plan.num_steps;
       ta.steps_per_split = plan.steps_per_split;
       ta.mt_total = mt_total;
