@@ -264,8 +264,18 @@ __device__ __forceinline__ float part_weight(float m_part, float M) {
 
 // ---------------------------------------------------------------------------
 // Decode
+
+// Blocks per SM the decode kernel is compiled for: 4 (<= 128 registers) where
+// that costs no spills (ptxas -v: 2-byte T, RT <= 4, D a power of two), else
+// whatever the registers allow (3 blocks at RT = 4, 2 at RT = 8).
 template <typename T, int D, int RT>
-__global__ void __launch_bounds__(kAttnThreads) attn_decode_kernel(const AttnArgs a) {
+constexpr int decode_min_blocks() {
+  return sizeof(T) == 2 && RT <= 4 && (D & (D - 1)) == 0 ? 4 : 1;
+}
+
+template <typename T, int D, int RT>
+__global__ void __launch_bounds__(kAttnThreads, (decode_min_blocks<T, D, RT>()))
+    attn_decode_kernel(const AttnArgs a) {
   constexpr int kWarps = kDecodeWarps;
   constexpr int C = D / 8; // chunks per row
   constexpr int LPK = C <= 8 ? 8 : (C <= 16 ? 16 : 32); // lanes per key
@@ -354,22 +364,19 @@ __global__ void __launch_bounds__(kAttnThreads) attn_decode_kernel(const AttnArg
       }
     }
     if (has_chunk) {
-      float kf[U][8];
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        chunk8_to_float(kc[u], kf[u]);
-      }
+        float kf[8];
+        chunk8_to_float(kc[u], kf);
 #pragma unroll
-      for (int r = 0; r < RT; ++r) {
-        const float4 q0 = *reinterpret_cast<const float4*>(&q_rows[r][c * 8]);
-        const float4 q1 = *reinterpret_cast<const float4*>(&q_rows[r][c * 8 + 4]);
-        const float qv[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
+        for (int r = 0; r < RT; ++r) {
+          const float4 q0 = *reinterpret_cast<const float4*>(&q_rows[r][c * 8]);
+          const float4 q1 = *reinterpret_cast<const float4*>(&q_rows[r][c * 8 + 4]);
+          const float qv[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
           float x = 0.0f;
 #pragma unroll
           for (int e = 0; e < 8; ++e) {
-            x = fmaf(qv[e], kf[u][e], x);
+            x = fmaf(qv[e], kf[e], x);
           }
           s[u][r] = x;
         }
