@@ -99,6 +99,7 @@
 #include "mlx/backend/cuda/device.h"
 
 #include "cuda/attn_plan.h"
+#include "cuda/device_memory.h"
 #include "debug.h"
 #include "errors.h"
 
@@ -1045,25 +1046,26 @@ int64_t elementwise_grid(int64_t n, int block) {
   return std::clamp<int64_t>((n + block - 1) / block, 1, 65535);
 }
 
-mx::array new_array(const mx::Shape& shape, mx::Dtype dtype) {
+// A new array in stream-ordered device memory (device_memory.h).
+mx::array new_array(const mx::Shape& shape, mx::Dtype dtype, mx::cu::CommandEncoder& enc) {
   size_t bytes = mx::size_of(dtype);
   for (auto d : shape) {
     bytes *= static_cast<size_t>(d);
   }
-  return mx::array(mx::allocator::malloc(std::max<size_t>(bytes, 1)), shape, dtype);
+  return mx::array(device_data(bytes, enc), shape, dtype);
 }
 
 // `a` with contiguous, 16-byte aligned rows: itself, or a gathered copy.
 mx::array aligned_rows(
     const mx::array& a, mx::cu::CommandEncoder& enc, std::vector<mx::array>& temps) {
   if (a.size() == 0 ||
-      (a.flags().row_contiguous && reinterpret_cast<uintptr_t>(a.data<uint8_t>()) % 16 == 0)) {
+      (a.flags().row_contiguous && reinterpret_cast<uintptr_t>(dev_ptr<uint8_t>(a)) % 16 == 0)) {
     return a;
   }
-  mx::array out = new_array(a.shape(), a.dtype());
+  mx::array out = new_array(a.shape(), a.dtype(), enc);
   GatherArgs g{};
-  g.src = a.data<void>();
-  g.dst = out.data<void>();
+  g.src = dev_ptr<void>(a);
+  g.dst = dev_ptr<void>(out);
   g.size = static_cast<int64_t>(a.size());
   for (int d = 0; d < 4; ++d) {
     g.shape[d] = a.shape(d);
@@ -1142,12 +1144,12 @@ void encode(
   }
   // Split decode: float32 partials per (output row, split), then the merge.
   const int rows = static_cast<int>(plan.merge_grid);
-  mx::array part_acc = new_array({rows, plan.geo.splits, plan.geo.D}, mx::float32);
-  mx::array part_ml = new_array({rows, plan.geo.splits, 2}, mx::float32);
+  mx::array part_acc = new_array({rows, plan.geo.splits, plan.geo.D}, mx::float32, enc);
+  mx::array part_ml = new_array({rows, plan.geo.splits, 2}, mx::float32, enc);
   temps.push_back(part_acc);
   temps.push_back(part_ml);
-  args.part_acc = part_acc.data<float>();
-  args.part_ml = part_ml.data<float>();
+  args.part_acc = dev_ptr<float>(part_acc);
+  args.part_ml = dev_ptr<float>(part_ml);
   enc.set_output_array(part_acc);
   enc.set_output_array(part_ml);
   add_node(enc, kernel, plan.grid, plan.block, 0, args);
@@ -1165,14 +1167,14 @@ void flash_attention(
     mx::array& out,
     const AttnParams& p,
     const mx::Stream& stream) {
-  out.set_data(mx::allocator::malloc(std::max<size_t>(out.nbytes(), 1)));
   auto& enc = mx::cu::get_command_encoder(stream);
+  out.set_data(device_data(out.nbytes(), enc));
 
   if (poison_outputs() && out.nbytes() > 0) {
     enc.set_output_array(out);
     const int64_t n = static_cast<int64_t>(out.nbytes());
     add_node(enc, (const void*)fill_bytes_kernel, elementwise_grid(n, 256), 256, 0,
-             out.data<uint8_t>(), n, uint8_t(0xFF));
+             dev_ptr<uint8_t>(out), n, uint8_t(0xFF));
   }
 
   const AttnPlan plan = plan_cuda_flash_attention(p, out.dtype() == mx::float32, num_sms());
@@ -1185,19 +1187,21 @@ void flash_attention(
   const mx::array v = aligned_rows(inputs[2], enc, temps);
   std::vector<mx::array> reads = {q, k, v};
 
+  // kL = 0: k, v and the mask are empty (never read, maybe without a buffer).
+  auto address = [](const mx::array& a) { return a.size() > 0 ? dev_ptr<void>(a) : nullptr; };
   AttnArgs args{};
-  args.q = q.data<void>();
-  args.k = k.data<void>();
-  args.v = v.data<void>();
+  args.q = address(q);
+  args.k = address(k);
+  args.v = address(v);
   if (inputs.size() > 3) {
     const mx::array& mask = inputs[3];
-    args.mask = mask.data<void>();
+    args.mask = address(mask);
     for (int d = 0; d < 4; ++d) {
       args.mask_strides[d] = mask.strides(d);
     }
     reads.push_back(mask);
   }
-  args.out = out.data<void>();
+  args.out = dev_ptr<void>(out);
   args.qscale = p.scale * kLog2e;
   args.geo = plan.geo;
 
