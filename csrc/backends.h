@@ -28,7 +28,7 @@ inline bool has_gpu_kernels(const char* op) {
 #if defined(MLX_KERNELS_BUILD_METAL)
   return name == "quantized_matmul" || name == "flash_attention";
 #elif defined(MLX_KERNELS_BUILD_CUDA)
-  return name == "quantized_matmul";
+  return name == "quantized_matmul" || name == "flash_attention";
 #else
   (void)name;
   return false;

@@ -3,6 +3,7 @@
 // own types. Docstrings and defaults live in python/mlx_kernels/.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
 
@@ -10,6 +11,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "cpu_backend.h"
+#include "cuda/attn_plan.h"
 #include "errors.h"
 #include "metal/attn_plan.h"
 #include "metal/qmm_plan.h"
@@ -128,4 +130,52 @@ NB_MODULE(_ext, m) {
         return d;
       },
       "B"_a, "Hq"_a, "Hkv"_a, "qL"_a, "kL"_a, "D"_a, "mask"_a, "dtype"_a);
+
+  // --- The CUDA launch plan of flash_attention (plain C++, tested anywhere) --
+  m.def(
+      "plan_cuda_flash_attention",
+      [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& dtype,
+         const std::string& mask, int num_sms, bool blocks) {
+        namespace cu = mlx_kernels::cuda;
+        if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16") {
+          throw mlx_kernels::ValueError(
+              "plan_cuda_flash_attention: dtype must be float32, float16 or bfloat16.");
+        }
+        mlx_kernels::AttnMask kind = mlx_kernels::AttnMask::None;
+        for (auto k : {mlx_kernels::AttnMask::None, mlx_kernels::AttnMask::Causal,
+                       mlx_kernels::AttnMask::Bool, mlx_kernels::AttnMask::Additive}) {
+          if (mask == mlx_kernels::attn_mask_name(k)) {
+            kind = k;
+          }
+        }
+        mlx_kernels::AttnParams p{B, Hq, Hkv, qL, kL, D, 1.0f, kind};
+        const cu::AttnPlan plan = cu::plan_cuda_flash_attention(p, dtype == "float32", num_sms);
+        const cu::AttnGeometry& g = plan.geo;
+        nb::dict d;
+        d["kernel"] = cu::attn_kernel_name(plan.kernel);
+        d["grid"] = plan.grid;
+        d["block"] = plan.block;
+        d["block_q"] = g.block_q;
+        d["block_k"] = plan.block_k;
+        d["q_tiles"] = g.q_tiles;
+        d["rows"] = g.rows;
+        d["block_rows"] = g.block_rows;
+        d["row_tiles"] = g.row_tiles;
+        d["splits"] = g.splits;
+        d["chunk"] = g.chunk;
+        d["smem_bytes"] = plan.smem_bytes;
+        d["merge_grid"] = plan.merge_grid;
+        d["merge_block"] = plan.merge_block;
+        if (blocks) {
+          // Per block of the main kernel: (b, kv_head, k_begin, k_end, [(hq, query), ...]).
+          nb::list work;
+          for (const auto& w : cu::attn_block_work(plan)) {
+            work.append(nb::make_tuple(w.b, w.hkv, w.k_begin, w.k_end, w.rows));
+          }
+          d["blocks"] = work;
+        }
+        return d;
+      },
+      "B"_a, "Hq"_a, "Hkv"_a, "qL"_a, "kL"_a, "D"_a, "dtype"_a, "mask"_a,
+      "num_sms"_a = 132, "blocks"_a = false);
 }

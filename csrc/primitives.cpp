@@ -8,6 +8,7 @@
 #include "cpu/flash_attention.h"
 #include "cpu/quantized_matmul.h"
 #if defined(MLX_KERNELS_BUILD_CUDA)
+#include "cuda/flash_attention.h"
 #include "cuda/quantized_matmul.h"
 #endif
 #include "errors.h"
@@ -224,6 +225,8 @@ void FlashAttention::eval_gpu(
     mx::array& out) {
 #if defined(MLX_KERNELS_BUILD_METAL)
   metal::eval_flash_attention_gpu(inputs, out, params(inputs), stream());
+#elif defined(MLX_KERNELS_BUILD_CUDA)
+  cuda::flash_attention(inputs, out, params(inputs), stream());
 #else
   // The op refuses GPU streams of backends without kernels (backends.h).
   throw NotImplemented(concat(

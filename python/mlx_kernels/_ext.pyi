@@ -35,3 +35,15 @@ def plan_metal_quantized_matmul(
 def plan_metal_flash_attention(
     B: int, Hq: int, Hkv: int, qL: int, kL: int, D: int, mask: str, dtype: str
 ) -> dict: ...
+def plan_cuda_flash_attention(
+    B: int,
+    Hq: int,
+    Hkv: int,
+    qL: int,
+    kL: int,
+    D: int,
+    dtype: str,
+    mask: str,
+    num_sms: int = 132,
+    blocks: bool = False,
+) -> dict: ...

@@ -1,0 +1,150 @@
+// The one launch plan of the CUDA flash_attention (see attn_plan.h and the
+// kernels' header in flash_attention.cu).
+//
+// Sizes and the reasoning behind them (first guesses, not yet measured on the
+// H200):
+// - Decode splits the keys until B * Hkv * row_tiles * splits reaches
+//   kDecodeBlocksPerSm blocks per SM (about 4 decode blocks fit an SM at
+//   once: two waves), keeping >= kMinSplitKeys keys per split.
+// - Prefill (float16/bfloat16): 64 queries x 64 keys per tile for D <= 128,
+//   64 x 32 for D = 256 (accumulators: D / 2 floats a thread); Q, K and V
+//   tiles in dynamic shared memory, (64 + 2 * block_k) * (D + 8) * 2 bytes:
+//   D = 128: 52 KB, D = 256: 66 KB (opted in above 48 KB).
+// - Prefill (float32): 32 queries x 32 keys (16 for D = 256); K and V tiles
+//   2 * block_k * D * 4 bytes <= 32 KB, static.
+#include "cuda/attn_plan.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "errors.h"
+
+namespace mlx_kernels::cuda {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+bool supported_head_dim(int D) {
+  return D == 64 || D == 80 || D == 96 || D == 128 || D == 256;
+}
+
+// Static shared memory of the decode kernel: the block's query rows, the
+// warps' accumulators, maxima and sums (flash_attention.cu).
+size_t decode_smem_bytes(int block_rows, int D) {
+  return sizeof(float) *
+      (size_t(block_rows) * D * (1 + kDecodeWarps) + 2 * kDecodeWarps * size_t(block_rows));
+}
+
+} // namespace
+
+const char* attn_kernel_name(AttnKernel k) {
+  switch (k) {
+    case AttnKernel::None: return "none";
+    case AttnKernel::Decode: return "decode";
+    case AttnKernel::PrefillMma: return "prefill_mma";
+    case AttnKernel::PrefillSimt: return "prefill_simt";
+  }
+  return "?";
+}
+
+int prefill_mma_block_k(int D) {
+  return D <= 128 ? 64 : 32;
+}
+
+int prefill_simt_block_k(int D) {
+  return D <= 128 ? 32 : 16;
+}
+
+AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num_sms) {
+  if (!supported_head_dim(p.D)) {
+    throw ValueError(concat(
+        "flash_attention (CUDA): no kernel for head dimension ", p.D, "."));
+  }
+  AttnPlan plan;
+  AttnGeometry& g = plan.geo;
+  g.B = p.B;
+  g.Hq = p.Hq;
+  g.Hkv = p.Hkv;
+  g.qL = p.qL;
+  g.kL = p.kL;
+  g.D = p.D;
+  g.group = p.Hkv > 0 ? p.Hq / p.Hkv : 0;
+  g.mask = static_cast<int>(p.mask);
+  if (int64_t(p.B) * p.Hq * p.qL == 0) {
+    return plan; // AttnKernel::None
+  }
+  plan.block = kAttnThreads;
+
+  if (p.qL <= kDecodeMaxQueries) {
+    plan.kernel = AttnKernel::Decode;
+    g.rows = g.group * p.qL;
+    g.block_rows = 1;
+    while (g.block_rows < std::min(g.rows, 8)) {
+      g.block_rows *= 2;
+    }
+    g.row_tiles = static_cast<int>(ceil_div(g.rows, g.block_rows));
+    const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
+    const int64_t target = int64_t(kDecodeBlocksPerSm) * std::max(num_sms, 1);
+    int64_t splits = std::min<int64_t>(
+        ceil_div(target, base), std::max<int64_t>(p.kL / kMinSplitKeys, 1));
+    splits = std::clamp<int64_t>(splits, 1, kMaxSplits);
+    g.chunk = static_cast<int>(
+        ceil_div(ceil_div(std::max(p.kL, 1), splits), kSplitKeyMultiple) *
+        kSplitKeyMultiple);
+    g.splits = static_cast<int>(std::max<int64_t>(ceil_div(p.kL, g.chunk), 1));
+    plan.grid = base * g.splits;
+    plan.smem_bytes = decode_smem_bytes(g.block_rows, p.D);
+    if (g.splits > 1) {
+      plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
+      plan.merge_block = kAttnThreads;
+    }
+  } else {
+    plan.kernel = is_float32 ? AttnKernel::PrefillSimt : AttnKernel::PrefillMma;
+    g.block_q = is_float32 ? kPrefillSimtBlockQ : kPrefillMmaBlockQ;
+    g.q_tiles = static_cast<int>(ceil_div(p.qL, g.block_q));
+    plan.grid = int64_t(g.q_tiles) * p.Hq * p.B;
+    if (is_float32) {
+      plan.block_k = prefill_simt_block_k(p.D);
+      plan.smem_bytes = 2 * size_t(plan.block_k) * p.D * sizeof(float);
+    } else {
+      plan.block_k = prefill_mma_block_k(p.D);
+      // Q, K and V tiles [rows][D + 8] of 2-byte elements.
+      plan.smem_bytes = size_t(g.block_q + 2 * plan.block_k) * (p.D + 8) * 2;
+    }
+  }
+  if (plan.grid > std::numeric_limits<int32_t>::max() ||
+      plan.merge_grid > std::numeric_limits<int32_t>::max()) {
+    throw ValueError(concat(
+        "flash_attention (CUDA): the problem needs ", std::max(plan.grid, plan.merge_grid),
+        " blocks, more than one launch can hold (2^31 - 1)."));
+  }
+  return plan;
+}
+
+std::vector<AttnBlockWork> attn_block_work(const AttnPlan& plan) {
+  const AttnGeometry& g = plan.geo;
+  std::vector<AttnBlockWork> blocks;
+  for (int64_t i = 0; i < plan.grid; ++i) {
+    AttnBlockWork w{};
+    if (plan.kernel == AttnKernel::Decode) {
+      const DecodeWork d = decode_work(g, i);
+      w = {d.b, d.hkv, d.k_begin, d.k_end, {}};
+      for (int r = d.row0; r < std::min(d.row0 + g.block_rows, g.rows); ++r) {
+        w.rows.emplace_back(decode_row_head(g, d.hkv, r), decode_row_query(g, r));
+      }
+    } else {
+      const PrefillWork pw = prefill_work(g, i);
+      w = {pw.b, pw.hq / g.group, 0, pw.k_end, {}};
+      for (int q = pw.q0; q < std::min(pw.q0 + g.block_q, g.qL); ++q) {
+        w.rows.emplace_back(pw.hq, q);
+      }
+    }
+    blocks.push_back(std::move(w));
+  }
+  return blocks;
+}
+
+} // namespace mlx_kernels::cuda

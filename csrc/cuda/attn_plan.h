@@ -1,0 +1,161 @@
+// The launch plan of the CUDA flash_attention: plain C++ (no CUDA headers), so
+// it is unit-tested on any machine (tests/test_cuda_attn_plan.py).
+// flash_attention.cu runs exactly what plan_cuda_flash_attention returns.
+//
+// Each kernel finds its work from blockIdx.x through decode_work or
+// prefill_work below: the same inline functions the tests enumerate
+// (attn_block_work), so the tested coverage is the kernels' coverage.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "flash_attention_params.h"
+
+#if defined(__CUDACC__)
+#define MLXK_HOST_DEVICE __host__ __device__
+#else
+#define MLXK_HOST_DEVICE
+#endif
+
+namespace mlx_kernels::cuda {
+
+enum class AttnKernel {
+  None, // empty output: nothing to launch
+  Decode, // qL <= 8: the rows of a GQA group share a block; keys split
+  PrefillMma, // qL > 8, float16/bfloat16: tensor-core tiles (mma.sync)
+  PrefillSimt, // qL > 8, float32: float32 FMA tiles
+};
+
+const char* attn_kernel_name(AttnKernel k);
+
+// The problem and the plan's choices the kernels read: plain ints, passed by
+// value inside the kernels' argument struct.
+struct AttnGeometry {
+  int B, Hq, Hkv, qL, kL, D;
+  int group; // Hq / Hkv
+  int mask; // AttnMask
+  // Decode. Row r in [0, rows) of a KV head is query head hkv * group + r / qL
+  // and query r % qL; a block serves block_rows consecutive rows over one
+  // split of the keys [split * chunk, min(kL, (split + 1) * chunk)).
+  int rows; // group * qL
+  int block_rows; // 1, 2, 4 or 8
+  int row_tiles; // ceil(rows / block_rows)
+  int splits; // >= 1; every split holds at least one key (when kL > 0)
+  int chunk; // keys per split
+  // Prefill: a block serves block_q consecutive queries of one query head.
+  int block_q;
+  int q_tiles; // ceil(qL / block_q)
+};
+
+MLXK_HOST_DEVICE inline int attn_min(int a, int b) {
+  return a < b ? a : b;
+}
+
+struct DecodeWork {
+  int b, hkv, split;
+  int row0; // first row of the block (rows past `rows` are idle)
+  int k_begin, k_end; // the split's keys
+};
+
+// Block order: row tiles fastest, then splits, KV heads, batch (blocks that
+// read the same keys run close together).
+MLXK_HOST_DEVICE inline DecodeWork decode_work(const AttnGeometry& g, int64_t block) {
+  DecodeWork w;
+  w.row0 = static_cast<int>(block % g.row_tiles) * g.block_rows;
+  block /= g.row_tiles;
+  w.split = static_cast<int>(block % g.splits);
+  block /= g.splits;
+  w.hkv = static_cast<int>(block % g.Hkv);
+  w.b = static_cast<int>(block / g.Hkv);
+  w.k_begin = attn_min(g.kL, w.split * g.chunk);
+  w.k_end = attn_min(g.kL, w.k_begin + g.chunk);
+  return w;
+}
+
+MLXK_HOST_DEVICE inline int decode_row_head(const AttnGeometry& g, int hkv, int row) {
+  return hkv * g.group + row / g.qL;
+}
+
+MLXK_HOST_DEVICE inline int decode_row_query(const AttnGeometry& g, int row) {
+  return row % g.qL;
+}
+
+struct PrefillWork {
+  int b, hq;
+  int q0; // first query of the block
+  int k_end; // keys [0, k_end) to visit
+};
+
+// Keys a prefill block starting at query q0 visits: all of them, except under
+// a causal mask, up to the last key its last query sees. A block whose first
+// query sees no key at all (qL > kL) visits every key: such a row's masked
+// scores all tie at the lowest float, so it averages every v.
+MLXK_HOST_DEVICE inline int prefill_key_end(const AttnGeometry& g, int q0) {
+  if (g.mask != static_cast<int>(AttnMask::Causal) || q0 + g.kL - g.qL < 0) {
+    return g.kL;
+  }
+  const int last = attn_min(q0 + g.block_q, g.qL) - 1;
+  return attn_min(g.kL, last + g.kL - g.qL + 1);
+}
+
+// Block order: the query tiles of a head, last (longest under a causal mask)
+// first, then heads, then batch.
+MLXK_HOST_DEVICE inline PrefillWork prefill_work(const AttnGeometry& g, int64_t block) {
+  PrefillWork w;
+  const int tile = g.q_tiles - 1 - static_cast<int>(block % g.q_tiles);
+  block /= g.q_tiles;
+  w.hq = static_cast<int>(block % g.Hq);
+  w.b = static_cast<int>(block / g.Hq);
+  w.q0 = tile * g.block_q;
+  w.k_end = prefill_key_end(g, w.q0);
+  return w;
+}
+
+struct AttnPlan {
+  AttnKernel kernel = AttnKernel::None;
+  AttnGeometry geo{};
+  int64_t grid = 0; // blocks (grid.x)
+  int block = 0; // threads per block
+  int block_k = 0; // prefill: keys per staged tile
+  size_t smem_bytes = 0; // PrefillMma: dynamic; the others: their static arrays
+  // Decode with splits > 1: the merge pass, one block per output row.
+  int64_t merge_grid = 0;
+  int merge_block = 0;
+};
+
+constexpr int kAttnThreads = 128; // 4 warps, every kernel
+constexpr int kDecodeMaxQueries = 8;
+constexpr int kDecodeWarps = 4;
+constexpr int kPrefillMmaBlockQ = 64; // 4 warps x 16 rows
+constexpr int kPrefillSimtBlockQ = 32; // 32 rows x 4 lanes
+// Decode key splits: enough blocks for kDecodeBlocksPerSm per SM, but at least
+// kMinSplitKeys keys per split (the partials stay small next to the keys read)
+// and at most kMaxSplits; chunks are multiples of kSplitKeyMultiple keys.
+constexpr int kDecodeBlocksPerSm = 8;
+constexpr int kMinSplitKeys = 256;
+constexpr int kMaxSplits = 256;
+constexpr int kSplitKeyMultiple = 64;
+// Shared memory: 48 KB static; the opt-in maximum of sm_90 for dynamic.
+constexpr size_t kMaxStaticSmem = 48 * 1024;
+constexpr size_t kMaxDynamicSmem = 227 * 1024;
+
+// Keys per staged tile of the prefill kernels for head dimension D.
+int prefill_mma_block_k(int D);
+int prefill_simt_block_k(int D);
+
+// is_float32: q, k and v are float32 (else float16 or bfloat16). Throws
+// ValueError for a D it has no kernel for or a grid past 2^31 - 1 blocks.
+AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num_sms);
+
+// What block `i` of the main kernel computes (tests): batch, KV head, the
+// keys [k_begin, k_end) it visits and its (query head, query) rows.
+struct AttnBlockWork {
+  int b, hkv, k_begin, k_end;
+  std::vector<std::pair<int, int>> rows;
+};
+std::vector<AttnBlockWork> attn_block_work(const AttnPlan& plan);
+
+} // namespace mlx_kernels::cuda

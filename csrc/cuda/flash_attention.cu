@@ -1,0 +1,1220 @@
+// CUDA kernels of flash_attention: out = softmax(scale * q k^T + mask) v.
+//
+// Data layout and semantics (those of metal/flash_attention.metal):
+//   q [B, Hq, qL, D], k and v [B, Hkv, kL, D], out [B, Hq, qL, D], one dtype
+//   T (float32, float16 or bfloat16), rows contiguous and 16-byte aligned (the
+//   host gathers them otherwise). Query head h reads KV head h / (Hq / Hkv).
+//   Array masks are read in place through four strides of the view
+//   [B, Hq, qL, kL] (zero on broadcast axes): bool bytes (true = attend) or
+//   additive (T). Causal: query i sees keys j <= i + kL - qL.
+//   All softmax arithmetic is float32, in the exp2 domain (scores times
+//   scale * log2(e), an additive mask times log2(e)). A masked score (bool,
+//   causal) is the lowest float32, as MLX's finfo.min: a row with every key
+//   masked averages v. Keys past kL weigh exactly 0. An additive -inf over a
+//   whole row gives NaN, and kL = 0 gives zeros, as MLX.
+//
+// The plan (attn_plan.cpp) picks one of, all with blocks of 128 threads and a
+// 1-D grid whose block index maps to work through decode_work / prefill_work
+// (attn_plan.h):
+//
+// attn_decode_kernel<T, D, RT>  (qL <= 8, every dtype)
+//   A block serves RT rows (the (query head, query) pairs of one KV head's
+//   GQA group, RT = 1, 2, 4 or 8) over one split of the keys, so each K and V
+//   row is read once per block for all RT rows. Lanes: a key's row of D
+//   elements is cut into D / 8 chunks of 8 elements (one 16-byte load for
+//   2-byte T, two for float32); LPK = 8, 16 or 32 consecutive lanes (the next
+//   power of two of D / 8; lanes past D / 8 idle on loads) hold one key, so a
+//   warp holds KPW = 32 / LPK keys at a time. Each warp loop iteration loads
+//   U (4, or 2 when RT = 8) keys per lane group, K and V chunks at once (loads
+//   in flight), then: partial dot products with the float32 query rows (from
+//   shared memory), a butterfly sum over the LPK lanes (__shfl_xor_sync),
+//   mask, online softmax per lane (max, sum, accumulator of its 8 columns for
+//   each row), acc += p * v. The 4 warps take interleaved groups of
+//   KPW * U keys. At the end the lane groups of a warp are combined by
+//   shuffles and the 4 warps through shared memory. One split: the block
+//   writes out; several: it writes float32 partials (max, sum, unnormalized
+//   accumulator) and attn_merge_kernel combines them.
+//   Shared memory (static): q rows RT * D floats + warp accumulators
+//   4 * RT * D floats + maxima and sums: at most 40.3 KB (RT = 8, D = 256).
+//
+// attn_merge_kernel<T>  (decode with splits > 1)
+//   One block per output row (b, query head, query): M = max of the splits'
+//   maxima; warp w sums the splits w, w + 4, ... weighted by exp2(m_s - M)
+//   (lanes over D in float4); the warps add up through shared memory;
+//   out = acc / sum.
+//
+// attn_prefill_mma_kernel<T, D>  (qL > 8, float16 / bfloat16)
+//   A block owns BQ = 64 consecutive queries of one (batch, query head); warp
+//   w owns queries 16w .. 16w + 15 of them. Per tile of BK keys (64 for
+//   D <= 128, 32 for D = 256): S = Q K^T and O += P V with
+//   mma.sync.m16n8k16 (T operands, float32 accumulators), online softmax on
+//   the S accumulators in registers, P rounded to T as the A operand of P V.
+//   Shared memory (dynamic, opted in above 48 KB): Q [BQ][D + 8], K and V
+//   [BK][D + 8] in T (rows padded by 16 bytes: ldmatrix rows hit distinct
+//   banks), filled by cp.async (rows past qL / kL zero-filled). One K and one
+//   V buffer: V of tile t loads while S of tile t is computed, K of tile t+1
+//   while P V of tile t is. Causal: the key loop stops at the block's last
+//   visible key (prefill_key_end); only tiles crossing the diagonal, tiles
+//   with padding keys and array masks go through the per-element mask.
+//   Fragment layout (g = lane / 4, c = lane % 4; PTX m16n8k16):
+//     A (16 x 16, row-major), 4 regs of 2 elements: a0 = (g, 2c..2c+1),
+//       a1 = (g + 8, 2c..), a2 = (g, 2c + 8..), a3 = (g + 8, 2c + 8..);
+//       ldmatrix.x4 with lane l addressing row l % 16, column 8 * (l / 16).
+//     B (16 x 8, "col"), 2 regs: b0 = (k 2c..2c+1, n g), b1 = (k 2c+8.., n g).
+//       For S, B[d][key] = K[key][d]: ldmatrix.x4 (no transpose) on K rows,
+//       lane l addressing key 8 * (l / 16) + l % 8, d 8 * ((l / 8) % 2): two
+//       8-key column tiles per load. For P V, B[key][d] = V[key][d]:
+//       ldmatrix.x4.trans on V rows, lane l addressing key l % 8 +
+//       8 * ((l / 8) % 2), d 8 * (l / 16): two 8-column tiles of d per load.
+//     C (16 x 8, float32): c0, c1 = (g, 2c..2c+1), c2, c3 = (g + 8, 2c..).
+//       A thread holds rows g and g + 8 of its warp's 16: row maxima and sums
+//       reduce over the 4 lanes of a row (shuffles xor 1, 2). The S
+//       accumulators of key tiles 2k, 2k + 1 are, packed to T pairs, exactly
+//       the A fragment of P for keys 16k .. 16k + 15.
+//
+// attn_prefill_simt_kernel<D>  (qL > 8, float32; float32 FMA throughout)
+//   A block owns BQ = 32 consecutive queries of one (batch, query head);
+//   thread t serves query t / 4 with lane t % 4 owning the float4 columns
+//   t % 4 + 4 n of q (pre-scaled, registers) and of the output accumulator.
+//   Per tile of BK keys (32, 16 for D = 256) staged in shared memory as
+//   float4 (K and V [BK][D / 4], zeros past kL): partial dot products, summed
+//   over the row's 4 lanes (shuffles xor 1, 2), mask, online softmax, O += p V.
+//   Shared memory (static): 2 * BK * D * 4 bytes, at most 32 KB.
+#include "cuda/flash_attention.h"
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+
+#include "mlx/allocator.h"
+#include "mlx/backend/cuda/device.h"
+
+#include "cuda/attn_plan.h"
+#include "cuda/device_memory.h"
+#include "debug.h"
+#include "errors.h"
+
+namespace mlx_kernels::cuda {
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+// The score of a masked key: the lowest float32 (MLX's finfo.min).
+constexpr float kMasked = -3.4028234663852886e38f;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr unsigned kFullMask = 0xffffffffu;
+
+constexpr int kMaskNone = static_cast<int>(AttnMask::None);
+constexpr int kMaskCausal = static_cast<int>(AttnMask::Causal);
+constexpr int kMaskBool = static_cast<int>(AttnMask::Bool);
+
+struct AttnArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* mask; // bool bytes or T; unused without an array mask
+  void* out; // T
+  float* part_acc; // decode splits: [B * Hq * qL][splits][D]
+  float* part_ml; // [B * Hq * qL][splits][2]: max, sum
+  int64_t mask_strides[4];
+  float qscale; // scale * log2(e)
+  AttnGeometry geo;
+};
+
+// ---------------------------------------------------------------------------
+// Element helpers
+template <typename T>
+__device__ __forceinline__ float to_f(T v);
+template <>
+__device__ __forceinline__ float to_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ float to_f<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// Two floats as a T pair in one register (the first in the low half).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  uint32_t r;
+  if constexpr (std::is_same_v<T, __half>) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    r = *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    r = *reinterpret_cast<uint32_t*>(&h);
+  }
+  return r;
+}
+
+// Two T elements of one register as floats.
+template <typename T>
+__device__ __forceinline__ float2 unpack2(uint32_t u) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&u));
+  } else {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+  }
+}
+
+// 8 consecutive elements of a row, as loaded (16 bytes for 2-byte T, 32 for
+// float32).
+template <typename T>
+struct Chunk8 {
+  static constexpr int kWords = sizeof(T) / 2; // 16-byte words
+  uint4 w[kWords];
+};
+
+template <typename T>
+__device__ __forceinline__ Chunk8<T> load_chunk8(const T* p) {
+  Chunk8<T> c;
+  const uint4* src = reinterpret_cast<const uint4*>(p);
+#pragma unroll
+  for (int i = 0; i < Chunk8<T>::kWords; ++i) {
+    c.w[i] = __ldg(src + i);
+  }
+  return c;
+}
+
+template <typename T>
+__device__ __forceinline__ void chunk8_to_float(const Chunk8<T>& c, float (&f)[8]) {
+  if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      f[4 * i + 0] = __uint_as_float(c.w[i].x);
+      f[4 * i + 1] = __uint_as_float(c.w[i].y);
+      f[4 * i + 2] = __uint_as_float(c.w[i].z);
+      f[4 * i + 3] = __uint_as_float(c.w[i].w);
+    }
+  } else {
+    const uint32_t u[4] = {c.w[0].x, c.w[0].y, c.w[0].z, c.w[0].w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 x = unpack2<T>(u[i]);
+      f[2 * i] = x.x;
+      f[2 * i + 1] = x.y;
+    }
+  }
+}
+
+// The score of key j for query i of head hq after masking (s in the exp2
+// domain). Only for j < kL and i < qL.
+template <typename T>
+__device__ __forceinline__ float masked_score(
+    float s, const AttnArgs& a, int b, int hq, int i, int j) {
+  const AttnGeometry& g = a.geo;
+  if (g.mask == kMaskNone) {
+    return s;
+  }
+  if (g.mask == kMaskCausal) {
+    return j > i + g.kL - g.qL ? kMasked : s;
+  }
+  const int64_t at = b * a.mask_strides[0] + hq * a.mask_strides[1] +
+      i * a.mask_strides[2] + j * a.mask_strides[3];
+  if (g.mask == kMaskBool) {
+    return static_cast<const uint8_t*>(a.mask)[at] ? s : kMasked;
+  }
+  return s + to_f(static_cast<const T*>(a.mask)[at]) * kLog2e;
+}
+
+// Online softmax step of one row: from the running max and the new scores'
+// max, the new max and the factor that rescales what was accumulated. `live`
+// is false while the row has seen nothing but -inf (no weight yet).
+__device__ __forceinline__ float softmax_rescale(float& m, float tile_max, bool& live) {
+  const float m_new = fmaxf(m, tile_max);
+  live = m_new != kNegInf;
+  const float alpha = live ? exp2f(m - m_new) : 1.0f; // 0 when m was -inf
+  m = m_new;
+  return alpha;
+}
+
+// exp2(m_part - M): the weight of a partial result with max m_part in a
+// combination with overall max M (0 for a part that saw only -inf).
+__device__ __forceinline__ float part_weight(float m_part, float M) {
+  return m_part == kNegInf ? 0.0f : exp2f(m_part - M);
+}
+
+// ---------------------------------------------------------------------------
+// Decode
+
+// Blocks per SM the decode kernel is compiled for: 4 (<= 128 registers) where
+// that costs no spills (ptxas -v: 2-byte T, RT <= 4, D a power of two), else
+// whatever the registers allow (3 blocks at RT = 4, 2 at RT = 8).
+template <typename T, int D, int RT>
+constexpr int decode_min_blocks() {
+  return sizeof(T) == 2 && RT <= 4 && (D & (D - 1)) == 0 ? 4 : 1;
+}
+
+template <typename T, int D, int RT>
+__global__ void __launch_bounds__(kAttnThreads, (decode_min_blocks<T, D, RT>()))
+    attn_decode_kernel(const AttnArgs a) {
+  constexpr int kWarps = kDecodeWarps;
+  constexpr int C = D / 8; // chunks per row
+  constexpr int LPK = C <= 8 ? 8 : (C <= 16 ? 16 : 32); // lanes per key
+  constexpr int KPW = 32 / LPK; // keys a warp holds at once
+  constexpr int U = RT <= 4 ? 4 : 2; // keys per lane group per iteration
+  constexpr int KPI = KPW * U; // keys per warp iteration
+  static_assert(kWarps * 32 == kAttnThreads);
+
+  __shared__ __align__(16) float q_rows[RT][D]; // pre-scaled query rows
+  __shared__ __align__(16) float warp_acc[kWarps][RT][D];
+  __shared__ float warp_max[kWarps][RT];
+  __shared__ float warp_sum[kWarps][RT];
+
+  const AttnGeometry& g = a.geo;
+  const DecodeWork w = decode_work(g, blockIdx.x);
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+  const int slot = lane / LPK; // which of the warp's keys
+  const int c = lane % LPK; // which chunk of the key's row
+  const bool has_chunk = c < C;
+
+  // The query head and query of each row (rows past `rows` repeat the last
+  // valid one: they read in bounds and are never written).
+  int hq[RT];
+  int qi[RT];
+#pragma unroll
+  for (int r = 0; r < RT; ++r) {
+    const int row = attn_min(w.row0 + r, g.rows - 1);
+    hq[r] = decode_row_head(g, w.hkv, row);
+    qi[r] = decode_row_query(g, row);
+  }
+
+  const T* q = static_cast<const T*>(a.q);
+  for (int e = tid; e < RT * D; e += kAttnThreads) {
+    const int r = e / D;
+    const int d = e % D;
+    const int row = w.row0 + r;
+    float x = 0.0f;
+    if (row < g.rows) {
+      const int64_t qrow = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
+          decode_row_query(g, row);
+      x = to_f(q[qrow * D + d]) * a.qscale;
+    }
+    q_rows[r][d] = x;
+  }
+  __syncthreads();
+
+  const int64_t kv_head = (int64_t(w.b) * g.Hkv + w.hkv) * g.kL * D;
+  const T* k_lane = static_cast<const T*>(a.k) + kv_head + (has_chunk ? c * 8 : 0);
+  const T* v_lane = static_cast<const T*>(a.v) + kv_head + (has_chunk ? c * 8 : 0);
+
+  float m[RT];
+  float l[RT];
+  float acc[RT][8];
+#pragma unroll
+  for (int r = 0; r < RT; ++r) {
+    m[r] = kNegInf;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      acc[r][e] = 0.0f;
+    }
+  }
+
+  for (int base = w.k_begin + warp * KPI; base < w.k_end; base += kWarps * KPI) {
+    // Load the U keys' K and V chunks (keys past the split repeat its last).
+    Chunk8<T> kc[U] = {};
+    Chunk8<T> vc[U] = {};
+    if (has_chunk) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t j = attn_min(base + u * KPW + slot, w.k_end - 1);
+        kc[u] = load_chunk8(k_lane + j * D);
+        vc[u] = load_chunk8(v_lane + j * D);
+      }
+    }
+
+    // Scores: this lane's 8 columns, then summed over the key's lanes.
+    float s[U][RT];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int r = 0; r < RT; ++r) {
+        s[u][r] = 0.0f;
+      }
+    }
+    if (has_chunk) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        float kf[8];
+        chunk8_to_float(kc[u], kf);
+#pragma unroll
+        for (int r = 0; r < RT; ++r) {
+          const float4 q0 = *reinterpret_cast<const float4*>(&q_rows[r][c * 8]);
+          const float4 q1 = *reinterpret_cast<const float4*>(&q_rows[r][c * 8 + 4]);
+          const float qv[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+          float x = 0.0f;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            x = fmaf(qv[e], kf[e], x);
+          }
+          s[u][r] = x;
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int r = 0; r < RT; ++r) {
+#pragma unroll
+        for (int off = LPK / 2; off > 0; off /= 2) {
+          s[u][r] += __shfl_xor_sync(kFullMask, s[u][r], off);
+        }
+      }
+    }
+
+    // Mask and online softmax; s becomes p.
+#pragma unroll
+    for (int r = 0; r < RT; ++r) {
+      float tile_max = kNegInf;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int j = base + u * KPW + slot;
+        const float x = j < w.k_end ? masked_score<T>(s[u][r], a, w.b, hq[r], qi[r], j) : kNegInf;
+        s[u][r] = x;
+        tile_max = fmaxf(tile_max, x);
+      }
+      bool live;
+      const float alpha = softmax_rescale(m[r], tile_max, live);
+      l[r] *= alpha;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        acc[r][e] *= alpha;
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const float p = live ? exp2f(s[u][r] - m[r]) : 0.0f;
+        s[u][r] = p;
+        l[r] += p;
+      }
+    }
+
+    // acc += p v
+    if (has_chunk) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        float vf[8];
+        chunk8_to_float(vc[u], vf);
+#pragma unroll
+        for (int r = 0; r < RT; ++r) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            acc[r][e] = fmaf(s[u][r], vf[e], acc[r][e]);
+          }
+        }
+      }
+    }
+  }
+
+  // Combine the warp's lane groups (lanes c, c + LPK, ...).
+#pragma unroll
+  for (int off = LPK; off < 32; off *= 2) {
+#pragma unroll
+    for (int r = 0; r < RT; ++r) {
+      const float m_other = __shfl_xor_sync(kFullMask, m[r], off);
+      const float l_other = __shfl_xor_sync(kFullMask, l[r], off);
+      const float M = fmaxf(m[r], m_other);
+      const float w_own = part_weight(m[r], M);
+      const float w_other = part_weight(m_other, M);
+      m[r] = M;
+      l[r] = l[r] * w_own + l_other * w_other;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float acc_other = __shfl_xor_sync(kFullMask, acc[r][e], off);
+        acc[r][e] = acc[r][e] * w_own + acc_other * w_other;
+      }
+    }
+  }
+
+  // Combine the warps.
+  if (slot == 0 && has_chunk) {
+#pragma unroll
+    for (int r = 0; r < RT; ++r) {
+      float4* dst = reinterpret_cast<float4*>(&warp_acc[warp][r][c * 8]);
+      dst[0] = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+      dst[1] = make_float4(acc[r][4], acc[r][5], acc[r][6], acc[r][7]);
+    }
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < RT; ++r) {
+      warp_max[warp][r] = m[r];
+      warp_sum[warp][r] = l[r];
+    }
+  }
+  __syncthreads();
+
+  for (int e = tid; e < RT * D; e += kAttnThreads) {
+    const int r = e / D;
+    const int d = e % D;
+    const int row = w.row0 + r;
+    if (row >= g.rows) {
+      continue;
+    }
+    float M = kNegInf;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) {
+      M = fmaxf(M, warp_max[i][r]);
+    }
+    float L = 0.0f;
+    float o = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) {
+      const float wt = part_weight(warp_max[i][r], M);
+      L += wt * warp_sum[i][r];
+      o += wt * warp_acc[i][r][d];
+    }
+    const int64_t n = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
+        decode_row_query(g, row); // output row
+    if (g.splits == 1) {
+      // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
+      static_cast<T*>(a.out)[n * D + d] = from_f<T>(g.kL == 0 ? 0.0f : o / L);
+    } else {
+      const int64_t part = n * g.splits + w.split;
+      a.part_acc[part * D + d] = o;
+      if (d == 0) {
+        a.part_ml[2 * part] = M;
+        a.part_ml[2 * part + 1] = L;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Merge of the decode splits
+template <typename T>
+__global__ void __launch_bounds__(kAttnThreads) attn_merge_kernel(const AttnArgs a) {
+  constexpr int kWarps = kAttnThreads / 32;
+  constexpr int kMaxD = 256;
+  __shared__ float warp_max[kWarps];
+  __shared__ float warp_sum[kWarps];
+  __shared__ __align__(16) float warp_acc[kWarps][kMaxD];
+
+  const AttnGeometry& g = a.geo;
+  const int D = g.D;
+  const int S = g.splits;
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+  const int64_t n = blockIdx.x; // output row
+  const float* ml = a.part_ml + n * S * 2;
+  const float* acc = a.part_acc + n * S * D;
+
+  float M = kNegInf;
+  for (int s = tid; s < S; s += kAttnThreads) {
+    M = fmaxf(M, ml[2 * s]);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    M = fmaxf(M, __shfl_xor_sync(kFullMask, M, off));
+  }
+  if (lane == 0) {
+    warp_max[warp] = M;
+  }
+  __syncthreads();
+  M = kNegInf;
+#pragma unroll
+  for (int i = 0; i < kWarps; ++i) {
+    M = fmaxf(M, warp_max[i]);
+  }
+
+  // Warp `warp` takes splits warp, warp + 4, ...; lane owns float4 columns
+  // lane and lane + 32.
+  float L = 0.0f;
+  float4 o[kMaxD / 128] = {};
+#pragma unroll 4
+  for (int s = warp; s < S; s += kWarps) {
+    const float wt = part_weight(ml[2 * s], M);
+    L += wt * ml[2 * s + 1];
+    const float4* src = reinterpret_cast<const float4*>(acc + int64_t(s) * D);
+#pragma unroll
+    for (int t = 0; t < kMaxD / 128; ++t) {
+      const int d4 = lane + 32 * t;
+      if (d4 * 4 < D) {
+        const float4 x = src[d4];
+        o[t].x = fmaf(wt, x.x, o[t].x);
+        o[t].y = fmaf(wt, x.y, o[t].y);
+        o[t].z = fmaf(wt, x.z, o[t].z);
+        o[t].w = fmaf(wt, x.w, o[t].w);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxD / 128; ++t) {
+    const int d4 = lane + 32 * t;
+    if (d4 * 4 < D) {
+      reinterpret_cast<float4*>(warp_acc[warp])[d4] = o[t];
+    }
+  }
+  if (lane == 0) {
+    warp_sum[warp] = L;
+  }
+  __syncthreads();
+
+  float L_all = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kWarps; ++i) {
+    L_all += warp_sum[i];
+  }
+  for (int d = tid; d < D; d += kAttnThreads) {
+    float x = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) {
+      x += warp_acc[i][d];
+    }
+    // L_all = 0 (additive -inf everywhere): NaN, as MLX.
+    static_cast<T*>(a.out)[n * D + d] = from_f<T>(x / L_all);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Prefill, float16 / bfloat16: tensor cores
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? 16 : 0; // 0: zero-fill, nothing read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
+               "r"(src_bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+// Rows [row0, row0 + ROWS) of a [limit][D] matrix into dst [ROWS][LD] (zeros
+// past limit), by the block's threads, 16 bytes each.
+template <int ROWS, int D, int LD, typename T>
+__device__ __forceinline__ void stage_tile(T* dst, const T* src, int row0, int limit) {
+  constexpr int kChunks = D / 8; // 16-byte chunks per row
+  for (int e = threadIdx.x; e < ROWS * kChunks; e += kAttnThreads) {
+    const int r = e / kChunks;
+    const int c = e % kChunks;
+    const bool in = row0 + r < limit;
+    const T* from = in ? src + int64_t(row0 + r) * D + c * 8 : src;
+    cp_async16(dst + r * LD + c * 8, from, in);
+  }
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// c += a * b, m16n8k16, T operands, float32 accumulators.
+template <typename T>
+__device__ __forceinline__ void mma_16816(
+    float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const AttnArgs a) {
+  constexpr int BQ = kPrefillMmaBlockQ;
+  constexpr int BK = D <= 128 ? 64 : 32; // = prefill_mma_block_k(D)
+  constexpr int LD = D + 8; // padded row of a staged tile
+  constexpr int NT = BK / 8; // 8-key column tiles of S
+  constexpr int DT = D / 8; // 8-column tiles of O
+  static_assert(BQ == 16 * (kAttnThreads / 32));
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* q_tile = reinterpret_cast<T*>(smem);
+  T* k_tile = q_tile + BQ * LD;
+  T* v_tile = k_tile + BK * LD;
+
+  const AttnGeometry& g = a.geo;
+  const PrefillWork w = prefill_work(g, blockIdx.x);
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int gid = lane / 4; // fragment row
+  const int tig = lane % 4; // fragment column pair
+  const int hkv = w.hq / g.group;
+  const T* qh = static_cast<const T*>(a.q) + (int64_t(w.b) * g.Hq + w.hq) * g.qL * D;
+  const T* kh = static_cast<const T*>(a.k) + (int64_t(w.b) * g.Hkv + hkv) * g.kL * D;
+  const T* vh = static_cast<const T*>(a.v) + (int64_t(w.b) * g.Hkv + hkv) * g.kL * D;
+  const int n_tiles = (w.k_end + BK - 1) / BK;
+  const bool array_mask = g.mask != kMaskNone && g.mask != kMaskCausal;
+  // The last key the block's first query sees (causal; < 0: none).
+  const int first_query_last_key = w.q0 + g.kL - g.qL;
+
+  stage_tile<BQ, D, LD>(q_tile, qh, w.q0, g.qL);
+  if (n_tiles > 0) {
+    stage_tile<BK, D, LD>(k_tile, kh, 0, g.kL);
+  }
+  cp_async_commit();
+
+  float o[DT][4] = {};
+  float m[2] = {kNegInf, kNegInf}; // rows gid, gid + 8 of the warp
+  float l[2] = {0.0f, 0.0f}; // this lane's share of the row sums
+  const T* q_frag = q_tile + (warp * 16 + lane % 16) * LD + (lane / 16) * 8;
+  const T* k_frag = k_tile + ((lane / 16) * 8 + lane % 8) * LD + ((lane / 8) % 2) * 8;
+  const T* v_frag = v_tile + (lane % 8 + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8;
+
+  for (int t = 0; t < n_tiles; ++t) {
+    const int k0 = t * BK;
+    cp_async_wait_all();
+    __syncthreads(); // K tile t (and Q) in place; every warp done with V tile t-1
+    stage_tile<BK, D, LD>(v_tile, vh, k0, g.kL);
+    cp_async_commit();
+
+    // S = Q K^T
+    float s[NT][4] = {};
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      uint32_t qa[4];
+      ldmatrix_x4(qa, q_frag + ks * 16);
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        uint32_t kb[4];
+        ldmatrix_x4(kb, k_frag + np * 16 * LD + ks * 16);
+        mma_16816<T>(s[2 * np], qa, kb[0], kb[1]);
+        mma_16816<T>(s[2 * np + 1], qa, kb[2], kb[3]);
+      }
+    }
+
+    // Scale, mask (padding keys, the causal diagonal, array masks).
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[nt][e] *= a.qscale;
+      }
+    }
+    const bool masked_tile = array_mask || k0 + BK > g.kL ||
+        (g.mask == kMaskCausal && k0 + BK - 1 > first_query_last_key);
+    if (masked_tile) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = w.q0 + warp * 16 + gid + 8 * (e / 2);
+          const int j = k0 + nt * 8 + 2 * tig + e % 2;
+          float& x = s[nt][e];
+          if (j >= g.kL) {
+            x = kNegInf;
+          } else if (i < g.qL) {
+            x = masked_score<T>(x, a, w.b, w.hq, i, j);
+          }
+        }
+      }
+    }
+
+    // Online softmax of rows gid (h = 0) and gid + 8 (h = 1); s becomes p.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float tile_max = kNegInf;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+      }
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
+      bool live;
+      const float alpha = softmax_rescale(m[h], tile_max, live);
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int e = 2 * h; e < 2 * h + 2; ++e) {
+          const float p = live ? exp2f(s[nt][e] - m[h]) : 0.0f;
+          s[nt][e] = p;
+          sum += p;
+        }
+      }
+      l[h] = l[h] * alpha + sum;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        o[dt][2 * h] *= alpha;
+        o[dt][2 * h + 1] *= alpha;
+      }
+    }
+
+    cp_async_wait_all();
+    __syncthreads(); // V tile t in place; every warp done with K tile t
+    if (t + 1 < n_tiles) {
+      stage_tile<BK, D, LD>(k_tile, kh, k0 + BK, g.kL);
+      cp_async_commit();
+    }
+
+    // O += P V
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      const uint32_t pa[4] = {
+          pack2<T>(s[2 * kk][0], s[2 * kk][1]),
+          pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+          pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+          pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vb[4];
+        ldmatrix_x4_trans(vb, v_frag + kk * 16 * LD + dp * 16);
+        mma_16816<T>(o[2 * dp], pa, vb[0], vb[1]);
+        mma_16816<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
+      }
+    }
+  }
+  cp_async_wait_all(); // kL = 0: the Q tile's copies
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(kFullMask, l[h], 1);
+    l[h] += __shfl_xor_sync(kFullMask, l[h], 2);
+    const int i = w.q0 + warp * 16 + gid + 8 * h;
+    if (i < g.qL) {
+      // kL = 0: zeros; l = 0 (additive -inf everywhere): NaN, as MLX.
+      const float inv = g.kL == 0 ? 0.0f : 1.0f / l[h];
+      T* dst = static_cast<T*>(a.out) + ((int64_t(w.b) * g.Hq + w.hq) * g.qL + i) * D + 2 * tig;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        *reinterpret_cast<uint32_t*>(dst + dt * 8) =
+            pack2<T>(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Prefill, float32: SIMT
+__device__ __forceinline__ float dot4(float4 a, float4 b, float acc) {
+  acc = fmaf(a.x, b.x, acc);
+  acc = fmaf(a.y, b.y, acc);
+  acc = fmaf(a.z, b.z, acc);
+  return fmaf(a.w, b.w, acc);
+}
+
+__device__ __forceinline__ float4 axpy4(float p, float4 v, float4 acc) {
+  return make_float4(
+      fmaf(p, v.x, acc.x), fmaf(p, v.y, acc.y), fmaf(p, v.z, acc.z), fmaf(p, v.w, acc.w));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kAttnThreads) attn_prefill_simt_kernel(const AttnArgs a) {
+  constexpr int BQ = kPrefillSimtBlockQ;
+  constexpr int BK = D <= 128 ? 32 : 16; // = prefill_simt_block_k(D)
+  constexpr int D4 = D / 4; // float4 per row
+  constexpr int N4 = D4 / 4; // float4 per lane
+  static_assert(BQ * 4 == kAttnThreads);
+
+  __shared__ float4 k_tile[BK][D4];
+  __shared__ float4 v_tile[BK][D4];
+
+  const AttnGeometry& g = a.geo;
+  const PrefillWork w = prefill_work(g, blockIdx.x);
+  const int tid = threadIdx.x;
+  const int sub = tid % 4; // this lane's float4 columns: sub + 4 n
+  const int i = w.q0 + tid / 4; // this thread's query
+  const bool valid = i < g.qL;
+  const int hkv = w.hq / g.group;
+  const int64_t out_row = (int64_t(w.b) * g.Hq + w.hq) * g.qL + i;
+  const float4* kh = static_cast<const float4*>(a.k) + (int64_t(w.b) * g.Hkv + hkv) * g.kL * D4;
+  const float4* vh = static_cast<const float4*>(a.v) + (int64_t(w.b) * g.Hkv + hkv) * g.kL * D4;
+
+  float4 qf[N4];
+  float4 of[N4];
+  {
+    const float4* qr = static_cast<const float4*>(a.q) + out_row * D4;
+#pragma unroll
+    for (int n = 0; n < N4; ++n) {
+      float4 x = valid ? qr[sub + 4 * n] : make_float4(0.f, 0.f, 0.f, 0.f);
+      qf[n] = make_float4(x.x * a.qscale, x.y * a.qscale, x.z * a.qscale, x.w * a.qscale);
+      of[n] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+  float m = kNegInf;
+  float l = 0.0f;
+
+  for (int k0 = 0; k0 < w.k_end; k0 += BK) {
+    __syncthreads(); // every thread done with the previous tile
+    for (int e = tid; e < BK * D4; e += kAttnThreads) {
+      const int r = e / D4;
+      const int c4 = e % D4;
+      const bool in = k0 + r < g.kL;
+      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+      k_tile[r][c4] = in ? kh[int64_t(k0 + r) * D4 + c4] : zero;
+      v_tile[r][c4] = in ? vh[int64_t(k0 + r) * D4 + c4] : zero;
+    }
+    __syncthreads();
+
+    float s[BK];
+#pragma unroll
+    for (int jj = 0; jj < BK; ++jj) {
+      float x = 0.0f;
+#pragma unroll
+      for (int n = 0; n < N4; ++n) {
+        x = dot4(qf[n], k_tile[jj][sub + 4 * n], x);
+      }
+      s[jj] = x;
+    }
+    float tile_max = kNegInf;
+#pragma unroll
+    for (int jj = 0; jj < BK; ++jj) {
+      float x = s[jj];
+      x += __shfl_xor_sync(kFullMask, x, 1);
+      x += __shfl_xor_sync(kFullMask, x, 2);
+      const int j = k0 + jj;
+      if (j >= g.kL) {
+        x = kNegInf;
+      } else if (valid) {
+        x = masked_score<float>(x, a, w.b, w.hq, i, j);
+      }
+      s[jj] = x;
+      tile_max = fmaxf(tile_max, x);
+    }
+    bool live;
+    const float alpha = softmax_rescale(m, tile_max, live);
+    l *= alpha;
+#pragma unroll
+    for (int n = 0; n < N4; ++n) {
+      of[n] = make_float4(of[n].x * alpha, of[n].y * alpha, of[n].z * alpha, of[n].w * alpha);
+    }
+#pragma unroll
+    for (int jj = 0; jj < BK; ++jj) {
+      const float p = live ? exp2f(s[jj] - m) : 0.0f;
+      l += p;
+#pragma unroll
+      for (int n = 0; n < N4; ++n) {
+        of[n] = axpy4(p, v_tile[jj][sub + 4 * n], of[n]);
+      }
+    }
+  }
+
+  if (valid) {
+    // kL = 0: zeros; l = 0 (additive -inf everywhere): NaN, as MLX.
+    const float inv = g.kL == 0 ? 0.0f : 1.0f / l;
+    float4* dst = static_cast<float4*>(a.out) + out_row * D4;
+#pragma unroll
+    for (int n = 0; n < N4; ++n) {
+      dst[sub + 4 * n] = make_float4(of[n].x * inv, of[n].y * inv, of[n].z * inv, of[n].w * inv);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Small kernels: poison, gather of a strided 4-D array.
+__global__ void fill_bytes_kernel(uint8_t* p, int64_t n, uint8_t value) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    p[i] = value;
+  }
+}
+
+struct GatherArgs {
+  const void* src;
+  void* dst;
+  int64_t size;
+  int64_t shape[4];
+  int64_t strides[4]; // elements
+};
+
+template <typename E>
+__global__ void gather4_kernel(const GatherArgs a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.size;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t rem = i;
+    int64_t at = 0;
+    for (int d = 3; d >= 0; --d) {
+      at += (rem % a.shape[d]) * a.strides[d];
+      rem /= a.shape[d];
+    }
+    static_cast<E*>(a.dst)[i] = static_cast<const E*>(a.src)[at];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host side
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error(
+        std::string("mlx_kernels CUDA: ") + what + ": " + cudaGetErrorString(e));
+  }
+}
+
+void check_cu(CUresult r, const char* what) {
+  if (r != CUDA_SUCCESS) {
+    const char* msg = nullptr;
+    cuGetErrorString(r, &msg);
+    throw std::runtime_error(
+        std::string("mlx_kernels CUDA: ") + what + ": " + (msg ? msg : "unknown error"));
+  }
+}
+
+// The driver handle of a kernel, looked up once; a kernel that needs more
+// than 48 KB of dynamic shared memory is opted in to it on that first look-up
+// (every launch of one kernel asks for the same amount).
+CUfunction func_of(const void* kernel, size_t dynamic_smem = 0) {
+  static std::mutex mu;
+  static std::unordered_map<const void*, CUfunction> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(kernel);
+  if (it != cache.end()) {
+    return it->second;
+  }
+  cudaFunction_t f;
+  check_cuda(cudaGetFuncBySymbol(&f, kernel), "cudaGetFuncBySymbol");
+  auto fn = reinterpret_cast<CUfunction>(f);
+  if (dynamic_smem > kMaxStaticSmem) {
+    check_cu(
+        cuFuncSetAttribute(
+            fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(dynamic_smem)),
+        "cuFuncSetAttribute(max dynamic shared memory)");
+  }
+  cache.emplace(kernel, fn);
+  return fn;
+}
+
+int num_sms() {
+  static int n = [] {
+    int dev = 0;
+    check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+    int v = 0;
+    check_cuda(
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
+        "cudaDeviceGetAttribute");
+    return v;
+  }();
+  return n;
+}
+
+template <typename... Args>
+void add_node(
+    mx::cu::CommandEncoder& enc, const void* kernel, int64_t grid, int block,
+    size_t dynamic_smem, Args... args) {
+  void* params[] = {&args...};
+  enc.add_kernel_node_raw(
+      func_of(kernel, dynamic_smem), dim3(static_cast<unsigned>(grid)), dim3(block), dim3(),
+      static_cast<uint32_t>(dynamic_smem), params);
+}
+
+int64_t elementwise_grid(int64_t n, int block) {
+  return std::clamp<int64_t>((n + block - 1) / block, 1, 65535);
+}
+
+// A new array in stream-ordered device memory (device_memory.h).
+mx::array new_array(const mx::Shape& shape, mx::Dtype dtype, mx::cu::CommandEncoder& enc) {
+  size_t bytes = mx::size_of(dtype);
+  for (auto d : shape) {
+    bytes *= static_cast<size_t>(d);
+  }
+  return mx::array(device_data(bytes, enc), shape, dtype);
+}
+
+// `a` with contiguous, 16-byte aligned rows: itself, or a gathered copy.
+mx::array aligned_rows(
+    const mx::array& a, mx::cu::CommandEncoder& enc, std::vector<mx::array>& temps) {
+  if (a.size() == 0 ||
+      (a.flags().row_contiguous && reinterpret_cast<uintptr_t>(dev_ptr<uint8_t>(a)) % 16 == 0)) {
+    return a;
+  }
+  mx::array out = new_array(a.shape(), a.dtype(), enc);
+  GatherArgs g{};
+  g.src = dev_ptr<void>(a);
+  g.dst = dev_ptr<void>(out);
+  g.size = static_cast<int64_t>(a.size());
+  for (int d = 0; d < 4; ++d) {
+    g.shape[d] = a.shape(d);
+    g.strides[d] = a.strides(d);
+  }
+  enc.set_input_array(a);
+  enc.set_output_array(out);
+  const void* kernel = a.itemsize() == 4 ? (const void*)gather4_kernel<uint32_t>
+                                         : (const void*)gather4_kernel<uint16_t>;
+  add_node(enc, kernel, elementwise_grid(g.size, 256), 256, 0, g);
+  temps.push_back(out);
+  return out;
+}
+
+template <typename T, int D>
+const void* decode_kernel_for(int block_rows) {
+  switch (block_rows) {
+    case 1: return (const void*)attn_decode_kernel<T, D, 1>;
+    case 2: return (const void*)attn_decode_kernel<T, D, 2>;
+    case 4: return (const void*)attn_decode_kernel<T, D, 4>;
+    case 8: return (const void*)attn_decode_kernel<T, D, 8>;
+  }
+  return nullptr;
+}
+
+// The main kernel of the plan for head dimension D.
+template <typename T, int D>
+const void* main_kernel_for(const AttnPlan& plan) {
+  switch (plan.kernel) {
+    case AttnKernel::Decode:
+      return decode_kernel_for<T, D>(plan.geo.block_rows);
+    case AttnKernel::PrefillMma:
+      if constexpr (!std::is_same_v<T, float>) {
+        return (const void*)attn_prefill_mma_kernel<T, D>;
+      }
+      return nullptr;
+    case AttnKernel::PrefillSimt:
+      if constexpr (std::is_same_v<T, float>) {
+        return (const void*)attn_prefill_simt_kernel<D>;
+      }
+      return nullptr;
+    case AttnKernel::None:
+      return nullptr;
+  }
+  return nullptr;
+}
+
+template <typename T>
+const void* main_kernel(const AttnPlan& plan) {
+  switch (plan.geo.D) {
+    case 64: return main_kernel_for<T, 64>(plan);
+    case 80: return main_kernel_for<T, 80>(plan);
+    case 96: return main_kernel_for<T, 96>(plan);
+    case 128: return main_kernel_for<T, 128>(plan);
+    case 256: return main_kernel_for<T, 256>(plan);
+  }
+  return nullptr;
+}
+
+template <typename T>
+void encode(
+    mx::cu::CommandEncoder& enc, const AttnPlan& plan, AttnArgs args,
+    const std::vector<mx::array>& reads, mx::array& out, std::vector<mx::array>& temps) {
+  const void* kernel = main_kernel<T>(plan);
+  if (kernel == nullptr) {
+    throw std::runtime_error("mlx_kernels CUDA: no flash_attention kernel for this plan");
+  }
+  const size_t dynamic_smem = plan.kernel == AttnKernel::PrefillMma ? plan.smem_bytes : 0;
+  for (const auto& r : reads) {
+    enc.set_input_array(r);
+  }
+  if (plan.kernel != AttnKernel::Decode || plan.geo.splits == 1) {
+    enc.set_output_array(out);
+    add_node(enc, kernel, plan.grid, plan.block, dynamic_smem, args);
+    return;
+  }
+  // Split decode: float32 partials per (output row, split), then the merge.
+  const int rows = static_cast<int>(plan.merge_grid);
+  mx::array part_acc = new_array({rows, plan.geo.splits, plan.geo.D}, mx::float32, enc);
+  mx::array part_ml = new_array({rows, plan.geo.splits, 2}, mx::float32, enc);
+  temps.push_back(part_acc);
+  temps.push_back(part_ml);
+  args.part_acc = dev_ptr<float>(part_acc);
+  args.part_ml = dev_ptr<float>(part_ml);
+  enc.set_output_array(part_acc);
+  enc.set_output_array(part_ml);
+  add_node(enc, kernel, plan.grid, plan.block, 0, args);
+
+  enc.set_input_array(part_acc);
+  enc.set_input_array(part_ml);
+  enc.set_output_array(out);
+  add_node(enc, (const void*)attn_merge_kernel<T>, plan.merge_grid, plan.merge_block, 0, args);
+}
+
+} // namespace
+
+void flash_attention(
+    const std::vector<mx::array>& inputs,
+    mx::array& out,
+    const AttnParams& p,
+    const mx::Stream& stream) {
+  auto& enc = mx::cu::get_command_encoder(stream);
+  out.set_data(device_data(out.nbytes(), enc));
+
+  if (poison_outputs() && out.nbytes() > 0) {
+    enc.set_output_array(out);
+    const int64_t n = static_cast<int64_t>(out.nbytes());
+    add_node(enc, (const void*)fill_bytes_kernel, elementwise_grid(n, 256), 256, 0,
+             dev_ptr<uint8_t>(out), n, uint8_t(0xFF));
+  }
+
+  const AttnPlan plan = plan_cuda_flash_attention(p, out.dtype() == mx::float32, num_sms());
+  if (plan.kernel == AttnKernel::None) {
+    return;
+  }
+  std::vector<mx::array> temps;
+  const mx::array q = aligned_rows(inputs[0], enc, temps);
+  const mx::array k = aligned_rows(inputs[1], enc, temps);
+  const mx::array v = aligned_rows(inputs[2], enc, temps);
+  std::vector<mx::array> reads = {q, k, v};
+
+  // kL = 0: k, v and the mask are empty (never read, maybe without a buffer).
+  auto address = [](const mx::array& a) { return a.size() > 0 ? dev_ptr<void>(a) : nullptr; };
+  AttnArgs args{};
+  args.q = address(q);
+  args.k = address(k);
+  args.v = address(v);
+  if (inputs.size() > 3) {
+    const mx::array& mask = inputs[3];
+    args.mask = address(mask);
+    for (int d = 0; d < 4; ++d) {
+      args.mask_strides[d] = mask.strides(d);
+    }
+    reads.push_back(mask);
+  }
+  args.out = dev_ptr<void>(out);
+  args.qscale = p.scale * kLog2e;
+  args.geo = plan.geo;
+
+  if (out.dtype() == mx::float16) {
+    encode<__half>(enc, plan, args, reads, out, temps);
+  } else if (out.dtype() == mx::bfloat16) {
+    encode<__nv_bfloat16>(enc, plan, args, reads, out, temps);
+  } else {
+    encode<float>(enc, plan, args, reads, out, temps);
+  }
+  for (auto& t : temps) {
+    enc.add_temporary(t);
+  }
+}
+
+} // namespace mlx_kernels::cuda

@@ -1,0 +1,176 @@
+"""The CUDA launch plan of flash_attention (plain C++, tested on any machine).
+
+The kernels map their block index to work through the same inline functions
+that ``blocks=True`` enumerates here, so the coverage checked below is the
+kernels' own: every (batch, query head, query) row is served, and its keys
+are visited exactly once across the decode splits (up to the causal limit for
+prefill)."""
+
+import itertools
+
+import pytest
+
+import mlx_kernels as mk
+
+plan = mk._ext.plan_cuda_flash_attention
+DTYPES = ["float32", "float16", "bfloat16"]
+HEAD_DIMS = [64, 80, 96, 128, 256]
+MAX_STATIC_SMEM = 48 * 1024
+MAX_DYNAMIC_SMEM = 227 * 1024
+
+
+def visible_keys(qL, kL, mask, i):
+    """Keys [0, n) a kernel must visit for query i (a query that sees no key
+    under a causal mask averages every key, so it needs all of them)."""
+    if mask != "causal" or i + kL - qL < 0:
+        return kL
+    return min(kL, i + kL - qL + 1)
+
+
+def check_coverage(B, Hq, Hkv, qL, kL, D, dtype, mask, num_sms=132):
+    p = plan(B, Hq, Hkv, qL, kL, D, dtype, mask, num_sms, blocks=True)
+    blocks = p["blocks"]
+    assert len(blocks) == p["grid"]
+    G = Hq // Hkv
+    keys = {}  # (b, hq, i) -> list of (k_begin, k_end)
+    for b, hkv, k_begin, k_end, rows in blocks:
+        assert 0 <= b < B and 0 <= hkv < Hkv
+        assert 0 <= k_begin <= k_end <= kL
+        assert rows, "a block without rows"
+        for hq, i in rows:
+            assert hq // G == hkv, "a row served with another KV head's keys"
+            assert 0 <= hq < Hq and 0 <= i < qL
+            keys.setdefault((b, hq, i), []).append((k_begin, k_end))
+    assert len(keys) == B * Hq * qL, "some rows are not served"
+    for (b, hq, i), ranges in keys.items():
+        ranges.sort()
+        if p["kernel"] == "decode":
+            # the splits partition [0, kL): each key exactly once
+            assert len(ranges) == p["splits"], (b, hq, i)
+            assert ranges[0][0] == 0 and ranges[-1][1] == kL
+            for (_, e0), (s1, _) in zip(ranges, ranges[1:]):
+                assert e0 == s1
+            if kL > 0:
+                assert all(e > s for s, e in ranges), "an empty split"
+        else:
+            assert len(ranges) == 1, (b, hq, i)
+            (k_begin, k_end), = ranges
+            assert k_begin == 0
+            assert visible_keys(qL, kL, mask, i) <= k_end <= kL
+    return p
+
+
+def test_variant_for_every_query_length():
+    for qL in range(0, 80):
+        for dtype in DTYPES:
+            p = plan(2, 8, 2, qL, 1000, 128, dtype, "causal")
+            if qL == 0:
+                assert p["kernel"] == "none" and p["grid"] == 0
+            elif qL <= 8:
+                assert p["kernel"] == "decode", qL
+                rows = 4 * qL  # G * qL
+                assert p["rows"] == rows
+                assert p["block_rows"] in (1, 2, 4, 8)
+                assert p["block_rows"] >= min(rows, 8) > p["block_rows"] // 2
+                assert p["row_tiles"] * p["block_rows"] >= rows > (p["row_tiles"] - 1) * p["block_rows"]
+            else:
+                assert p["kernel"] == ("prefill_simt" if dtype == "float32" else "prefill_mma"), qL
+                assert p["splits"] == 0 and p["merge_grid"] == 0
+
+
+def test_empty_problems_launch_nothing():
+    for B, Hq, qL in [(0, 8, 5), (2, 0, 5), (2, 8, 0), (0, 8, 100)]:
+        p = plan(B, Hq, max(Hq, 1) if Hq else 1, qL, 100, 64, "float16", "none")
+        assert p["kernel"] == "none" and p["grid"] == 0 and p["merge_grid"] == 0
+
+
+@pytest.mark.parametrize(
+    "B,Hq,Hkv,kL,splits",
+    [
+        (1, 32, 8, 65536, 128),  # 8 blocks before splitting: 1056 / 8 = 132 -> chunks of 512
+        (1, 32, 8, 4096, 16),  # at least 256 keys a split
+        (64, 32, 8, 4096, 3),  # 512 blocks -> 3 splits (1536 blocks)
+        (256, 32, 8, 4096, 1),  # 2048 blocks: no split
+        (1, 1, 1, 1 << 20, 256),  # capped
+        (1, 8, 8, 255, 1),  # never below 256 keys a split
+        (1, 2, 2, 0, 1),  # no keys
+    ],
+)
+def test_decode_split_rule(B, Hq, Hkv, kL, splits):
+    """Splits from B * Hkv * row tiles and kL: about 8 blocks per SM, at
+    least 256 keys a split, at most 256 splits, chunks multiple of 64."""
+    p = plan(B, Hq, Hkv, 1, kL, 128, "float16", "none")
+    assert p["kernel"] == "decode"
+    assert p["splits"] == splits, p
+    assert p["chunk"] % 64 == 0
+    assert p["splits"] * p["chunk"] >= kL
+    assert kL > (p["splits"] - 1) * p["chunk"] or kL == 0
+    if splits > 1:
+        assert p["chunk"] >= 256
+        assert p["merge_grid"] == B * Hq and p["merge_block"] == 128
+    else:
+        assert p["merge_grid"] == 0
+
+
+def test_decode_fills_the_machine():
+    """B * kL >= 64k, Hq 32, Hkv 8: at least 4 blocks per SM."""
+    for B, kL in [(1, 65536), (4, 16384), (16, 4096), (64, 1024)]:
+        p = plan(B, 32, 8, 1, kL, 128, "float16", "none")
+        assert p["grid"] >= 4 * 132, (B, kL, p["grid"])
+    # fewer SMs: fewer splits
+    assert plan(1, 32, 8, 1, 65536, 128, "float16", "none", 66)["splits"] == 64
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", HEAD_DIMS)
+def test_coverage_and_shared_memory(D, dtype):
+    shapes = itertools.product([1, 2], [(8, 8), (8, 2), (6, 1), (3, 3)], [1, 3, 8, 9, 33, 64, 65, 130], [0, 1, 77, 300, 1500])
+    for B, (Hq, Hkv), qL, kL in shapes:
+        for mask in ["none", "causal"]:
+            p = check_coverage(B, Hq, Hkv, qL, kL, D, dtype, mask)
+            assert p["block"] == 128
+            if p["kernel"] == "prefill_mma":
+                bk = 64 if D <= 128 else 32
+                assert p["block_q"] == 64 and p["block_k"] == bk
+                assert p["smem_bytes"] == (64 + 2 * bk) * (D + 8) * 2 <= MAX_DYNAMIC_SMEM
+            elif p["kernel"] == "prefill_simt":
+                bk = 32 if D <= 128 else 16
+                assert p["block_q"] == 32 and p["block_k"] == bk
+                assert p["smem_bytes"] == 2 * bk * D * 4 <= MAX_STATIC_SMEM
+            else:
+                rt = p["block_rows"]
+                assert p["smem_bytes"] == 4 * (5 * rt * D + 8 * rt) <= MAX_STATIC_SMEM
+
+
+@pytest.mark.parametrize(
+    "B,Hq,Hkv,qL,kL,mask",
+    [
+        (1, 32, 8, 1, 65536, "none"),  # many splits
+        (2, 24, 8, 5, 3000, "causal"),  # groups of 3, 15 rows in tiles of 8
+        (1, 96, 1, 3, 700, "bool"),  # a wide group: 288 rows
+        (3, 4, 2, 7, 1025, "additive"),
+        (1, 8, 8, 8, 1, "causal"),  # qL > kL
+        (1, 4, 2, 300, 257, "causal"),  # prefill, queries that see no key
+        (2, 4, 1, 1000, 1000, "causal"),
+    ],
+)
+def test_coverage_odd_shapes(B, Hq, Hkv, qL, kL, mask):
+    for dtype in ("float32", "float16"):
+        check_coverage(B, Hq, Hkv, qL, kL, 128, dtype, mask)
+
+
+def test_prefill_causal_skips_tiles_above_the_diagonal():
+    """qL = kL = 4096: a query tile visits keys up to its diagonal only."""
+    p = plan(1, 1, 1, 4096, 4096, 128, "float16", "causal", blocks=True)
+    for _, _, k_begin, k_end, rows in p["blocks"]:
+        last_query = rows[-1][1]
+        assert k_end == last_query + 1
+    # longest tiles first
+    assert p["blocks"][0][3] == 4096
+
+
+def test_grid_limits():
+    with pytest.raises(ValueError):
+        plan(1 << 20, 4096, 1, 8, 10, 64, "float16", "none")  # > 2^31 - 1 blocks
+    with pytest.raises(ValueError):
+        plan(1, 1, 1, 1, 10, 72, "float16", "none")  # no kernel for D = 72
