@@ -132,9 +132,13 @@ if has bench; then
 fi
 
 if has ncu; then
-  (cd .cudawork/benchmarks && timeout 240 ncu --clock-control none -k regex:tc_qmm \
-      --metrics gpu__time_duration.sum,dram__bytes_read.sum \
-      python3 ncu_qmm_cases.py) > "$OUT/ncu.log" 2>&1
-  echo "ncu rc=$?"
-  grep -E "tc_qmm|gpu__time|dram__bytes|case" "$OUT/ncu.log" | head -60
+  # Kernel times of ours and MLX's quantized_matmul (benchmarks/ncu_qmm_gpu.py).
+  t0=$(date +%s)
+  (cd .cudawork/benchmarks && timeout ${NCU_T:-240} ncu --csv --page raw --print-units base \
+      --metrics gpu__time_duration.sum --cache-control all --clock-control none \
+      --profile-from-start off python3 ncu_qmm_gpu.py run --cases "$OUT/qmm_ncu_cases.json" \
+      ${NCU_ARGS:-}) > "$OUT/qmm_ncu.csv" 2> "$OUT/qmm_ncu.err"
+  echo "ncu rc=$? in $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/qmm_ncu.err"
+  (cd .cudawork/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$OUT/qmm_ncu_cases.json" \
+      --csv "$OUT/qmm_ncu.csv" --out "$OUT") 2>&1 | tail -30
 fi

@@ -12,6 +12,7 @@
 
 #include "cpu_backend.h"
 #include "cuda/attn_plan.h"
+#include "cuda/qmm_plan.h"
 #include "errors.h"
 #include "metal/attn_plan.h"
 #include "metal/qmm_plan.h"
@@ -132,6 +133,30 @@ NB_MODULE(_ext, m) {
       "B"_a, "Hq"_a, "Hkv"_a, "qL"_a, "kL"_a, "D"_a, "mask"_a, "dtype"_a);
 
   // --- The CUDA launch plan of flash_attention (plain C++, tested anywhere) --
+  m.def(
+      "plan_cuda_quantized_matmul",
+      [](int64_t M, int64_t N, int64_t K, int group_size, int bits, bool transpose,
+         const std::string& dtype, int num_sms) {
+        namespace cu = mlx_kernels::cuda;
+        mlx_kernels::QmmParams p{M, N, K, group_size, bits, transpose};
+        const cu::QmmPlan plan = cu::plan_cuda_qmm(p, dtype == "float32", num_sms);
+        nb::dict d;
+        d["kernel"] = cu::qmm_kernel_name(plan.kernel);
+        d["row_tiles"] = plan.row_tiles;
+        d["m_tiles"] = plan.m_tiles;
+        d["compiled"] = plan.kernel != cu::QmmKernel::kTensorCore ||
+            cu::tc_variant_compiled(plan.row_tiles, plan.m_tiles);
+        d["k_step"] = plan.k_step;
+        d["num_steps"] = plan.num_steps;
+        d["steps_per_split"] = plan.steps_per_split;
+        d["split_k"] = plan.split_k;
+        d["grid"] = std::make_tuple(plan.grid[0], plan.grid[1], plan.grid[2]);
+        d["block"] = plan.block;
+        d["warps"] = cu::kTcWarps;
+        return d;
+      },
+      "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a,
+      "num_sms"_a = 132);
   m.def(
       "plan_cuda_flash_attention",
       [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& dtype,

@@ -45,7 +45,8 @@ def call(q, k, v, **kw):
         (lambda q, k, v: (q.astype(mx.float16), k, v), TypeError, "q, k and v must have the same dtype; got float16, float32 and float32"),
         (lambda q, k, v: (q, k, v.astype(mx.bfloat16)), TypeError, "same dtype"),
         (lambda q, k, v: (q.astype(mx.int32), k.astype(mx.int32), v.astype(mx.int32)), TypeError, "q must be float32, float16 or bfloat16; got int32"),
-        (lambda q, k, v: (q.astype(mx.float64), k.astype(mx.float64), v.astype(mx.float64)), TypeError, "got float64"),
+        # float64 arrays exist only on the CPU (MLX's GPUs refuse them)
+        (lambda q, k, v: tuple(a.astype(mx.float64, stream=mx.cpu) for a in (q, k, v)), TypeError, "got float64"),
         # not arrays
         (lambda q, k, v: (np.array(q), k, v), TypeError, "q must be an mlx.core.array; got numpy.ndarray"),
         (lambda q, k, v: (q, [1.0], v), TypeError, "k must be an mlx.core.array"),
@@ -72,7 +73,7 @@ def test_bad_arguments(qkv, mutate, exc, match):
         (mx.ones((3, Hq, qL, kL), dtype=mx.bool_), ValueError, "cannot be broadcast"),
         (mx.ones((Hkv, qL, kL), dtype=mx.bool_), ValueError, "cannot be broadcast"),
         (mx.ones((1, 1, 1, qL, kL), dtype=mx.bool_), ValueError, "at most 4 dimensions"),
-        (mx.zeros((qL, kL), dtype=mx.float64), TypeError, "promotes to q's dtype float32; got float64"),
+        (mx.zeros((qL, kL), dtype=mx.float64, stream=mx.cpu), TypeError, "promotes to q's dtype float32; got float64"),
         (mx.zeros((qL, kL), dtype=mx.complex64), TypeError, "got complex64"),
         (1.0, TypeError, "mask must be None, \"causal\" or an mlx.core.array; got builtins.float"),
         (np.ones((qL, kL), bool), TypeError, "got numpy.ndarray"),

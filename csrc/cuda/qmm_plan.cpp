@@ -32,6 +32,16 @@ int64_t ceil_div(int64_t a, int64_t b) {
 }
 } // namespace
 
+const char* qmm_kernel_name(QmmKernel k) {
+  switch (k) {
+    case QmmKernel::kNone: return "none";
+    case QmmKernel::kTensorCore: return "tensor_core";
+    case QmmKernel::kSimt: return "simt";
+    case QmmKernel::kSimtNoTranspose: return "simt_no_transpose";
+  }
+  return "?";
+}
+
 QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
   QmmPlan plan;
   if (p.M == 0 || p.N == 0) {
@@ -66,7 +76,9 @@ QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
   // (RT = 2 was disabled after wrong results in H200 runs 3-4; those came from
   // array::data() moving inputs to unified memory, see device_memory.h.)
   const int64_t target_blocks = int64_t(kBlocksPerSm) * std::max(num_sms, 1);
-  plan.row_tiles = ceil_div(p.N, rows_rt2) * m_chunks >= target_blocks ? 2 : 1;
+  // Compiled for MT <= 2 only (registers: RT = 2 with MT = 4 would need ~200).
+  plan.row_tiles =
+      plan.m_tiles <= 2 && ceil_div(p.N, rows_rt2) * m_chunks >= target_blocks ? 2 : 1;
   const int64_t rows_per_block = 16 * plan.row_tiles * kTcWarps;
   plan.k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
   plan.num_steps = ceil_div(p.K, plan.k_step);

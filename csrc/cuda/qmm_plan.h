@@ -32,6 +32,21 @@ struct QmmPlan {
 
 constexpr int kTcWarps = 4;
 
+// The (row_tiles, m_tiles) pairs the tensor-core kernel is compiled for
+// (quantized_matmul.cu instantiates exactly these); the plan picks only these.
+constexpr int kTcVariants[][2] = {{1, 1}, {2, 1}, {1, 2}, {2, 2}, {1, 4}, {1, 8}};
+
+constexpr bool tc_variant_compiled(int row_tiles, int m_tiles) {
+  for (const auto& v : kTcVariants) {
+    if (v[0] == row_tiles && v[1] == m_tiles) {
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* qmm_kernel_name(QmmKernel k);
+
 QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms);
 
 } // namespace mlx_kernels::cuda

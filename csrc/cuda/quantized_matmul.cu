@@ -720,7 +720,9 @@ template <typename T, int bits>
 void launch_tc(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const TcArgs& args) {
   const void* k = nullptr;
+  // Exactly the variants of kTcVariants (qmm_plan.h).
 #define MK_TC(RT, MT)                                          \
+  static_assert(tc_variant_compiled(RT, MT));                  \
   if (plan.row_tiles == RT && plan.m_tiles == MT)              \
     k = (const void*)tc_qmm_kernel<T, bits, RT, MT>;
   MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)

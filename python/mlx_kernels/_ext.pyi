@@ -35,6 +35,16 @@ def plan_metal_quantized_matmul(
 def plan_metal_flash_attention(
     B: int, Hq: int, Hkv: int, qL: int, kL: int, D: int, mask: str, dtype: str
 ) -> dict: ...
+def plan_cuda_quantized_matmul(
+    M: int,
+    N: int,
+    K: int,
+    group_size: int,
+    bits: int,
+    transpose: bool,
+    dtype: str,
+    num_sms: int = 132,
+) -> dict: ...
 def plan_cuda_flash_attention(
     B: int,
     Hq: int,

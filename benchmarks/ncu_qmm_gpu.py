@@ -1,0 +1,185 @@
+"""Kernel times of quantized_matmul on the GPU, ours and MLX's, read by Nsight
+Compute (`ncu`), so that MLX's per-op host overhead hides nothing.
+
+Two steps (run_h200.sh stage `ncu` does both):
+
+    ncu --csv --page raw --metrics gpu__time_duration.sum --cache-control all \
+        --clock-control none --profile-from-start off \
+        python3 ncu_qmm_gpu.py run --cases /tmp/cases.json > /tmp/ncu.csv
+    python3 ncu_qmm_gpu.py parse --cases /tmp/cases.json --csv /tmp/ncu.csv --out DIR
+
+`run` prepares every case (inputs evaluated, each op run once to warm up) and
+only then opens the profiling range (cuProfilerStart), in which it evaluates,
+case by case, our op and then MLX's, each followed by a synchronize. ncu
+flushes the caches before each kernel (--cache-control all), so the weights
+come from HBM, and leaves the clocks alone. `parse` assigns the kernels in
+launch order: a case is our kernel(s) (names in namespace mlx_kernels)
+followed by MLX's kernel(s) (every other name; MLX may launch more than one
+per op), and sums each side's durations. The copy bandwidth is measured in
+`run`, outside the profiling range, with CUDA events around a torch copy.
+
+Writes qmm_h200_ncu.json to DIR (default benchmarks/results) and prints the
+goals of the issue: M-flatness up to 16, bandwidth at M <= 8 for weights of
+30 MB or more, geomean speed-up over 2 <= M <= 7, slowest ratio up to M = 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+SHAPES = {
+    "llama3-8b": [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096)],
+    "qwen3-0.6b": [(1024, 1024), (2048, 1024), (1024, 2048), (3072, 1024), (1024, 3072),
+                   (151936, 1024)],
+}
+M_VALUES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
+GS, BITS = 64, 4
+
+
+def weight_bytes(N, K, itemsize=2):
+    return N * K * BITS // 8 + 2 * N * (K // GS) * itemsize
+
+
+def run(args):
+    import mlx.core as mx
+
+    import mlx_kernels as mk
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_qmm_gpu import copy_bandwidth_torch
+
+    mx.set_default_device(mx.gpu)
+    bw = copy_bandwidth_torch()
+    dtypes = {"float16": mx.float16, "bfloat16": mx.bfloat16}
+    dtypes = {k: v for k, v in dtypes.items() if k in args.dtypes.split(",")}
+    m_values = [int(v) for v in args.mvalues.split(",")] if args.mvalues else M_VALUES
+    cases, prepared = [], []
+    for fam, shapes in SHAPES.items():
+        for (N, K) in shapes:
+            if args.shapes and f"{N}x{K}" not in args.shapes.split(","):
+                continue
+            for dname, dt in dtypes.items():
+                w, s, b = mx.quantize(mx.random.normal((N, K)), group_size=GS, bits=BITS)
+                s, b = s.astype(dt), b.astype(dt)
+                mx.eval(w, s, b)
+                for M in m_values:
+                    x = mx.random.normal((M, K)).astype(dt)
+                    mx.eval(x)
+                    kw = dict(transpose=True, group_size=GS, bits=BITS)
+                    ours = lambda x=x, w=w, s=s, b=b, kw=kw: mk.quantized_matmul(x, w, s, b, **kw)  # noqa: E731
+                    mlx = lambda x=x, w=w, s=s, b=b, kw=kw: mx.quantized_matmul(x, w, s, b, **kw)  # noqa: E731
+                    mx.eval(ours(), mlx())  # warm-up (JIT, graph caches) outside the range
+                    cases.append({"family": fam, "N": N, "K": K, "M": M, "dtype": dname,
+                                  "weight_bytes": weight_bytes(N, K)})
+                    prepared.append((ours, mlx))
+    mx.synchronize()
+    from _common import machine_info
+    Path(args.cases).write_text(json.dumps(
+        {"copy_bandwidth_Bps": bw, "machine": machine_info("gpu"), "cases": cases}))
+    cuda = ctypes.CDLL("libcuda.so.1")
+    cuda.cuProfilerStart()
+    for ours, mlx in prepared:
+        mx.eval(ours())
+        mx.synchronize()
+        mx.eval(mlx())
+        mx.synchronize()
+    cuda.cuProfilerStop()
+
+
+def read_kernels(csv_text):
+    """(name, duration in us) of each profiled kernel, in launch order."""
+    lines = csv_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines[start:]))))
+    unit = "ns"
+    if rows and not rows[0]["ID"].isdigit():  # the units row
+        unit = rows[0]["gpu__time_duration.sum"]
+    scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[unit]
+    return [(r["Kernel Name"], float(r["gpu__time_duration.sum"].replace(",", "")) * scale)
+            for r in rows if r["ID"].isdigit()]
+
+
+def parse(args):
+    meta = json.loads(Path(args.cases).read_text())
+    cases, bw = meta["cases"], meta["copy_bandwidth_Bps"]
+    kernels = read_kernels(Path(args.csv).read_text())
+    cur, phase = -1, None
+    for c in cases:
+        c.update(ours_us=0.0, mlx_us=0.0, ours_kernels=[], mlx_kernels=[])
+    for name, us in kernels:
+        ours = "mlx_kernels" in name
+        if ours and phase != "ours":
+            cur, phase = cur + 1, "ours"
+        elif not ours:
+            phase = "mlx"
+        if cur < 0 or cur >= len(cases):
+            continue
+        c = cases[cur]
+        c[f"{phase}_us"] += us
+        c[f"{phase}_kernels"].append(name.split("(")[0][-60:])
+    if cur + 1 != len(cases):
+        print(f"warning: {cur + 1} kernel groups for {len(cases)} cases", file=sys.stderr)
+    for c in cases:
+        c["speedup"] = c["mlx_us"] / c["ours_us"] if c["ours_us"] > 0 else float("nan")
+        c["bw_frac_ours"] = c["weight_bytes"] / (c["ours_us"] * 1e-6) / bw if c["ours_us"] else 0
+        c["bw_frac_mlx"] = c["weight_bytes"] / (c["mlx_us"] * 1e-6) / bw if c["mlx_us"] else 0
+        c["floor_us"] = c["weight_bytes"] / bw * 1e6
+
+    rows = []
+    keys = sorted({(c["family"], c["N"], c["K"], c["dtype"]) for c in cases},
+                  key=lambda k: (k[0], -k[1] * k[2], k[3]))
+    for fam, N, K, dt in keys:
+        rs = {c["M"]: c for c in cases if (c["family"], c["N"], c["K"], c["dtype"]) == (fam, N, K, dt)}
+        t1 = rs[1]["ours_us"] if 1 in rs else float("nan")
+        flat = max(rs[m]["ours_us"] for m in rs if m <= 16) / t1
+        small = [rs[m]["speedup"] for m in rs if 2 <= m <= 7]
+        geo = math.exp(sum(map(math.log, small)) / len(small)) if small else float("nan")
+        worst_m = min(rs, key=lambda m: rs[m]["speedup"])
+        bwf = min(rs[m]["bw_frac_ours"] for m in rs if m <= 8)
+        big = rs[1]["weight_bytes"] >= 30e6
+        rows.append([f"{N}x{K}", dt, f"{t1:.1f}", f"{rs[1]['floor_us']:.1f}", f"{flat:.2f}",
+                     f"{geo:.2f}", f"{rs[worst_m]['speedup']:.2f} (M={worst_m})",
+                     f"{bwf * 100:.0f}%" + ("" if big else " (small)")])
+    headers = ["NxK", "dtype", "M=1 us", "floor us", "max(M<=16)/M=1 [<=1.25]",
+               "geomean x MLX 2<=M<=7 [>=3]", "min x MLX M<=64 [>=1]", "min bw M<=8 [>=70%, >=30MB]"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "method": ("Nsight Compute kernel durations (gpu__time_duration.sum), caches flushed "
+                   "before each kernel (--cache-control all), clocks not locked "
+                   "(--clock-control none); one launch per case and implementation; all "
+                   "kernels of an op summed. Copy bandwidth: torch device-to-device copy "
+                   "of 2 GiB, CUDA events, bytes read + written, median of 20."),
+        "copy_bandwidth_Bps": bw, "group_size": GS, "bits": BITS,
+        "machine": meta.get("machine"),
+        "results": cases,
+    }
+    (out / "qmm_h200_ncu.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("mode", choices=["run", "parse"])
+    ap.add_argument("--cases", default="/tmp/qmm_ncu_cases.json")
+    ap.add_argument("--csv", default="/tmp/qmm_ncu.csv")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--dtypes", default="float16,bfloat16")
+    ap.add_argument("--mvalues", default="")
+    ap.add_argument("--shapes", default="")
+    args = ap.parse_args()
+    run(args) if args.mode == "run" else parse(args)
+
+
+if __name__ == "__main__":
+    main()
