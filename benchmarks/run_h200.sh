@@ -2,7 +2,7 @@
 # Build, test and benchmark the CUDA backend on the lent H200 in ONE call.
 # Run from the root of the checkout that the device tool ships, with this
 # project copied to .cudawork/ and the MLX CUDA kit at .kit/:
-#   STAGES="build test bench ncu" bash .cudawork/benchmarks/run_h200.sh
+#   STAGES="build test bench attnbench ncu" bash .cudawork/benchmarks/run_h200.sh
 # Logs and results go to $OUT.
 set -u
 STAGES=${STAGES:-"build diag test bench"}
@@ -129,6 +129,15 @@ if has bench; then
       ${BENCH_M:+--mvalues $BENCH_M} ${BENCH_SHAPES:+--shapes $BENCH_SHAPES} --out "$OUT") > "$OUT/bench.log" 2>&1
   echo "bench rc=$? in $(( $(date +%s) - t0 )) s"
   tail -32 "$OUT/bench.log"
+fi
+
+if has attnbench; then
+  # flash_attention vs MLX's sdpa, decode and causal prefill (ATTN_QUICK=1: a handful of cases)
+  t0=$(date +%s)
+  (cd .cudawork/benchmarks && timeout ${ATTN_T:-360} python3 bench_attention_gpu.py --dtypes ${ATTN_DTYPES:-float16} \
+      ${ATTN_QUICK:+--quick} ${ATTN_PARTS:+--parts $ATTN_PARTS} ${ATTN_TAG:+--tag $ATTN_TAG} --out "$OUT") > "$OUT/attnbench.log" 2>&1
+  echo "attnbench rc=$? in $(( $(date +%s) - t0 )) s"
+  tail -40 "$OUT/attnbench.log"
 fi
 
 if has ncu; then
