@@ -129,7 +129,8 @@ def main():
     bw_torch = copy_bandwidth_torch()
     bw_mlx = copy_bandwidth_mlx()
     bw = bw_torch or bw_mlx
-    print(f"copy bandwidth (read + write): torch {bw_torch and bw_torch / 1e12:.3f} TB/s, "
+    torch_txt = f"{bw_torch / 1e12:.3f} TB/s" if bw_torch else "n/a"
+    print(f"copy bandwidth (read + write): torch {torch_txt}, "
           f"mlx abs(uint32) {bw_mlx / 1e12:.3f} TB/s", flush=True)
 
     gs, bits = 64, 4

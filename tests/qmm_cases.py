@@ -46,23 +46,32 @@ def poison(shape, dtype):
 MLX_BROKEN_ERR = 0.25  # far beyond any rounding error of MLX (bf16 CPU: 7e-2)
 
 
+def _mlx_gpu_problem(x, w, scales, biases, kw, ref64):
+    """Why MLX's GPU op cannot serve as the reference here, or (None, its output)."""
+    if x.shape[-1] == kw["group_size"]:
+        # Known wrong on MLX 0.32.4's CUDA backend, and slow to find out (~50 s
+        # a case on the H200): skip it.
+        return "K == group_size", None
+    try:
+        ref = mx.quantized_matmul(x, w, scales, biases, stream=mx.gpu, **kw)
+        m = np.array(ref.astype(mx.float32)).astype(np.float64)
+    except (RuntimeError, IndexError, ValueError) as e:
+        return f"{type(e).__name__}: {str(e)[:80]}", None
+    if not np.all(np.isfinite(m)):
+        return "non-finite output", None
+    if ref64 is not None:
+        denom = np.linalg.norm(ref64)
+        err = np.linalg.norm(m - ref64) / (denom if denom > 0 else 1.0)
+        if err > MLX_BROKEN_ERR:
+            return f"error vs float64 {err:.3g}", None
+    return None, ref
+
+
 def mlx_reference(x, w, scales, biases, transpose, group_size, bits, stream, ref64=None):
     kw = dict(transpose=transpose, group_size=group_size, bits=bits)
     if stream != mx.gpu:
         return mx.quantized_matmul(x, w, scales, biases, stream=stream, **kw)
-    reason = None
-    try:
-        ref = mx.quantized_matmul(x, w, scales, biases, stream=stream, **kw)
-        m = np.array(ref.astype(mx.float32)).astype(np.float64)
-        if not np.all(np.isfinite(m)):
-            reason = "non-finite output"
-        elif ref64 is not None:
-            denom = np.linalg.norm(ref64)
-            err = np.linalg.norm(m - ref64) / (denom if denom > 0 else 1.0)
-            if err > MLX_BROKEN_ERR:
-                reason = f"error vs float64 {err:.3g}"
-    except (RuntimeError, IndexError, ValueError) as e:
-        reason = f"{type(e).__name__}: {str(e)[:80]}"
+    reason, ref = _mlx_gpu_problem(x, w, scales, biases, kw, ref64)
     if reason is None:
         return ref
     import warnings
