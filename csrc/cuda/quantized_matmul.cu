@@ -16,8 +16,12 @@
 //   (q * s + b in half2/bfloat162 arithmetic; 8-bit bfloat16 through float32)
 //   and uses it as A fragments for V / 4 mmas. The order of k inside an mma
 //   is free as long as A and B agree: each lane loads the same V consecutive
-//   values of its x row (16-byte loads, L1/L2-resident) and rearranges them
+//   values of its x row (16-byte reads of shared memory) and rearranges them
 //   with byte permutes into the order its dequantized weights come in.
+//   The block's rows of x for a batch of kU k-steps are staged in shared
+//   memory by cp.async (double-buffered, one batch ahead; rows past M and k
+//   past K zero-filled; a chunk swizzle keeps the 16-byte fragment reads
+//   free of bank conflicts), shared by the 4 warps.
 //   Each dequantized weight is applied to all 8 * MT rows of x of the block:
 //   w is read once per 8 * MT rows (once for M <= 64). K is split across
 //   grid.x when the rows alone cannot fill the SMs: the split blocks form one
@@ -258,6 +262,30 @@ __device__ __forceinline__ void mma16816(
   }
 }
 
+// Batching and shared memory of tc_qmm_kernel<T, bits, RT, MT>.
+template <int bits, int RT, int MT>
+struct TcShape {
+  static constexpr int kStep = 4 * (128 / bits); // k values a warp takes a step
+  // k-steps per batch: as many as registers (raw weights) and shared memory
+  // (x, double-buffered) allow.
+  static constexpr int kU = MT >= 8 ? 1 : MT == 4 ? 2 : (RT == 1 ? 4 : 2);
+  static constexpr int kXCols = kU * kStep; // k values of x a batch
+  // Row pitch in elements of 2 bytes: 32 bytes (4-bit) or 16 bytes (8-bit)
+  // past a multiple of 128 bytes, which with swizzle() makes each
+  // quarter-warp's 16-byte reads of B fragments hit 8 different bank groups.
+  static constexpr int kXPitch = kXCols + (bits == 4 ? 16 : 8);
+  // 4-bit: lanes c and c + 2 read chunks 8 apart (128 bytes, same banks):
+  // swap neighbouring chunks in every odd group of 8.
+  __host__ __device__ static constexpr int swizzle(int j) {
+    return bits == 4 ? (j ^ ((j >> 3) & 1)) : j;
+  }
+  static constexpr int smem_bytes(int elem) {
+    const int x = 2 * 8 * MT * kXPitch * elem;
+    const int red = kTcWarps * RT * MT * 4 * 32 * 4;
+    return x > red ? x : red;
+  }
+};
+
 template <typename T, int bits, int RT, int MT>
 __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   constexpr int V = 128 / bits; // values per 16-byte chunk
@@ -305,110 +333,144 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
       brow[r][h] = biases + nn * a.groups;
     }
 
-  // x rows 8 (t_base + t) + g, the B operand rows this lane loads.
-  const T* xrow[MT];
-  bool m_ok[MT];
-#pragma unroll
-  for (int t = 0; t < MT; ++t) {
-    const int64_t m = 8 * (t_base + t) + g;
-    m_ok[t] = (t_base + t) < a.mt_total && m < a.M;
-    xrow[t] = xg + (m_ok[t] ? m : 0) * a.K;
-  }
+  // The block's rows of x for kU k-steps at a time are staged in shared
+  // memory by cp.async, one batch ahead of use (double buffer), and shared by
+  // the 4 warps: each warp used to load its own B fragments from global
+  // memory right before its mmas, which left that latency exposed and made x,
+  // not w, the largest stream through L1 for M > 8 (ncu, H200 session 4).
+  using Shape = TcShape<bits, RT, MT>;
+  constexpr int kU = Shape::kU;
+  constexpr int kXCols = Shape::kXCols;
+  constexpr int kXPitch = Shape::kXPitch;
+  constexpr int kXRows = 8 * MT;
+  constexpr int kXChunksPerRow = kXCols / 8; // 16-byte chunks
+  __shared__ __align__(16) unsigned char smem_raw[Shape::smem_bytes(sizeof(T))];
+  T* xs = reinterpret_cast<T*>(smem_raw); // [2][kXRows][kXPitch]
 
-  if (n_base < a.N) {
-    // kU k-steps at a time: all their weight, scale and bias loads are issued
-    // before the first is used (2 * RT * kU 16-byte loads in flight a lane).
-    // Index math inside the loop is 32-bit (K < 2^31) and the group index a
-    // shift: a 64-bit division there cost ~70 instructions a step (ncu).
-    constexpr int kU = RT == 1 ? 4 : 2;
-    const int K32 = int(a.K);
-    const int s_end32 = int(s_end);
-    for (int s0 = int(s_begin); s0 < s_end32; s0 += kU) {
-      uint4 raw[kU][RT][2];
-      T sc[kU][RT][2], bi[kU][RT][2];
+  const int K32 = int(a.K);
+  const int s_begin32 = int(s_begin);
+  const int s_end32 = int(s_end);
+  const int64_t m_base = 8 * t_base;
+  // Stage batch starting at step s0 into buffer `buf` (zeros past M and K).
+  auto stage_x = [&](int s0, int buf) {
+    T* dst = xs + buf * kXRows * kXPitch;
+    for (int i = threadIdx.x; i < kXRows * kXChunksPerRow; i += 32 * kTcWarps) {
+      const int r = i / kXChunksPerRow;
+      const int j = i % kXChunksPerRow;
+      const int k = s0 * kStep + 8 * j;
+      const int64_t m = m_base + r;
+      const bool ok = m < a.M && k < K32;
+      const T* src = ok ? xg + m * a.K + k : xg;
+      const int pj = Shape::swizzle(j);
+      const unsigned saddr =
+          static_cast<unsigned>(__cvta_generic_to_shared(dst + r * kXPitch + 8 * pj));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr),
+                   "l"(src), "r"(ok ? 16 : 0));
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+
+  // Every warp takes part in the batches (the barriers), whether or not it
+  // has rows: rows past N load zeros and store nothing.
+  // Index math inside the loop is 32-bit (K < 2^31) and the group index a
+  // shift: a 64-bit division there cost ~70 instructions a step (ncu).
+  if (s_begin32 < s_end32) {
+    stage_x(s_begin32, 0);
+  }
+  int buf = 0;
+  for (int s0 = s_begin32; s0 < s_end32; s0 += kU, buf ^= 1) {
+    // This batch's weights, scales and biases: all loads issued before the
+    // first is used (2 * RT * kU 16-byte loads in flight a lane).
+    uint4 raw[kU][RT][2];
+    T sc[kU][RT][2], bi[kU][RT][2];
 #pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        const int k = (s0 + u) * kStep + c * V;
-        const bool k_ok = (s0 + u) < s_end32 && k < K32;
-        const int chunk = k / V;
-        const int grp = k >> a.group_shift;
+    for (int u = 0; u < kU; ++u) {
+      const int k = (s0 + u) * kStep + c * V;
+      const bool k_ok = (s0 + u) < s_end32 && k < K32;
+      const int chunk = k / V;
+      const int grp = k >> a.group_shift;
 #pragma unroll
-        for (int r = 0; r < RT; ++r)
+      for (int r = 0; r < RT; ++r)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const bool ok = k_ok && row_ok[r][h];
-            raw[u][r][h] = ok ? __ldg(wrow[r][h] + chunk) : make_uint4(0, 0, 0, 0);
-            sc[u][r][h] = ok ? srow[r][h][grp] : from_f<T>(0.f);
-            bi[u][r][h] = ok ? brow[r][h][grp] : from_f<T>(0.f);
-          }
-      }
-#pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        const int k = (s0 + u) * kStep + c * V;
-        const bool k_ok = (s0 + u) < s_end32 && k < K32;
-        if ((s0 + u) >= s_end32) {
-          break;
+        for (int h = 0; h < 2; ++h) {
+          const bool ok = k_ok && row_ok[r][h];
+          raw[u][r][h] = ok ? __ldg(wrow[r][h] + chunk) : make_uint4(0, 0, 0, 0);
+          sc[u][r][h] = ok ? srow[r][h][grp] : from_f<T>(0.f);
+          bi[u][r][h] = ok ? brow[r][h][grp] : from_f<T>(0.f);
         }
-        uint32_t frag[RT][2][NI][2];
+    }
+    // The next batch's x into the other buffer, then wait for this one's.
+    if (s0 + kU < s_end32) {
+      stage_x(s0 + kU, buf ^ 1);
+      asm volatile("cp.async.wait_group 1;\n" ::);
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::);
+    }
+    __syncthreads();
+    const T* xb_base = xs + buf * kXRows * kXPitch;
 #pragma unroll
-        for (int r = 0; r < RT; ++r)
+    for (int u = 0; u < kU; ++u) {
+      if (s0 + u >= s_end32) {
+        break;
+      }
+      uint32_t frag[RT][2][NI][2];
 #pragma unroll
-          for (int h = 0; h < 2; ++h)
-            dequant_chunk<T, bits>(raw[u][r][h], sc[u][r][h], bi[u][r][h], frag[r][h]);
+      for (int r = 0; r < RT; ++r)
 #pragma unroll
-        for (int t = 0; t < MT; ++t) {
-          if (t_base + t < a.mt_total) {
-            // B fragments of x rows 8 (t_base + t) + g straight from x: V
-            // consecutive values at k, rearranged into the dequantization order.
-            uint32_t xr[V / 2];
-            if (k_ok && m_ok[t]) {
-              const uint4* src = reinterpret_cast<const uint4*>(xrow[t] + k);
+        for (int h = 0; h < 2; ++h)
+          dequant_chunk<T, bits>(raw[u][r][h], sc[u][r][h], bi[u][r][h], frag[r][h]);
 #pragma unroll
-              for (int q = 0; q < V / 8; ++q) {
-                uint4 v = __ldg(src + q);
-                xr[4 * q + 0] = v.x;
-                xr[4 * q + 1] = v.y;
-                xr[4 * q + 2] = v.z;
-                xr[4 * q + 3] = v.w;
+      for (int t = 0; t < MT; ++t) {
+        if (t_base + t < a.mt_total) {
+          // B fragments of x row 8 t + g of the block: the V values at
+          // k = u * kStep + c * V of the batch (zeros past M and K), rearranged
+          // into the dequantization order.
+          const T* row = xb_base + (8 * t + g) * kXPitch;
+          uint32_t xr[V / 2];
+#pragma unroll
+          for (int q = 0; q < V / 8; ++q) {
+            const int j = (u * kStep + c * V) / 8 + q;
+            const uint4 v = *reinterpret_cast<const uint4*>(row + 8 * Shape::swizzle(j));
+            xr[4 * q + 0] = v.x;
+            xr[4 * q + 1] = v.y;
+            xr[4 * q + 2] = v.z;
+            xr[4 * q + 3] = v.w;
+          }
+          uint32_t xb[2 * NI];
+#pragma unroll
+          for (int i = 0; i < NI; ++i)
+#pragma unroll
+            for (int bb = 0; bb < 2; ++bb) {
+              if constexpr (bits == 4) {
+                // pair (8j + p, 8j + p + 4), p = 2 (i % 2) + bb, j = i / 2
+                const int p = 2 * (i % 2) + bb;
+                const int j = i / 2;
+                xb[2 * i + bb] = __byte_perm(
+                    xr[4 * j + p / 2], xr[4 * j + p / 2 + 2], (p % 2) ? 0x7632 : 0x5410);
+              } else {
+                xb[2 * i + bb] = xr[2 * i + bb]; // pair (4i + 2bb, +1)
               }
-            } else {
-#pragma unroll
-              for (int q = 0; q < V / 2; ++q) xr[q] = 0u;
             }
-            uint32_t xb[2 * NI];
+#pragma unroll
+          for (int r = 0; r < RT; ++r)
 #pragma unroll
             for (int i = 0; i < NI; ++i)
-#pragma unroll
-              for (int bb = 0; bb < 2; ++bb) {
-                if constexpr (bits == 4) {
-                  // pair (8j + p, 8j + p + 4), p = 2 (i % 2) + bb, j = i / 2
-                  const int p = 2 * (i % 2) + bb;
-                  const int j = i / 2;
-                  xb[2 * i + bb] = __byte_perm(
-                      xr[4 * j + p / 2], xr[4 * j + p / 2 + 2],
-                      (p % 2) ? 0x7632 : 0x5410);
-                } else {
-                  xb[2 * i + bb] = xr[2 * i + bb]; // pair (4i + 2bb, +1)
-                }
-              }
-#pragma unroll
-            for (int r = 0; r < RT; ++r)
-#pragma unroll
-              for (int i = 0; i < NI; ++i)
-                mma16816<T>(
-                    acc[r][t], frag[r][0][i][0], frag[r][1][i][0],
-                    frag[r][0][i][1], frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
-          }
+              mma16816<T>(
+                  acc[r][t], frag[r][0][i][0], frag[r][1][i][0], frag[r][0][i][1],
+                  frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
         }
       }
     }
+    // Everyone is done with this buffer before it is staged again.
+    __syncthreads();
   }
 
   // Split-K: the blocks of one cluster (grid.x) hold partial sums of the same
   // outputs; rank 0 adds them in rank order (deterministic) through
   // distributed shared memory.
   if (a.split > 1) {
-    __shared__ float red[kTcWarps * RT * MT * 4 * 32];
+    // The x buffers are free now (the loop ended with a barrier).
+    float* red = reinterpret_cast<float*>(smem_raw); // [kTcWarps * RT * MT * 4 * 32]
 #pragma unroll
     for (int r = 0; r < RT; ++r)
 #pragma unroll
