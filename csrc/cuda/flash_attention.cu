@@ -100,7 +100,8 @@
 
 #include "cuda/attn_plan.h"
 #include "cuda/device_memory.h"
-#include "debug.h"
+#include "cuda/elements.cuh"
+#include "cuda/launch.h"
 #include "errors.h"
 
 namespace mlx_kernels::cuda {
@@ -129,38 +130,6 @@ struct AttnArgs {
   float qscale; // scale * log2(e)
   AttnGeometry geo;
 };
-
-// ---------------------------------------------------------------------------
-// Element helpers
-template <typename T>
-__device__ __forceinline__ float to_f(T v);
-template <>
-__device__ __forceinline__ float to_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ float to_f<__half>(__half v) {
-  return __half2float(v);
-}
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // Two floats as a T pair in one register (the first in the low half).
 template <typename T>
@@ -947,139 +916,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_simt_kernel(const A
 }
 
 // ---------------------------------------------------------------------------
-// Small kernels: poison, gather of a strided 4-D array.
-__global__ void fill_bytes_kernel(uint8_t* p, int64_t n, uint8_t value) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    p[i] = value;
-  }
-}
-
-struct GatherArgs {
-  const void* src;
-  void* dst;
-  int64_t size;
-  int64_t shape[4];
-  int64_t strides[4]; // elements
-};
-
-template <typename E>
-__global__ void gather4_kernel(const GatherArgs a) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.size;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t rem = i;
-    int64_t at = 0;
-    for (int d = 3; d >= 0; --d) {
-      at += (rem % a.shape[d]) * a.strides[d];
-      rem /= a.shape[d];
-    }
-    static_cast<E*>(a.dst)[i] = static_cast<const E*>(a.src)[at];
-  }
-}
-
-// ---------------------------------------------------------------------------
 // Host side
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    throw std::runtime_error(
-        std::string("mlx_kernels CUDA: ") + what + ": " + cudaGetErrorString(e));
-  }
-}
-
-void check_cu(CUresult r, const char* what) {
-  if (r != CUDA_SUCCESS) {
-    const char* msg = nullptr;
-    cuGetErrorString(r, &msg);
-    throw std::runtime_error(
-        std::string("mlx_kernels CUDA: ") + what + ": " + (msg ? msg : "unknown error"));
-  }
-}
-
-// The driver handle of a kernel, looked up once; a kernel that needs more
-// than 48 KB of dynamic shared memory is opted in to it on that first look-up
-// (every launch of one kernel asks for the same amount).
-CUfunction func_of(const void* kernel, size_t dynamic_smem = 0) {
-  static std::mutex mu;
-  static std::unordered_map<const void*, CUfunction> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(kernel);
-  if (it != cache.end()) {
-    return it->second;
-  }
-  cudaFunction_t f;
-  check_cuda(cudaGetFuncBySymbol(&f, kernel), "cudaGetFuncBySymbol");
-  auto fn = reinterpret_cast<CUfunction>(f);
-  if (dynamic_smem > kMaxStaticSmem) {
-    check_cu(
-        cuFuncSetAttribute(
-            fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(dynamic_smem)),
-        "cuFuncSetAttribute(max dynamic shared memory)");
-  }
-  cache.emplace(kernel, fn);
-  return fn;
-}
-
-int num_sms() {
-  static int n = [] {
-    int dev = 0;
-    check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-    int v = 0;
-    check_cuda(
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
-        "cudaDeviceGetAttribute");
-    return v;
-  }();
-  return n;
-}
-
-template <typename... Args>
-void add_node(
-    mx::cu::CommandEncoder& enc, const void* kernel, int64_t grid, int block,
-    size_t dynamic_smem, Args... args) {
-  void* params[] = {&args...};
-  enc.add_kernel_node_raw(
-      func_of(kernel, dynamic_smem), dim3(static_cast<unsigned>(grid)), dim3(block), dim3(),
-      static_cast<uint32_t>(dynamic_smem), params);
-}
-
-int64_t elementwise_grid(int64_t n, int block) {
-  return std::clamp<int64_t>((n + block - 1) / block, 1, 65535);
-}
-
-// A new array in stream-ordered device memory (device_memory.h).
-mx::array new_array(const mx::Shape& shape, mx::Dtype dtype, mx::cu::CommandEncoder& enc) {
-  size_t bytes = mx::size_of(dtype);
-  for (auto d : shape) {
-    bytes *= static_cast<size_t>(d);
-  }
-  return mx::array(device_data(bytes, enc), shape, dtype);
-}
-
-// `a` with contiguous, 16-byte aligned rows: itself, or a gathered copy.
-mx::array aligned_rows(
-    const mx::array& a, mx::cu::CommandEncoder& enc, std::vector<mx::array>& temps) {
-  if (a.size() == 0 ||
-      (a.flags().row_contiguous && reinterpret_cast<uintptr_t>(dev_ptr<uint8_t>(a)) % 16 == 0)) {
-    return a;
-  }
-  mx::array out = new_array(a.shape(), a.dtype(), enc);
-  GatherArgs g{};
-  g.src = dev_ptr<void>(a);
-  g.dst = dev_ptr<void>(out);
-  g.size = static_cast<int64_t>(a.size());
-  for (int d = 0; d < 4; ++d) {
-    g.shape[d] = a.shape(d);
-    g.strides[d] = a.strides(d);
-  }
-  enc.set_input_array(a);
-  enc.set_output_array(out);
-  const void* kernel = a.itemsize() == 4 ? (const void*)gather4_kernel<uint32_t>
-                                         : (const void*)gather4_kernel<uint16_t>;
-  add_node(enc, kernel, elementwise_grid(g.size, 256), 256, 0, g);
-  temps.push_back(out);
-  return out;
-}
-
 template <typename T, int D>
 const void* decode_kernel_for(int block_rows) {
   switch (block_rows) {
@@ -1139,25 +976,31 @@ void encode(
   }
   if (plan.kernel != AttnKernel::Decode || plan.geo.splits == 1) {
     enc.set_output_array(out);
-    add_node(enc, kernel, plan.grid, plan.block, dynamic_smem, args);
+    add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, dynamic_smem, args);
     return;
   }
   // Split decode: float32 partials per (output row, split), then the merge.
   const int rows = static_cast<int>(plan.merge_grid);
-  mx::array part_acc = new_array({rows, plan.geo.splits, plan.geo.D}, mx::float32, enc);
-  mx::array part_ml = new_array({rows, plan.geo.splits, 2}, mx::float32, enc);
+  mx::array part_acc(
+      device_data(sizeof(float) * size_t(rows) * plan.geo.splits * plan.geo.D, enc),
+      {rows, plan.geo.splits, plan.geo.D}, mx::float32);
+  mx::array part_ml(
+      device_data(sizeof(float) * size_t(rows) * plan.geo.splits * 2, enc),
+      {rows, plan.geo.splits, 2}, mx::float32);
   temps.push_back(part_acc);
   temps.push_back(part_ml);
   args.part_acc = dev_ptr<float>(part_acc);
   args.part_ml = dev_ptr<float>(part_ml);
   enc.set_output_array(part_acc);
   enc.set_output_array(part_ml);
-  add_node(enc, kernel, plan.grid, plan.block, 0, args);
+  add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, 0, args);
 
   enc.set_input_array(part_acc);
   enc.set_input_array(part_ml);
   enc.set_output_array(out);
-  add_node(enc, (const void*)attn_merge_kernel<T>, plan.merge_grid, plan.merge_block, 0, args);
+  add_node(
+      enc, (const void*)attn_merge_kernel<T>, dim3(unsigned(plan.merge_grid)), plan.merge_block, 0,
+      args);
 }
 
 } // namespace
@@ -1170,12 +1013,7 @@ void flash_attention(
   auto& enc = mx::cu::get_command_encoder(stream);
   out.set_data(device_data(out.nbytes(), enc));
 
-  if (poison_outputs() && out.nbytes() > 0) {
-    enc.set_output_array(out);
-    const int64_t n = static_cast<int64_t>(out.nbytes());
-    add_node(enc, (const void*)fill_bytes_kernel, elementwise_grid(n, 256), 256, 0,
-             dev_ptr<uint8_t>(out), n, uint8_t(0xFF));
-  }
+  poison_output(enc, out);
 
   const AttnPlan plan = plan_cuda_flash_attention(p, out.dtype() == mx::float32, num_sms());
   if (plan.kernel == AttnKernel::None) {

@@ -57,8 +57,9 @@
 #include "mlx/backend/cuda/device.h"
 
 #include "cuda/device_memory.h"
+#include "cuda/elements.cuh"
+#include "cuda/launch.h"
 #include "cuda/qmm_plan.h"
-#include "debug.h"
 
 namespace mlx_kernels::cuda {
 
@@ -66,79 +67,11 @@ namespace cg = cooperative_groups;
 
 namespace {
 
-// ---------------------------------------------------------------------------
-// Element helpers
-template <typename T>
-__device__ __forceinline__ float to_f(T v);
-template <>
-__device__ __forceinline__ float to_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ float to_f<__half>(__half v) {
-  return __half2float(v);
-}
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
 __device__ __forceinline__ uint32_t as_u32(__half2 h) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 __device__ __forceinline__ uint32_t as_u32(__nv_bfloat162 h) {
   return *reinterpret_cast<uint32_t*>(&h);
-}
-
-// ---------------------------------------------------------------------------
-// Small kernels: poison, strided gather.
-__global__ void fill_ff_kernel(uint8_t* p, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    p[i] = 0xFF;
-  }
-}
-
-constexpr int kMaxDims = 10;
-struct GatherArgs {
-  const uint8_t* src;
-  uint8_t* dst;
-  int64_t size;
-  int ndim;
-  int itemsize;
-  int64_t shape[kMaxDims];
-  int64_t strides[kMaxDims]; // in elements
-};
-
-__global__ void gather_kernel(GatherArgs a) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.size;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t rem = i;
-    int64_t off = 0;
-    for (int d = a.ndim - 1; d >= 0; --d) {
-      off += (rem % a.shape[d]) * a.strides[d];
-      rem /= a.shape[d];
-    }
-    const uint8_t* s = a.src + off * a.itemsize;
-    uint8_t* t = a.dst + i * a.itemsize;
-    for (int b = 0; b < a.itemsize; ++b) {
-      t[b] = s[b];
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -630,96 +563,6 @@ __global__ void __launch_bounds__(128) simt_qmm_nt_kernel(SimtArgs a) {
 
 // ---------------------------------------------------------------------------
 // Host side
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    throw std::runtime_error(
-        std::string("mlx_kernels CUDA: ") + what + ": " + cudaGetErrorString(e));
-  }
-}
-
-// Driver handles of our kernels, looked up once each (host overhead per op).
-CUfunction func_of(const void* kernel) {
-  static std::mutex mu;
-  static std::unordered_map<const void*, CUfunction> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(kernel);
-  if (it != cache.end()) {
-    return it->second;
-  }
-  cudaFunction_t f;
-  check_cuda(cudaGetFuncBySymbol(&f, kernel), "cudaGetFuncBySymbol");
-  auto fn = reinterpret_cast<CUfunction>(f);
-  cache.emplace(kernel, fn);
-  return fn;
-}
-
-int num_sms() {
-  static int n = [] {
-    int dev = 0;
-    check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-    int v = 0;
-    check_cuda(
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
-        "cudaDeviceGetAttribute");
-    return v;
-  }();
-  return n;
-}
-
-template <typename Args>
-void launch(
-    mx::cu::CommandEncoder& enc, const void* kernel, int64_t grid_x,
-    int64_t grid_y, int64_t grid_z, int block, Args args) {
-  void* params[] = {&args};
-  enc.add_kernel_node_raw(
-      func_of(kernel), dim3(unsigned(grid_x), unsigned(grid_y), unsigned(grid_z)),
-      dim3(block), dim3(), 0, params);
-}
-
-int64_t grid_for(int64_t n, int block) {
-  return std::max<int64_t>(1, std::min<int64_t>((n + block - 1) / block, 65535));
-}
-
-
-// A row-contiguous (and 16-byte aligned) view of `a`, gathered if needed.
-mx::array contiguous(
-    const mx::array& a, mx::cu::CommandEncoder& enc, std::vector<mx::array>& temps) {
-  const bool aligned = (reinterpret_cast<uintptr_t>(dev_ptr<uint8_t>(a)) % 16) == 0;
-  if (a.flags().row_contiguous && aligned) {
-    return a;
-  }
-  if (a.ndim() > kMaxDims) {
-    throw std::runtime_error("mlx_kernels CUDA: too many dimensions");
-  }
-  mx::array out(device_data(a.nbytes(), enc), a.shape(), a.dtype());
-  GatherArgs g{};
-  g.src = dev_ptr<uint8_t>(a);
-  g.dst = dev_ptr<uint8_t>(out);
-  g.size = a.size();
-  g.ndim = int(a.ndim());
-  g.itemsize = int(a.itemsize());
-  for (int d = 0; d < g.ndim; ++d) {
-    g.shape[d] = a.shape(d);
-    g.strides[d] = a.strides(d);
-  }
-  if (g.size > 0) {
-    enc.set_input_array(a);
-    enc.set_output_array(out);
-    launch(enc, (const void*)gather_kernel, grid_for(g.size, 256), 1, 1, 256, g);
-  }
-  temps.push_back(out);
-  return out;
-}
-
-void check_cu(CUresult r, const char* what) {
-  if (r != CUDA_SUCCESS) {
-    const char* msg = nullptr;
-    cuGetErrorString(r, &msg);
-    throw std::runtime_error(
-        std::string("mlx_kernels CUDA: ") + what + ": " + (msg ? msg : "unknown error"));
-  }
-}
-
 // A kernel launched as thread-block clusters of `cluster_x` blocks along x.
 //
 // Not a plain kernel node of MLX's graph: MLX caches instantiated graphs by
@@ -853,7 +696,9 @@ void dispatch(
     k = p.bits == 4 ? (const void*)simt_qmm_nt_kernel<T, 4>
                     : (const void*)simt_qmm_nt_kernel<T, 8>;
   }
-  launch(enc, k, plan.grid[0], plan.grid[1], plan.grid[2], plan.block, sa);
+  add_node(
+      enc, k, dim3(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2])),
+      plan.block, 0, sa);
 }
 
 } // namespace
@@ -866,15 +711,7 @@ void quantized_matmul(
   out.set_data(device_data(out.nbytes(), enc));
   std::vector<mx::array> temps;
 
-  if (poison_outputs() && out.nbytes() > 0) {
-    enc.set_output_array(out);
-    uint8_t* ptr = dev_ptr<uint8_t>(out);
-    int64_t n = int64_t(out.nbytes());
-    void* params[] = {&ptr, &n};
-    enc.add_kernel_node_raw(
-        func_of((const void*)fill_ff_kernel), dim3(unsigned(grid_for(n, 256))),
-        dim3(256), dim3(), 0, params);
-  }
+  poison_output(enc, out);
 
   const bool is_f32 = x_in.dtype() == mx::float32;
   const QmmPlan plan = plan_cuda_qmm(p, is_f32, num_sms());
@@ -882,10 +719,10 @@ void quantized_matmul(
     throw std::runtime_error("mlx_kernels CUDA: quantized_matmul problem too large for one launch");
   }
   if (plan.kernel != QmmKernel::kNone) {
-    mx::array x = contiguous(x_in, enc, temps);
-    mx::array w = contiguous(w_in, enc, temps);
-    mx::array s = contiguous(s_in, enc, temps);
-    mx::array b = contiguous(b_in, enc, temps);
+    mx::array x = aligned_rows(x_in, enc, temps);
+    mx::array w = aligned_rows(w_in, enc, temps);
+    mx::array s = aligned_rows(s_in, enc, temps);
+    mx::array b = aligned_rows(b_in, enc, temps);
     if (x.dtype() == mx::float16) {
       dispatch<__half>(enc, plan, p, x, w, s, b, out, temps);
     } else if (x.dtype() == mx::bfloat16) {
