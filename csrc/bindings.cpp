@@ -22,6 +22,22 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
+namespace {
+
+// The plan bindings' mask argument ("none", "causal", "bool", "additive");
+// anything else plans as "none".
+mlx_kernels::AttnMask mask_kind(const std::string& mask) {
+  for (auto k : {mlx_kernels::AttnMask::None, mlx_kernels::AttnMask::Causal,
+                 mlx_kernels::AttnMask::Bool, mlx_kernels::AttnMask::Additive}) {
+    if (mask == mlx_kernels::attn_mask_name(k)) {
+      return k;
+    }
+  }
+  return mlx_kernels::AttnMask::None;
+}
+
+} // namespace
+
 NB_MODULE(_ext, m) {
   m.doc() = "Compiled core of mlx_kernels (use the mlx_kernels package).";
 
@@ -101,13 +117,7 @@ NB_MODULE(_ext, m) {
       "plan_metal_flash_attention",
       [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& mask,
          const std::string& dtype) {
-        mlx_kernels::AttnMask kind = mlx_kernels::AttnMask::None;
-        for (auto k : {mlx_kernels::AttnMask::None, mlx_kernels::AttnMask::Causal,
-                       mlx_kernels::AttnMask::Bool, mlx_kernels::AttnMask::Additive}) {
-          if (mask == mlx_kernels::attn_mask_name(k)) {
-            kind = k;
-          }
-        }
+        const mlx_kernels::AttnMask kind = mask_kind(mask);
         mlx_kernels::AttnParams p{B, Hq, Hkv, qL, kL, D, 1.0f, kind};
         auto plan = mlx_kernels::metal::plan_flash_attention(p, dtype);
         auto dim3 = [](const mlx_kernels::metal::Dim3& d) {
@@ -166,13 +176,7 @@ NB_MODULE(_ext, m) {
           throw mlx_kernels::ValueError(
               "plan_cuda_flash_attention: dtype must be float32, float16 or bfloat16.");
         }
-        mlx_kernels::AttnMask kind = mlx_kernels::AttnMask::None;
-        for (auto k : {mlx_kernels::AttnMask::None, mlx_kernels::AttnMask::Causal,
-                       mlx_kernels::AttnMask::Bool, mlx_kernels::AttnMask::Additive}) {
-          if (mask == mlx_kernels::attn_mask_name(k)) {
-            kind = k;
-          }
-        }
+        const mlx_kernels::AttnMask kind = mask_kind(mask);
         mlx_kernels::AttnParams p{B, Hq, Hkv, qL, kL, D, 1.0f, kind};
         const cu::AttnPlan plan = cu::plan_cuda_flash_attention(p, dtype == "float32", num_sms);
         const cu::AttnGeometry& g = plan.geo;
