@@ -48,7 +48,7 @@ if has lazy; then
 fi
 
 if has failing; then
-  FAILING=${FAILING:-$(cat "$ROOT/.cudawork/benchmarks/failing_ids.txt" 2>/dev/null)}
+  # FAILING: the test ids to rerun (space-separated)
   # The named failing tests alone, serially, with their messages; then again
   # without CUDA graphs.
   (cd .cudawork/tests && timeout ${FAIL_T:-150} python3 -m pytest --device gpu -p no:xdist -p no:cacheprovider \
