@@ -44,7 +44,7 @@ def check_coverage(B, Hq, Hkv, qL, kL, D, dtype, mask, num_sms=132):
     assert len(keys) == B * Hq * qL, "some rows are not served"
     for (b, hq, i), ranges in keys.items():
         ranges.sort()
-        if p["kernel"] == "decode":
+        if p["kernel"] in ("decode", "decode_mma"):
             # the splits partition [0, kL): each key exactly once
             assert len(ranges) == p["splits"], (b, hq, i)
             assert ranges[0][0] == 0 and ranges[-1][1] == kL
@@ -67,11 +67,19 @@ def test_variant_for_every_query_length():
             if qL == 0:
                 assert p["kernel"] == "none" and p["grid"] == 0
             elif qL <= 8:
-                assert p["kernel"] == "decode", qL
                 rows = 4 * qL  # G * qL
                 assert p["rows"] == rows
-                assert p["block_rows"] in (1, 2, 4, 8)
-                assert p["block_rows"] >= min(rows, 8) > p["block_rows"] // 2
+                if dtype == "float32":
+                    assert p["kernel"] == "decode", qL
+                    assert p["block_rows"] in (1, 2, 4, 8)
+                    assert p["block_rows"] >= min(rows, 8) > p["block_rows"] // 2
+                else:
+                    # tensor cores: 16, 32 or 64 rows a block
+                    assert p["kernel"] == "decode_mma", qL
+                    assert p["block_rows"] in (16, 32, 64)
+                    assert p["block_rows"] >= min(rows, 64)
+                    assert p["block_rows"] == 16 or min(rows, 64) > p["block_rows"] // 2
+                    assert p["block_k"] == 64
                 assert p["row_tiles"] * p["block_rows"] >= rows > (p["row_tiles"] - 1) * p["block_rows"]
             else:
                 assert p["kernel"] == ("prefill_simt" if dtype == "float32" else "prefill_mma"), qL
@@ -99,8 +107,13 @@ def test_empty_problems_launch_nothing():
 def test_decode_split_rule(B, Hq, Hkv, kL, splits):
     """Splits from B * Hkv * row tiles and kL: about 8 blocks per SM, at
     least 256 keys a split, at most 256 splits, chunks multiple of 64."""
-    p = plan(B, Hq, Hkv, 1, kL, 128, "float16", "none")
-    assert p["kernel"] == "decode"
+    for dtype in ("float32", "float16"):
+        p = plan(B, Hq, Hkv, 1, kL, 128, dtype, "none")
+        check_split(p, B, Hq, kL, splits)
+
+
+def check_split(p, B, Hq, kL, splits):
+    assert p["kernel"] in ("decode", "decode_mma")
     assert p["splits"] == splits, p
     assert p["chunk"] % 64 == 0
     assert p["splits"] * p["chunk"] >= kL
@@ -137,6 +150,12 @@ def test_coverage_and_shared_memory(D, dtype):
                 bk = 32 if D <= 128 else 16
                 assert p["block_q"] == 32 and p["block_k"] == bk
                 assert p["smem_bytes"] == 2 * bk * D * 4 <= MAX_STATIC_SMEM
+            elif p["kernel"] == "decode_mma":
+                rt = p["block_rows"]
+                # Q [rt][D + 8] + 2 stages of K, V [64][D + 8], 2-byte elements
+                assert p["smem_bytes"] == 2 * (rt + 4 * 64) * (D + 8) <= MAX_DYNAMIC_SMEM
+                # the final reduction [4][16][D] + [4][16][2] floats fits the stages
+                assert 4 * (4 * 16 * D + 4 * 16 * 2) <= 2 * 4 * 64 * (D + 8)
             else:
                 rt = p["block_rows"]
                 assert p["smem_bytes"] == 4 * (5 * rt * D + 8 * rt) <= MAX_STATIC_SMEM
@@ -150,6 +169,9 @@ def test_coverage_and_shared_memory(D, dtype):
         (1, 96, 1, 3, 700, "bool"),  # a wide group: 288 rows
         (3, 4, 2, 7, 1025, "additive"),
         (1, 8, 8, 8, 1, "causal"),  # qL > kL
+        (2, 32, 2, 8, 777, "causal"),  # 128 rows a KV head: two tiles of 64
+        (1, 40, 8, 7, 5000, "none"),  # 35 rows: one tile of 64
+        (4, 32, 8, 8, 32768, "causal"),  # the benchmark's largest decode
         (1, 4, 2, 300, 257, "causal"),  # prefill, queries that see no key
         (2, 4, 1, 1000, 1000, "causal"),
     ],
@@ -171,6 +193,23 @@ def test_prefill_causal_skips_tiles_above_the_diagonal():
 
 def test_grid_limits():
     with pytest.raises(ValueError):
-        plan(1 << 20, 4096, 1, 8, 10, 64, "float16", "none")  # > 2^31 - 1 blocks
+        plan(1 << 20, 4096, 1, 8, 10, 64, "float32", "none")  # > 2^31 - 1 blocks
+    with pytest.raises(ValueError):
+        plan(1 << 24, 4096, 1, 8, 10, 64, "float16", "none")  # 64 rows a block: 2^33
     with pytest.raises(ValueError):
         plan(1, 1, 1, 1, 10, 72, "float16", "none")  # no kernel for D = 72
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_decode_mma_reads_each_key_once_per_split(dtype):
+    """Tensor-core decode: up to 64 (head, query) rows of a KV head share one
+    block, so K / V rows are read once per (batch, KV head, split); wider
+    groups take ceil(rows / 64) row tiles."""
+    for qL in range(1, 9):
+        for Hq, Hkv in [(32, 8), (8, 8), (64, 8), (96, 1)]:
+            p = plan(4, Hq, Hkv, qL, 32768, 128, dtype, "causal")
+            rows = Hq // Hkv * qL
+            assert p["kernel"] == "decode_mma"
+            assert p["row_tiles"] == -(-rows // 64)
+            assert p["grid"] == 4 * Hkv * p["row_tiles"] * p["splits"]
+            assert p["chunk"] % p["block_k"] == 0

@@ -6,6 +6,10 @@
 // - Decode splits the keys until B * Hkv * row_tiles * splits reaches
 //   kDecodeBlocksPerSm blocks per SM (about 4 decode blocks fit an SM at
 //   once: two waves), keeping >= kMinSplitKeys keys per split.
+// - Decode (float16/bfloat16) serves 16, 32 or 64 rows a block on tensor
+//   cores (every K / V row read once per KV head and split for up to 64
+//   rows): dynamic shared memory Q [rows][D + 8] + 2 stages x K, V
+//   [64][D + 8]: D = 128: 74-87 KB (2-3 blocks an SM), D = 256: 143-169 KB.
 // - Prefill (float16/bfloat16): 64 queries x 64 keys per tile for D <= 128,
 //   64 x 32 for D = 256 (accumulators: D / 2 floats a thread); Q, K and V
 //   tiles in dynamic shared memory, (64 + 2 * block_k) * (D + 8) * 2 bytes:
@@ -40,10 +44,18 @@ size_t decode_smem_bytes(int block_rows, int D) {
 
 } // namespace
 
+size_t decode_mma_smem_bytes(int block_rows, int D) {
+  // Q [block_rows][D + 8] and kDecodeMmaStages x (K, V) [BK][D + 8], 2-byte
+  // elements. The final reduction ([4 warps][16][D] + [4][16][2] floats)
+  // reuses the K / V stages: 256 D + 512 <= 512 (D + 8) bytes.
+  return 2 * (size_t(block_rows) + 2 * size_t(kDecodeMmaStages) * kDecodeMmaBlockK) * (D + 8);
+}
+
 const char* attn_kernel_name(AttnKernel k) {
   switch (k) {
     case AttnKernel::None: return "none";
     case AttnKernel::Decode: return "decode";
+    case AttnKernel::DecodeMma: return "decode_mma";
     case AttnKernel::PrefillMma: return "prefill_mma";
     case AttnKernel::PrefillSimt: return "prefill_simt";
   }
@@ -79,11 +91,18 @@ AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num
   plan.block = kAttnThreads;
 
   if (p.qL <= kDecodeMaxQueries) {
-    plan.kernel = AttnKernel::Decode;
+    plan.kernel = is_float32 ? AttnKernel::Decode : AttnKernel::DecodeMma;
     g.rows = g.group * p.qL;
-    g.block_rows = 1;
-    while (g.block_rows < std::min(g.rows, 8)) {
-      g.block_rows *= 2;
+    if (is_float32) {
+      g.block_rows = 1;
+      while (g.block_rows < std::min(g.rows, 8)) {
+        g.block_rows *= 2;
+      }
+    } else {
+      g.block_rows = 16;
+      while (g.block_rows < std::min(g.rows, kDecodeMmaMaxRows)) {
+        g.block_rows *= 2;
+      }
     }
     g.row_tiles = static_cast<int>(ceil_div(g.rows, g.block_rows));
     const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
@@ -96,7 +115,12 @@ AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num
         kSplitKeyMultiple);
     g.splits = static_cast<int>(std::max<int64_t>(ceil_div(p.kL, g.chunk), 1));
     plan.grid = base * g.splits;
-    plan.smem_bytes = decode_smem_bytes(g.block_rows, p.D);
+    if (is_float32) {
+      plan.smem_bytes = decode_smem_bytes(g.block_rows, p.D);
+    } else {
+      plan.block_k = kDecodeMmaBlockK;
+      plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D);
+    }
     if (g.splits > 1) {
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
       plan.merge_block = kAttnThreads;
@@ -129,7 +153,7 @@ std::vector<AttnBlockWork> attn_block_work(const AttnPlan& plan) {
   std::vector<AttnBlockWork> blocks;
   for (int64_t i = 0; i < plan.grid; ++i) {
     AttnBlockWork w{};
-    if (plan.kernel == AttnKernel::Decode) {
+    if (plan.kernel == AttnKernel::Decode || plan.kernel == AttnKernel::DecodeMma) {
       const DecodeWork d = decode_work(g, i);
       w = {d.b, d.hkv, d.k_begin, d.k_end, {}};
       for (int r = d.row0; r < std::min(d.row0 + g.block_rows, g.rows); ++r) {

@@ -24,7 +24,8 @@ namespace mlx_kernels::cuda {
 
 enum class AttnKernel {
   None, // empty output: nothing to launch
-  Decode, // qL <= 8: the rows of a GQA group share a block; keys split
+  Decode, // qL <= 8, float32: the rows of a GQA group share a block; keys split
+  DecodeMma, // qL <= 8, float16/bfloat16: as Decode, 16-64 rows a block, tensor cores
   PrefillMma, // qL > 8, float16/bfloat16: tensor-core tiles (mma.sync)
   PrefillSimt, // qL > 8, float32: float32 FMA tiles
 };
@@ -41,7 +42,7 @@ struct AttnGeometry {
   // and query r % qL; a block serves block_rows consecutive rows over one
   // split of the keys [split * chunk, min(kL, (split + 1) * chunk)).
   int rows; // group * qL
-  int block_rows; // 1, 2, 4 or 8
+  int block_rows; // Decode: 1, 2, 4 or 8; DecodeMma: 16, 32 or 64
   int row_tiles; // ceil(rows / block_rows)
   int splits; // >= 1; every split holds at least one key (when kL > 0)
   int chunk; // keys per split
@@ -129,6 +130,12 @@ struct AttnPlan {
 constexpr int kAttnThreads = 128; // 4 warps, every kernel
 constexpr int kDecodeMaxQueries = 8;
 constexpr int kDecodeWarps = 4;
+// DecodeMma: 16 * MT rows a block (MT = 1, 2 or 4 row tiles of 16; the 4 warps
+// are MT row tiles x 4 / MT key groups), key tiles of kDecodeMmaBlockK keys
+// (double-buffered K and V in dynamic shared memory).
+constexpr int kDecodeMmaMaxRows = 64;
+constexpr int kDecodeMmaBlockK = 64;
+constexpr int kDecodeMmaStages = 2;
 constexpr int kPrefillMmaBlockQ = 64; // 4 warps x 16 rows
 constexpr int kPrefillSimtBlockQ = 32; // 32 rows x 4 lanes
 // Decode key splits: enough blocks for kDecodeBlocksPerSm per SM, but at least
@@ -145,6 +152,8 @@ constexpr size_t kMaxDynamicSmem = 227 * 1024;
 // Keys per staged tile of the prefill kernels for head dimension D.
 int prefill_mma_block_k(int D);
 int prefill_simt_block_k(int D);
+// Dynamic shared memory of the DecodeMma kernel.
+size_t decode_mma_smem_bytes(int block_rows, int D);
 
 // is_float32: q, k and v are float32 (else float16 or bfloat16). Throws
 // ValueError for a D it has no kernel for or a grid past 2^31 - 1 blocks.

@@ -17,7 +17,7 @@
 // 1-D grid whose block index maps to work through decode_work / prefill_work
 // (attn_plan.h):
 //
-// attn_decode_kernel<T, D, RT>  (qL <= 8, every dtype)
+// attn_decode_kernel<T, D, RT>  (qL <= 8, float32; T = float only)
 //   A block serves RT rows (the (query head, query) pairs of one KV head's
 //   GQA group, RT = 1, 2, 4 or 8) over one split of the keys, so each K and V
 //   row is read once per block for all RT rows. Lanes: a key's row of D
@@ -36,6 +36,33 @@
 //   accumulator) and attn_merge_kernel combines them.
 //   Shared memory (static): q rows RT * D floats + warp accumulators
 //   4 * RT * D floats + maxima and sums: at most 40.3 KB (RT = 8, D = 256).
+//
+// attn_decode_mma_kernel<T, D, MT>  (qL <= 8, float16 / bfloat16)
+//   A block serves BR = 16 * MT rows (MT = 1, 2 or 4; the (query head, query)
+//   rows of one KV head's GQA group, as attn_decode_kernel: up to 64 rows, so
+//   each K / V row is read once per (batch, KV head, split) for G * qL <= 64
+//   rows) over one split of the keys, on tensor cores (mma.sync.m16n8k16,
+//   the fragment layout of the prefill kernel below). Warp w: row tile
+//   mt = w % MT (block rows 16 mt .. 16 mt + 15, the M side), key group
+//   kg = w / MT of KG = 4 / MT. Keys go by tiles of BK = 64 (the N side of
+//   S = Q K^T, the K side of P V); warp (mt, kg) takes keys
+//   KW kg .. KW kg + KW - 1 of each tile, KW = BK / KG = 16, 32 or 64, and
+//   keeps its own online softmax (m, l) and O [16][D] (float32 accumulators,
+//   D / 2 a thread). Rows past `rows` are zeros (computed, never written).
+//   Shared memory (dynamic, opted in above 48 KB): Q [BR][D + 8] and two
+//   stages of K, V [BK][D + 8] in T (rows padded by 16 bytes for ldmatrix),
+//   filled by cp.async (keys past the split zero-filled): tile t + 1 loads
+//   while tile t is computed (one __syncthreads before and one after each
+//   tile). Masking as in prefill: keys past the split are -inf (weight 0);
+//   only tiles that hold such keys, cross the causal diagonal (keys past
+//   kL - qL) or have an array mask go through the per-element mask. At the
+//   end the warps write (m, l, O) to shared memory (over the K / V stages,
+//   [4][16][D] + [4][16][2] floats) and the block combines the KG key groups
+//   of each row: it writes out (one split) or float32 partials for
+//   attn_merge_kernel, exactly as attn_decode_kernel.
+//   D = 128: Q 4.3 / 8.7 / 17.4 KB + stages 69.6 KB = 74-87 KB (2-3 blocks an
+//   SM); D = 256: 143-169 KB (one block). Registers (ptxas, sm_90): D = 128:
+//   140 / 169 / 190 for MT = 1 / 2 / 4, no spills.
 //
 // attn_merge_kernel<T>  (decode with splits > 1)
 //   One block per output row (b, query head, query): M = max of the splits'
@@ -800,6 +827,257 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
 }
 
 // ---------------------------------------------------------------------------
+// Decode, float16 / bfloat16: tensor cores (layout in the header comment)
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+template <typename T, int D, int MT>
+__global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const AttnArgs a) {
+  constexpr int kWarps = kAttnThreads / 32;
+  constexpr int BR = 16 * MT; // rows a block
+  constexpr int KG = kWarps / MT; // key groups
+  constexpr int BK = kDecodeMmaBlockK; // keys a tile
+  constexpr int KW = BK / KG; // keys of a tile a warp takes: 16, 32 or 64
+  constexpr int LD = D + 8; // padded row of a staged tile
+  constexpr int NT = KW / 8; // 8-key column tiles of a warp's S
+  constexpr int DT = D / 8; // 8-column tiles of O
+  static_assert(MT * KG == kWarps && KW % 16 == 0 && kDecodeMmaStages == 2);
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* q_tile = reinterpret_cast<T*>(smem); // [BR][LD]
+  T* kv = q_tile + BR * LD; // stage s: K [BK][LD] at 2 s BK LD, V right after
+
+  const AttnGeometry& g = a.geo;
+  const DecodeWork w = decode_work(g, blockIdx.x);
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+  const int gid = lane / 4; // fragment row
+  const int tig = lane % 4; // fragment column pair
+  const int mt = warp % MT; // this warp's row tile: block rows 16 mt ..
+  const int kg = warp / MT; // this warp's keys of a tile: KW kg ..
+
+  // The query head and query of this thread's rows 16 mt + gid + 8 h (rows
+  // past `rows` repeat the last valid one: in-bounds mask reads, never
+  // written).
+  int hq[2];
+  int qi[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = attn_min(w.row0 + mt * 16 + gid + 8 * h, g.rows - 1);
+    hq[h] = decode_row_head(g, w.hkv, row);
+    qi[h] = decode_row_query(g, row);
+  }
+
+  // Q rows of the block (zeros past `rows`).
+  {
+    constexpr int kChunks = D / 8;
+    const T* q = static_cast<const T*>(a.q);
+    for (int e = tid; e < BR * kChunks; e += kAttnThreads) {
+      const int r = e / kChunks;
+      const int c = e % kChunks;
+      const int row = w.row0 + r;
+      const bool in = row < g.rows;
+      const T* from = q;
+      if (in) {
+        const int64_t qrow =
+            (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
+            decode_row_query(g, row);
+        from = q + qrow * D + c * 8;
+      }
+      cp_async16(q_tile + r * LD + c * 8, from, in);
+    }
+  }
+
+  const int64_t kv_head = (int64_t(w.b) * g.Hkv + w.hkv) * g.kL * D;
+  const T* kh = static_cast<const T*>(a.k) + kv_head;
+  const T* vh = static_cast<const T*>(a.v) + kv_head;
+  const int n_tiles = (w.k_end - w.k_begin + BK - 1) / BK;
+  if (n_tiles > 0) {
+    stage_tile<BK, D, LD>(kv, kh, w.k_begin, w.k_end);
+    stage_tile<BK, D, LD>(kv + BK * LD, vh, w.k_begin, w.k_end);
+  }
+  cp_async_commit(); // Q and tile 0
+
+  float o[DT][4] = {};
+  float m[2] = {kNegInf, kNegInf}; // rows gid, gid + 8 of the warp's 16
+  float l[2] = {0.0f, 0.0f}; // this lane's share of the row sums
+  const T* q_frag = q_tile + (mt * 16 + lane % 16) * LD + (lane / 16) * 8;
+  const int k_off = (kg * KW + (lane / 16) * 8 + lane % 8) * LD + ((lane / 8) % 2) * 8;
+  const int v_off = (kg * KW + lane % 8 + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8;
+  const bool array_mask = g.mask != kMaskNone && g.mask != kMaskCausal;
+  const int diag = g.kL - g.qL; // causal: query i sees keys j <= i + diag
+
+  for (int t = 0; t < n_tiles; ++t) {
+    if (t + 1 < n_tiles) {
+      // Tile t + 1 into the other stage (free since the end of tile t - 1).
+      T* next = kv + ((t + 1) & 1) * 2 * BK * LD;
+      const int k1 = w.k_begin + (t + 1) * BK;
+      stage_tile<BK, D, LD>(next, kh, k1, w.k_end);
+      stage_tile<BK, D, LD>(next + BK * LD, vh, k1, w.k_end);
+      cp_async_commit();
+      cp_async_wait_group<1>(); // this thread's copies of tile t are done
+    } else {
+      cp_async_wait_group<0>();
+    }
+    __syncthreads(); // every thread's copies of tile t are visible
+    const T* k_frag = kv + (t & 1) * 2 * BK * LD + k_off;
+    const T* v_frag = kv + (t & 1) * 2 * BK * LD + BK * LD + v_off;
+    const int j0 = w.k_begin + t * BK + kg * KW; // this warp's first key
+
+    // S = Q K^T (16 rows x KW keys)
+    float s[NT][4] = {};
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      uint32_t qa[4];
+      ldmatrix_x4(qa, q_frag + ks * 16);
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        uint32_t kb[4];
+        ldmatrix_x4(kb, k_frag + np * 16 * LD + ks * 16);
+        mma_16816<T>(s[2 * np], qa, kb[0], kb[1]);
+        mma_16816<T>(s[2 * np + 1], qa, kb[2], kb[3]);
+      }
+    }
+
+    // Scale, mask (keys past the split, the causal diagonal, array masks).
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[nt][e] *= a.qscale;
+      }
+    }
+    const bool masked_tile = array_mask || j0 + KW > w.k_end ||
+        (g.mask == kMaskCausal && j0 + KW - 1 > diag);
+    if (masked_tile) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int h = e / 2;
+          const int j = j0 + nt * 8 + 2 * tig + e % 2;
+          float& x = s[nt][e];
+          x = j >= w.k_end ? kNegInf : masked_score<T>(x, a, w.b, hq[h], qi[h], j);
+        }
+      }
+    }
+
+    // Online softmax of rows gid (h = 0) and gid + 8 (h = 1); s becomes p.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float tile_max = kNegInf;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+      }
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
+      bool live;
+      const float alpha = softmax_rescale(m[h], tile_max, live);
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int e = 2 * h; e < 2 * h + 2; ++e) {
+          const float p = live ? exp2f(s[nt][e] - m[h]) : 0.0f;
+          s[nt][e] = p;
+          sum += p;
+        }
+      }
+      l[h] = l[h] * alpha + sum;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        o[dt][2 * h] *= alpha;
+        o[dt][2 * h + 1] *= alpha;
+      }
+    }
+
+    // O += P V (V rows past the split are zeros: weight 0 times 0)
+#pragma unroll
+    for (int kk = 0; kk < KW / 16; ++kk) {
+      const uint32_t pa[4] = {
+          pack2<T>(s[2 * kk][0], s[2 * kk][1]),
+          pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+          pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+          pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vb[4];
+        ldmatrix_x4_trans(vb, v_frag + kk * 16 * LD + dp * 16);
+        mma_16816<T>(o[2 * dp], pa, vb[0], vb[1]);
+        mma_16816<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
+      }
+    }
+    __syncthreads(); // every warp done with this stage before it is refilled
+  }
+  cp_async_wait_all(); // kL = 0: the Q tile's copies
+  __syncthreads();
+
+  // Combine the key groups through shared memory (the K / V stages):
+  // red_o [warp][16][D] unnormalized, red_m / red_l [warp][16].
+  float* red_o = reinterpret_cast<float*>(kv);
+  float* red_m = red_o + kWarps * 16 * D;
+  float* red_l = red_m + kWarps * 16;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(kFullMask, l[h], 1);
+    l[h] += __shfl_xor_sync(kFullMask, l[h], 2);
+    const int rr = warp * 16 + gid + 8 * h;
+    if (tig == 0) {
+      red_m[rr] = m[h];
+      red_l[rr] = l[h];
+    }
+#pragma unroll
+    for (int dt = 0; dt < DT; ++dt) {
+      *reinterpret_cast<float2*>(&red_o[rr * D + dt * 8 + 2 * tig]) =
+          make_float2(o[dt][2 * h], o[dt][2 * h + 1]);
+    }
+  }
+  __syncthreads();
+
+  for (int e = tid; e < BR * D; e += kAttnThreads) {
+    const int br = e / D;
+    const int d = e % D;
+    const int row = w.row0 + br;
+    if (row >= g.rows) {
+      continue;
+    }
+    const int rr = br % 16; // row within its tile
+    const int w0 = br / 16; // warp of key group 0 for this row tile
+    float M = kNegInf;
+#pragma unroll
+    for (int k = 0; k < KG; ++k) {
+      M = fmaxf(M, red_m[(k * MT + w0) * 16 + rr]);
+    }
+    float L = 0.0f;
+    float x = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KG; ++k) {
+      const int at = (k * MT + w0) * 16 + rr;
+      const float wt = part_weight(red_m[at], M);
+      L += wt * red_l[at];
+      x += wt * red_o[at * D + d];
+    }
+    const int64_t n = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
+        decode_row_query(g, row); // output row
+    if (g.splits == 1) {
+      // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
+      static_cast<T*>(a.out)[n * D + d] = from_f<T>(g.kL == 0 ? 0.0f : x / L);
+    } else {
+      const int64_t part = n * g.splits + w.split;
+      a.part_acc[part * D + d] = x;
+      if (d == 0) {
+        a.part_ml[2 * part] = M;
+        a.part_ml[2 * part + 1] = L;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Prefill, float32: SIMT
 __device__ __forceinline__ float dot4(float4 a, float4 b, float acc) {
   acc = fmaf(a.x, b.x, acc);
@@ -918,6 +1196,16 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_simt_kernel(const A
 // ---------------------------------------------------------------------------
 // Host side
 template <typename T, int D>
+const void* decode_mma_kernel_for(int block_rows) {
+  switch (block_rows) {
+    case 16: return (const void*)attn_decode_mma_kernel<T, D, 1>;
+    case 32: return (const void*)attn_decode_mma_kernel<T, D, 2>;
+    case 64: return (const void*)attn_decode_mma_kernel<T, D, 4>;
+  }
+  return nullptr;
+}
+
+template <typename T, int D>
 const void* decode_kernel_for(int block_rows) {
   switch (block_rows) {
     case 1: return (const void*)attn_decode_kernel<T, D, 1>;
@@ -933,7 +1221,15 @@ template <typename T, int D>
 const void* main_kernel_for(const AttnPlan& plan) {
   switch (plan.kernel) {
     case AttnKernel::Decode:
-      return decode_kernel_for<T, D>(plan.geo.block_rows);
+      if constexpr (std::is_same_v<T, float>) {
+        return decode_kernel_for<T, D>(plan.geo.block_rows);
+      }
+      return nullptr;
+    case AttnKernel::DecodeMma:
+      if constexpr (!std::is_same_v<T, float>) {
+        return decode_mma_kernel_for<T, D>(plan.geo.block_rows);
+      }
+      return nullptr;
     case AttnKernel::PrefillMma:
       if constexpr (!std::is_same_v<T, float>) {
         return (const void*)attn_prefill_mma_kernel<T, D>;
@@ -970,11 +1266,14 @@ void encode(
   if (kernel == nullptr) {
     throw std::runtime_error("mlx_kernels CUDA: no flash_attention kernel for this plan");
   }
-  const size_t dynamic_smem = plan.kernel == AttnKernel::PrefillMma ? plan.smem_bytes : 0;
+  const bool dynamic =
+      plan.kernel == AttnKernel::PrefillMma || plan.kernel == AttnKernel::DecodeMma;
+  const size_t dynamic_smem = dynamic ? plan.smem_bytes : 0;
+  const bool decode = plan.kernel == AttnKernel::Decode || plan.kernel == AttnKernel::DecodeMma;
   for (const auto& r : reads) {
     enc.set_input_array(r);
   }
-  if (plan.kernel != AttnKernel::Decode || plan.geo.splits == 1) {
+  if (!decode || plan.geo.splits == 1) {
     enc.set_output_array(out);
     add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, dynamic_smem, args);
     return;
@@ -993,7 +1292,7 @@ void encode(
   args.part_ml = dev_ptr<float>(part_ml);
   enc.set_output_array(part_acc);
   enc.set_output_array(part_ml);
-  add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, 0, args);
+  add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, dynamic_smem, args);
 
   enc.set_input_array(part_acc);
   enc.set_input_array(part_ml);
