@@ -84,6 +84,13 @@ CUfunction func_of(const void* kernel, size_t dynamic_smem) {
             fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(dynamic_smem)),
         "cuFuncSetAttribute(max dynamic shared memory)");
   }
+  if (dynamic_smem > 0) {
+    // Kernels that stage through dynamic shared memory want as many resident
+    // blocks as it allows; their global loads bypass L1 (cp.async.cg).
+    check_cu(
+        cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100),
+        "cuFuncSetAttribute(shared memory carveout)");
+  }
   cache.emplace(kernel, fn);
   return fn;
 }

@@ -21,9 +21,10 @@ namespace mx = mlx::core;
 void check_cuda(cudaError_t e, const char* what);
 void check_cu(CUresult r, const char* what);
 
-// The driver handle of a kernel, looked up once. A kernel that needs more than
-// 48 KB of dynamic shared memory is opted in to it on that first look-up
-// (every launch of one kernel asks for the same amount).
+// The driver handle of a kernel, looked up once. On that first look-up a kernel
+// with dynamic shared memory gets the largest shared-memory carveout, and one
+// that needs more than 48 KB is opted in to it (every launch of one kernel
+// asks for the same amount).
 CUfunction func_of(const void* kernel, size_t dynamic_smem = 0);
 
 int num_sms();
