@@ -18,23 +18,10 @@
 //   is free as long as A and B agree: each lane loads the same V consecutive
 //   values of its x row (16-byte reads of shared memory) and rearranges them
 //   with byte permutes into the order its dequantized weights come in.
-//   Loads go through a kStages-deep cp.async pipeline in dynamic shared
-//   memory (TcShape): a stage is kU (= 1) k-steps of (a) the block's 8 * MT
-//   rows of x (shared by the 4 warps; rows past M are zeroed once before the
-//   loop and never copied, k past K zero-filled; a chunk swizzle keeps the
-//   16-byte fragment reads free of bank conflicts), (b) each lane's 2 * RT
-//   16-byte weight chunks, and (c) their scales and biases (each a 4-byte
-//   cp.async of the aligned word that holds the 2-byte value). Each lane
-//   reads back only what it copied itself, so (b) and (c) need no barrier;
-//   one __syncthreads a stage covers x and buffer reuse. Stage i + kStages - 1
-//   is in flight while stage i is computed: the weight bytes in flight live
-//   in shared memory, not registers (the previous kernel issued and consumed
-//   each batch's loads in the same iteration, so their latency was exposed).
-//   Stages / dynamic shared memory a block (4-bit; 8-bit in brackets):
-//   (RT,MT) (1,1) 4 / 33.0 KB [28.5], (2,1) 3 / 42.8 [39.4],
-//   (1,2) 4 / 42.0 [33.0], (2,2) 3 / 49.5 [42.8], (1,4) 3 / 45.0 [31.5],
-//   (1,8) 2 / 48.0 [30.0]. Above 48 KB the launch opts in
-//   (func_of in launch.cu); the split-K reduction reuses the same memory.
+//   The block's rows of x for a batch of kU k-steps are staged in shared
+//   memory by cp.async (double-buffered, one batch ahead; rows past M and k
+//   past K zero-filled; a chunk swizzle keeps the 16-byte fragment reads
+//   free of bank conflicts), shared by the 4 warps.
 //   Each dequantized weight is applied to all 8 * MT rows of x of the block:
 //   w is read once per 8 * MT rows (once for M <= 64). K is split across
 //   grid.x when the rows alone cannot fill the SMs: the split blocks form one
@@ -131,15 +118,15 @@ struct Pair<__nv_bfloat16> {
 
 // Dequantize one 16-byte chunk of a weight row into A-fragment halves:
 // frag[i][b] = the pair mma i takes as register b (row r0: a0/a2, r1: a1/a3).
-// s2, b2: the group's scale and bias in both halves.
 template <typename T, int bits>
 __device__ __forceinline__ void dequant_chunk(
-    uint4 raw, typename Pair<T>::type s2, typename Pair<T>::type b2,
-    uint32_t (&frag)[128 / bits / 4][2]) {
+    uint4 raw, T s, T b, uint32_t (&frag)[128 / bits / 4][2]) {
   using T2 = typename Pair<T>::type;
   const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
   if constexpr (bits == 4) {
     constexpr uint32_t kMagic = std::is_same_v<T, __half> ? 0x64006400u : 0x43004300u;
+    const T2 s2 = {s, s};
+    const T2 b2 = {b, b};
     T2 off;
     if constexpr (std::is_same_v<T, __half>) {
       off = __half2half2(__float2half(1024.f));
@@ -158,6 +145,8 @@ __device__ __forceinline__ void dequant_chunk(
       }
     }
   } else if constexpr (std::is_same_v<T, __half>) {
+    const __half2 s2 = {s, s};
+    const __half2 b2 = {b, b};
     const __half2 off = __half2half2(__float2half(1024.f));
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
@@ -172,8 +161,8 @@ __device__ __forceinline__ void dequant_chunk(
   } else {
     // 8-bit bfloat16: 128 + q is not exact in bfloat16 for q >= 128; go
     // through float32.
-    const float sf = __low2float(s2);
-    const float bf = __low2float(b2);
+    const float sf = __bfloat162float(s);
+    const float bf = __bfloat162float(b);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
 #pragma unroll
@@ -206,24 +195,14 @@ __device__ __forceinline__ void mma16816(
   }
 }
 
-// Pipeline shape and shared memory of tc_qmm_kernel<T, bits, RT, MT>.
-//
-// A stage holds kU k-steps of everything the block consumes: the x rows of
-// the block (shared by the 4 warps), and each warp's packed weights, scales
-// and biases (private to the warp; in fact private to the lane: every lane
-// reads back exactly the bytes it copied itself, so those need no barrier).
-// kStages stages are in flight: stage i + kStages - 1 is copied by cp.async
-// while stage i is computed, so a lane has (kStages - 1) * kU * RT * 2
-// 16-byte weight chunks in flight without holding any of them in registers.
+// Batching and shared memory of tc_qmm_kernel<T, bits, RT, MT>.
 template <int bits, int RT, int MT>
 struct TcShape {
   static constexpr int kStep = 4 * (128 / bits); // k values a warp takes a step
-  static constexpr int kU = 1; // k-steps per stage
-  // Stages: as many as keep the shared memory per block small enough for the
-  // wanted blocks per SM (H200: 227 KB of shared memory per SM, 1 KB more
-  // reserved per block). (1,1): 4 stages, 33 KB -> 6 blocks/SM.
-  static constexpr int kStages = MT >= 8 ? 2 : (RT == 1 && MT <= 2) ? 4 : 3;
-  static constexpr int kXCols = kU * kStep; // k values of x a stage
+  // k-steps per batch: as many as registers (raw weights) and shared memory
+  // (x, double-buffered) allow.
+  static constexpr int kU = MT >= 8 ? 1 : MT == 4 ? 2 : (RT == 1 ? 4 : 2);
+  static constexpr int kXCols = kU * kStep; // k values of x a batch
   // Row pitch in elements of 2 bytes: 32 bytes (4-bit) or 16 bytes (8-bit)
   // past a multiple of 128 bytes, which with swizzle() makes each
   // quarter-warp's 16-byte reads of B fragments hit 8 different bank groups.
@@ -233,48 +212,18 @@ struct TcShape {
   __host__ __device__ static constexpr int swizzle(int j) {
     return bits == 4 ? (j ^ ((j >> 3) & 1)) : j;
   }
-  // 16-byte weight chunks (and scale/bias pairs) a lane copies per stage.
-  static constexpr int kLoads = kU * RT * 2;
-  static constexpr int x_stage_bytes(int elem) {
-    return 8 * MT * kXPitch * elem;
-  }
-  static constexpr int kWStageBytes = kTcWarps * kLoads * 32 * 16;
-  static constexpr int kSbStageBytes = kTcWarps * kLoads * 2 * 32 * 4;
-  // Layout: [x: kStages][8 MT][kXPitch] T, then [w: kStages][warp][kLoads]
-  // [lane] 16 bytes, then [scale/bias: kStages][warp][kLoads][2][lane] 4
-  // bytes. The split-K reduction reuses the start after the loop.
-  static constexpr int w_offset(int elem) {
-    return kStages * x_stage_bytes(elem);
-  }
-  static constexpr int sb_offset(int elem) {
-    return w_offset(elem) + kStages * kWStageBytes;
-  }
   static constexpr int smem_bytes(int elem) {
-    const int pipe = sb_offset(elem) + kStages * kSbStageBytes;
+    const int x = 2 * 8 * MT * kXPitch * elem;
     const int red = kTcWarps * RT * MT * 4 * 32 * 4;
-    return pipe > red ? pipe : red;
+    return x > red ? x : red;
   }
 };
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool ok) {
-  const unsigned saddr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr), "l"(gmem),
-               "r"(ok ? 16 : 0));
-}
-// 4 bytes of shared memory from the 4-byte aligned global word at gmem, of
-// which src_bytes (0, 2 or 4) are read and the rest zero-filled.
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, int src_bytes) {
-  const unsigned saddr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(saddr), "l"(gmem),
-               "r"(src_bytes));
-}
 
 template <typename T, int bits, int RT, int MT>
 __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
   constexpr int kStep = 4 * V;
-  using T2 = typename Pair<T>::type;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
@@ -283,8 +232,8 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   const T* biases = static_cast<const T*>(a.biases);
   const int64_t words_per_row = a.K * bits / 32;
 
-  // Grid: x = split-K index (the cluster dimension), y = block of
-  // 4 * 16 * RT weight rows, z = chunk of 8 * MT rows of x.
+  // Grid: x = split-K index (the cluster dimension), y = 64-row block,
+  // z = chunk of 8 * MT rows of x.
   const int64_t n_base = (int64_t(blockIdx.y) * kTcWarps + warp) * 16 * RT;
   const int64_t s_begin = int64_t(blockIdx.x) * a.steps_per_split;
   const int64_t s_end = min(s_begin + a.steps_per_split, a.num_steps);
@@ -300,15 +249,11 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
       for (int e = 0; e < 4; ++e)
         acc[r][t][e] = 0.f;
 
-  // Rows this lane loads: n_base + 16 r + g + 8 h. Scales and biases are
-  // copied as the 4-byte aligned word that holds the wanted element (arrays
-  // 16-byte aligned, see contiguous()); sel_par = parity of the row's first
-  // element index, which with the group's parity tells the half.
+  // Rows this lane loads: n_base + 16 r + g + 8 h.
   const uint4* wrow[RT][2];
   const T* srow[RT][2];
   const T* brow[RT][2];
   bool row_ok[RT][2];
-  int row_par[RT][2];
 #pragma unroll
   for (int r = 0; r < RT; ++r)
 #pragma unroll
@@ -319,61 +264,58 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
       wrow[r][h] = reinterpret_cast<const uint4*>(a.w + nn * words_per_row);
       srow[r][h] = scales + nn * a.groups;
       brow[r][h] = biases + nn * a.groups;
-      row_par[r][h] = int((nn * a.groups) & 1);
     }
 
+  // The block's rows of x for kU k-steps at a time are staged in shared
+  // memory by cp.async, one batch ahead of use (double buffer), and shared by
+  // the 4 warps: each warp used to load its own B fragments from global
+  // memory right before its mmas, which left that latency exposed and made x,
+  // not w, the largest stream through L1 for M > 8 (ncu, H200 session 4).
   using Shape = TcShape<bits, RT, MT>;
   constexpr int kU = Shape::kU;
-  constexpr int S = Shape::kStages;
-  constexpr int kLoads = Shape::kLoads;
   constexpr int kXCols = Shape::kXCols;
   constexpr int kXPitch = Shape::kXPitch;
   constexpr int kXRows = 8 * MT;
   constexpr int kXChunksPerRow = kXCols / 8; // 16-byte chunks
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* xs = reinterpret_cast<T*>(smem_raw); // [S][kXRows][kXPitch]
-  // This lane's slots: stage st, load l at [st * kTcWarps * kLoads + l] * 32.
-  uint4* my_w = reinterpret_cast<uint4*>(smem_raw + Shape::w_offset(sizeof(T))) +
-      warp * kLoads * 32 + lane;
-  uint32_t* my_sb = reinterpret_cast<uint32_t*>(smem_raw + Shape::sb_offset(sizeof(T))) +
-      warp * kLoads * 2 * 32 + lane;
-  constexpr int kWStride = kTcWarps * kLoads * 32; // uint4 per stage
-  constexpr int kSbStride = kTcWarps * kLoads * 2 * 32; // uint32 per stage
+  __shared__ __align__(16) unsigned char smem_raw[Shape::smem_bytes(sizeof(T))];
+  T* xs = reinterpret_cast<T*>(smem_raw); // [2][kXRows][kXPitch]
 
-  // Index math inside the loop is 32-bit (K < 2^31) and the group index a
-  // shift: a 64-bit division there cost ~70 instructions a step (ncu).
   const int K32 = int(a.K);
   const int s_begin32 = int(s_begin);
   const int s_end32 = int(s_end);
   const int64_t m_base = 8 * t_base;
-  // Rows of x this block has (>= 1): rows past them are zero in every stage,
-  // written once here (never copied), and never overwritten.
-  const int x_rows = int(min(int64_t(kXRows), a.M - m_base));
-  {
-    constexpr int kRowChunks = kXPitch / 8;
-    for (int i = threadIdx.x; i < S * kXRows * kRowChunks; i += 32 * kTcWarps) {
-      const int row = i / kRowChunks; // stage * kXRows + r
-      if (row % kXRows >= x_rows) {
-        *reinterpret_cast<uint4*>(xs + row * kXPitch + 8 * (i % kRowChunks)) =
-            make_uint4(0, 0, 0, 0);
-      }
-    }
-  }
-
-  // Issue the copies of the stage starting at step s0 into buffer st
-  // (zeros past K, past N and past the split's last step).
-  auto issue_stage = [&](int s0, int st) {
-    T* xdst = xs + st * kXRows * kXPitch;
-    for (int i = threadIdx.x; i < x_rows * kXChunksPerRow; i += 32 * kTcWarps) {
+  // Stage batch starting at step s0 into buffer `buf` (zeros past M and K).
+  auto stage_x = [&](int s0, int buf) {
+    T* dst = xs + buf * kXRows * kXPitch;
+    for (int i = threadIdx.x; i < kXRows * kXChunksPerRow; i += 32 * kTcWarps) {
       const int r = i / kXChunksPerRow;
       const int j = i % kXChunksPerRow;
       const int k = s0 * kStep + 8 * j;
-      const bool ok = k < K32 && s0 + j / (kStep / 8) < s_end32;
-      const T* src = ok ? xg + (m_base + r) * a.K + k : xg;
-      cp_async16(xdst + r * kXPitch + 8 * Shape::swizzle(j), src, ok);
+      const int64_t m = m_base + r;
+      const bool ok = m < a.M && k < K32;
+      const T* src = ok ? xg + m * a.K + k : xg;
+      const int pj = Shape::swizzle(j);
+      const unsigned saddr =
+          static_cast<unsigned>(__cvta_generic_to_shared(dst + r * kXPitch + 8 * pj));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr),
+                   "l"(src), "r"(ok ? 16 : 0));
     }
-    uint4* wdst = my_w + st * kWStride;
-    uint32_t* sdst = my_sb + st * kSbStride;
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+
+  // Every warp takes part in the batches (the barriers), whether or not it
+  // has rows: rows past N load zeros and store nothing.
+  // Index math inside the loop is 32-bit (K < 2^31) and the group index a
+  // shift: a 64-bit division there cost ~70 instructions a step (ncu).
+  if (s_begin32 < s_end32) {
+    stage_x(s_begin32, 0);
+  }
+  int buf = 0;
+  for (int s0 = s_begin32; s0 < s_end32; s0 += kU, buf ^= 1) {
+    // This batch's weights, scales and biases: all loads issued before the
+    // first is used (2 * RT * kU 16-byte loads in flight a lane).
+    uint4 raw[kU][RT][2];
+    T sc[kU][RT][2], bi[kU][RT][2];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int k = (s0 + u) * kStep + c * V;
@@ -384,77 +326,38 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
       for (int r = 0; r < RT; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const int l = (u * RT + r) * 2 + h;
           const bool ok = k_ok && row_ok[r][h];
-          // Zero fill (ok false) reads nothing but still wants an aligned
-          // address: the arrays' first elements.
-          cp_async16(
-              wdst + l * 32, ok ? static_cast<const void*>(wrow[r][h] + chunk) : a.w, ok);
-          // Element index parity 1: the word starts one element earlier (in
-          // bounds: the array's first element is 4-byte aligned) and the
-          // value is its high half; parity 0: read only the element's 2 bytes.
-          const int hi = row_par[r][h] ^ (grp & 1);
-          const int nbytes = ok ? (hi ? 4 : 2) : 0;
-          cp_async4(sdst + (2 * l) * 32, ok ? srow[r][h] + (grp - hi) : scales, nbytes);
-          cp_async4(sdst + (2 * l + 1) * 32, ok ? brow[r][h] + (grp - hi) : biases, nbytes);
+          raw[u][r][h] = ok ? __ldg(wrow[r][h] + chunk) : make_uint4(0, 0, 0, 0);
+          sc[u][r][h] = ok ? srow[r][h][grp] : from_f<T>(0.f);
+          bi[u][r][h] = ok ? brow[r][h][grp] : from_f<T>(0.f);
         }
     }
-  };
-
-  // Every warp takes part in the stages (the barriers), whether or not it
-  // has rows: rows past N load zeros and store nothing.
-  const int n_stages = s_end32 > s_begin32 ? (s_end32 - s_begin32 + kU - 1) / kU : 0;
-#pragma unroll
-  for (int p = 0; p < S - 1; ++p) {
-    if (p < n_stages) {
-      issue_stage(s_begin32 + p * kU, p);
+    // The next batch's x into the other buffer, then wait for this one's.
+    if (s0 + kU < s_end32) {
+      stage_x(s0 + kU, buf ^ 1);
+      asm volatile("cp.async.wait_group 1;\n" ::);
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::);
     }
-    asm volatile("cp.async.commit_group;\n" ::); // one group per stage, empty or not
-  }
-  int st = 0; // buffer of stage it
-  int st_next = S - 1; // buffer of stage it + S - 1
-  for (int it = 0; it < n_stages; ++it) {
-    // This thread's copies of stage it are done; after the barrier everyone's
-    // are (x is shared), and everyone is done with stage it - 1's buffer,
-    // which stage it + S - 1 reuses.
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(S - 2));
     __syncthreads();
-    if (it + S - 1 < n_stages) {
-      issue_stage(s_begin32 + (it + S - 1) * kU, st_next);
-    }
-    asm volatile("cp.async.commit_group;\n" ::);
-    st_next = st_next + 1 == S ? 0 : st_next + 1;
-
-    const int s0 = s_begin32 + it * kU;
-    const T* xb_base = xs + st * kXRows * kXPitch;
-    const uint4* wsrc = my_w + st * kWStride;
-    const uint32_t* sbsrc = my_sb + st * kSbStride;
+    const T* xb_base = xs + buf * kXRows * kXPitch;
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       if (s0 + u >= s_end32) {
         break;
       }
-      const int grp_par = (((s0 + u) * kStep + c * V) >> a.group_shift) & 1;
       uint32_t frag[RT][2][NI][2];
 #pragma unroll
       for (int r = 0; r < RT; ++r)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int l = (u * RT + r) * 2 + h;
-          // Splat the wanted half of the scale/bias word into both halves.
-          const uint32_t sel = (row_par[r][h] ^ grp_par) ? 0x3232u : 0x1010u;
-          const uint32_t s2 = __byte_perm(sbsrc[(2 * l) * 32], 0u, sel);
-          const uint32_t b2 = __byte_perm(sbsrc[(2 * l + 1) * 32], 0u, sel);
-          dequant_chunk<T, bits>(
-              wsrc[l * 32], *reinterpret_cast<const T2*>(&s2),
-              *reinterpret_cast<const T2*>(&b2), frag[r][h]);
-        }
+        for (int h = 0; h < 2; ++h)
+          dequant_chunk<T, bits>(raw[u][r][h], sc[u][r][h], bi[u][r][h], frag[r][h]);
 #pragma unroll
       for (int t = 0; t < MT; ++t) {
         if (t_base + t < a.mt_total) {
           // B fragments of x row 8 t + g of the block: the V values at
-          // k = u * kStep + c * V of the stage (zeros past M and K),
-          // rearranged into the dequantization order.
+          // k = u * kStep + c * V of the batch (zeros past M and K), rearranged
+          // into the dequantization order.
           const T* row = xb_base + (8 * t + g) * kXPitch;
           uint32_t xr[V / 2];
 #pragma unroll
@@ -491,18 +394,15 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
         }
       }
     }
-    st = st + 1 == S ? 0 : st + 1;
+    // Everyone is done with this buffer before it is staged again.
+    __syncthreads();
   }
-  // No copies left in flight (the groups after the last stage are empty),
-  // and every warp is done with the buffers before they are reused below.
-  asm volatile("cp.async.wait_group 0;\n" ::);
-  __syncthreads();
 
   // Split-K: the blocks of one cluster (grid.x) hold partial sums of the same
   // outputs; rank 0 adds them in rank order (deterministic) through
   // distributed shared memory.
   if (a.split > 1) {
-    // The pipeline buffers are free now (the loop was followed by a barrier).
+    // The x buffers are free now (the loop ended with a barrier).
     float* red = reinterpret_cast<float*>(smem_raw); // [kTcWarps * RT * MT * 4 * 32]
 #pragma unroll
     for (int r = 0; r < RT; ++r)
@@ -679,7 +579,7 @@ __global__ void __launch_bounds__(128) simt_qmm_nt_kernel(SimtArgs a) {
 // clusters along y or z as not updatable (re-instantiated every commit).
 void add_cluster_node(
     mx::cu::CommandEncoder& enc, CUfunction fn, dim3 grid, dim3 block,
-    unsigned cluster_x, unsigned smem_bytes, void** params) {
+    unsigned cluster_x, void** params) {
   // One reusable one-node graph per cluster size: add_graph_node copies
   // (clones) it into MLX's graph, so it can be rewritten for the next op. Per
   // size, because the node's cluster shape must divide the grid at every
@@ -703,7 +603,7 @@ void add_cluster_node(
   kp.blockDimX = block.x;
   kp.blockDimY = block.y;
   kp.blockDimZ = block.z;
-  kp.sharedMemBytes = smem_bytes; // dynamic shared memory (the qmm pipeline)
+  kp.sharedMemBytes = 0;
   kp.kernelParams = params;
   CUlaunchAttributeValue attr{};
   attr.clusterDim.x = cluster_x;
@@ -721,17 +621,6 @@ void add_cluster_node(
   enc.add_graph_node(reinterpret_cast<cudaGraph_t>(child));
 }
 
-// Dynamic shared memory of tc_qmm_kernel<T, bits, RT, MT> (TcShape).
-template <typename T, int bits>
-unsigned tc_smem_bytes(int rt, int mt) {
-#define SM_TC(RT, MT)                  \
-  if (rt == RT && mt == MT)            \
-    return unsigned(TcShape<bits, RT, MT>::smem_bytes(sizeof(T)));
-  SM_TC(1, 1) SM_TC(2, 1) SM_TC(1, 2) SM_TC(2, 2) SM_TC(1, 4) SM_TC(1, 8)
-#undef SM_TC
-  throw std::runtime_error("mlx_kernels CUDA: no tensor-core kernel for this plan");
-}
-
 template <typename T, int bits>
 void launch_tc(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const TcArgs& args) {
@@ -746,15 +635,13 @@ void launch_tc(
   if (!k) {
     throw std::runtime_error("mlx_kernels CUDA: no tensor-core kernel for this plan");
   }
+  TcArgs a = args;
+  void* params[] = {&a};
   const dim3 grid(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2]));
-  const unsigned smem = tc_smem_bytes<T, bits>(plan.row_tiles, plan.m_tiles);
   if (plan.split_k <= 1) {
-    add_node(enc, k, grid, plan.block, smem, args);
+    enc.add_kernel_node_raw(func_of(k), grid, dim3(plan.block), dim3(), 0, params);
   } else {
-    TcArgs a = args;
-    void* params[] = {&a};
-    add_cluster_node(
-        enc, func_of(k, smem), grid, dim3(plan.block), unsigned(plan.split_k), smem, params);
+    add_cluster_node(enc, func_of(k), grid, dim3(plan.block), unsigned(plan.split_k), params);
   }
 }
 
