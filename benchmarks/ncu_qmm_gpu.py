@@ -152,6 +152,11 @@ def parse(args):
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    if args.per_case:
+        for c in cases:
+            print(f"{c['N']}x{c['K']} {c['dtype']} M={c['M']}: ours {c['ours_us']:.2f} us, "
+                  f"mlx {c['mlx_us']:.2f} us, x{c['speedup']:.2f}, "
+                  f"{c['bw_frac_ours'] * 100:.0f}% bw")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,6 +182,7 @@ def main():
     ap.add_argument("--dtypes", default="float16,bfloat16")
     ap.add_argument("--mvalues", default="")
     ap.add_argument("--shapes", default="")
+    ap.add_argument("--per-case", action="store_true", help="parse: also print every case")
     args = ap.parse_args()
     run(args) if args.mode == "run" else parse(args)
 

@@ -151,3 +151,24 @@ if has ncu; then
   (cd .cudawork/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$OUT/qmm_ncu_cases.json" \
       --csv "$OUT/qmm_ncu.csv" --out "$OUT") 2>&1 | tail -30
 fi
+
+if has tune; then
+  # The qmm plan's tuning knobs (qmm_plan.cpp), one ncu process per setting.
+  # TUNE_SETTINGS: settings separated by ';', each a list of VAR=VALUE
+  # ("-" for the defaults); TUNE_ARGS: ncu_qmm_gpu.py run arguments.
+  IFS=';' read -ra settings <<< "${TUNE_SETTINGS:--}"
+  i=0
+  for setting in "${settings[@]}"; do
+    i=$((i + 1)); d="$OUT/tune_$i"; mkdir -p "$d"
+    [ "$setting" = "-" ] && setting=""
+    echo "== tune $i: ${setting:-defaults}" | tee "$d/setting.txt"
+    t0=$(date +%s)
+    (cd .cudawork/benchmarks && env $setting timeout ${TUNE_T:-120} ncu --csv --page raw --print-units base \
+        --metrics gpu__time_duration.sum --cache-control all --clock-control none \
+        --profile-from-start off python3 ncu_qmm_gpu.py run --cases "$d/cases.json" \
+        ${TUNE_ARGS:-}) > "$d/ncu.csv" 2> "$d/ncu.err"
+    echo "rc=$? in $(( $(date +%s) - t0 )) s"
+    (cd .cudawork/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$d/cases.json" \
+        --csv "$d/ncu.csv" --out "$d" --per-case) 2>&1 | tail -${TUNE_LINES:-40}
+  done
+fi

@@ -18,12 +18,21 @@
 #include "cuda/qmm_plan.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace mlx_kernels::cuda {
 
 namespace {
-constexpr int kBlocksPerSm = 6;
-constexpr int64_t kMinStepsPerSplit = 4;
+// Tuning knobs for measurements on a GPU (benchmarks/ncu_qmm_gpu.py runs one
+// process per setting): MLX_KERNELS_QMM_BLOCKS_PER_SM and
+// MLX_KERNELS_QMM_MIN_STEPS override the two constants below, read once.
+int64_t tuning(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  const int64_t n = v ? std::atoll(v) : 0;
+  return n > 0 ? n : fallback;
+}
+const int64_t kBlocksPerSm = tuning("MLX_KERNELS_QMM_BLOCKS_PER_SM", 6);
+const int64_t kMinStepsPerSplit = tuning("MLX_KERNELS_QMM_MIN_STEPS", 4);
 // The split blocks form one thread-block cluster: 8 is the portable maximum.
 constexpr int64_t kMaxClusterSplit = 8;
 
@@ -75,7 +84,7 @@ QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
   const int64_t rows_rt2 = 16 * 2 * kTcWarps;
   // (RT = 2 was disabled after wrong results in H200 runs 3-4; those came from
   // array::data() moving inputs to unified memory, see device_memory.h.)
-  const int64_t target_blocks = int64_t(kBlocksPerSm) * std::max(num_sms, 1);
+  const int64_t target_blocks = kBlocksPerSm * std::max<int64_t>(num_sms, 1);
   // Compiled for MT <= 2 only (registers: RT = 2 with MT = 4 would need ~200).
   plan.row_tiles =
       plan.m_tiles <= 2 && ceil_div(p.N, rows_rt2) * m_chunks >= target_blocks ? 2 : 1;
@@ -84,7 +93,7 @@ QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
   plan.num_steps = ceil_div(p.K, plan.k_step);
   const int64_t row_blocks = ceil_div(p.N, rows_per_block);
   const int64_t base = row_blocks * m_chunks;
-  const int64_t target = int64_t(kBlocksPerSm) * std::max(num_sms, 1);
+  const int64_t target = kBlocksPerSm * std::max<int64_t>(num_sms, 1);
   int64_t split = std::max<int64_t>(1, ceil_div(target, base));
   split = std::min(split, std::max<int64_t>(1, plan.num_steps / kMinStepsPerSplit));
   split = std::min<int64_t>(split, kMaxClusterSplit);
