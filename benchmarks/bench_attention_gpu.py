@@ -105,20 +105,28 @@ def time_op(fn, sets, ops, reps):
     return statistics.median(times)
 
 
-def run_case(kind, B, qL, kL, dtype, mask, args, l2_bytes):
-    """Times and errors of both implementations for one case; errors recorded, not raised."""
-    scale = D ** -0.5
-    impls = {
+def case_bytes(B, qL, kL, itemsize):
+    """Bytes a decode must move at least: k, v, q and out."""
+    return (2 * B * HKV * kL * D + 2 * B * HQ * qL * D) * itemsize
+
+
+def case_flops(kind, B, qL, kL):
+    """2 * 2 * B * Hq * qL * kL * D, halved for the causal prefill."""
+    return 4 * B * HQ * qL * kL * D // (2 if kind == "prefill" else 1)
+
+
+def impls_for(scale, mask):
+    return {
         "ours": lambda q, k, v: mk.flash_attention(q, k, v, scale=scale, mask=mask),
         "mlx": lambda q, k, v: mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask),
     }
-    rec = {"kind": kind, "B": B, "Hq": HQ, "Hkv": HKV, "D": D, "qL": qL, "kL": kL,
-           "dtype": str(dtype).split(".")[-1], "mask": mask or "none"}
-    sets = make_sets(B, qL, kL, dtype, l2_bytes, args.max_set_gb * 1e9)
-    rec["sets"] = len(sets)
-    rec["bytes"] = (2 * B * HKV * kL * D + 2 * B * HQ * qL * D) * dtype.size  # k, v, q, out
-    rec["flops"] = 4 * B * HQ * qL * kL * D // (2 if kind == "prefill" else 1)
-    q, k, v = sets[0]
+
+
+def check_outputs(impls, q, k, v, scale, mask, rec):
+    """rel_err_<name> of each implementation against the float32 reference over
+    the slice check_slice picks (written into rec with 'check'); exceptions are
+    recorded as ref_error / <name>_error. Returns the names that ran."""
+    B, qL, kL = q.shape[0], q.shape[2], k.shape[2]
     bs, hkv, rows = check_slice(B, qL, kL)
     hq = hkv * (HQ // HKV)
     rec["check"] = f"batch {B - 1}, {hq}/{HQ} q heads, {rows.size}/{qL} query rows"
@@ -128,16 +136,37 @@ def run_case(kind, B, qL, kL, dtype, mask, args, l2_bytes):
         mx.eval(r, rnorm)
     except Exception as e:  # noqa: BLE001
         r, rec["ref_error"] = None, f"{type(e).__name__}: {e}"
+    ran = []
     for name, fn in impls.items():
         try:
             if r is not None:
                 o = fn(q, k, v)[bs, :hq][:, :, rows].astype(mx.float32)
                 rec[f"rel_err_{name}"] = (mx.linalg.norm(o - r) / mx.maximum(rnorm, 1e-30)).item()
-            t = time_op(fn, sets, args.ops, args.reps)
-            rec[f"{name}_us"] = t * 1e6
+            else:
+                mx.eval(fn(q, k, v))
+            ran.append(name)
         except Exception as e:  # noqa: BLE001
             rec[f"{name}_error"] = f"{type(e).__name__}: {e}"
-    del sets, q, k, v, r
+    return ran
+
+
+def run_case(kind, B, qL, kL, dtype, mask, args, l2_bytes):
+    """Times and errors of both implementations for one case; errors recorded, not raised."""
+    scale = D ** -0.5
+    impls = impls_for(scale, mask)
+    rec = {"kind": kind, "B": B, "Hq": HQ, "Hkv": HKV, "D": D, "qL": qL, "kL": kL,
+           "dtype": str(dtype).split(".")[-1], "mask": mask or "none"}
+    sets = make_sets(B, qL, kL, dtype, l2_bytes, args.max_set_gb * 1e9)
+    rec["sets"] = len(sets)
+    rec["bytes"] = case_bytes(B, qL, kL, dtype.size)
+    rec["flops"] = case_flops(kind, B, qL, kL)
+    q, k, v = sets[0]
+    for name in check_outputs(impls, q, k, v, scale, mask, rec):
+        try:
+            rec[f"{name}_us"] = time_op(impls[name], sets, args.ops, args.reps) * 1e6
+        except Exception as e:  # noqa: BLE001
+            rec[f"{name}_error"] = f"{type(e).__name__}: {e}"
+    del sets, q, k, v
     mx.clear_cache()
     if "ours_us" in rec and "mlx_us" in rec:
         rec["speedup"] = rec["mlx_us"] / rec["ours_us"]
@@ -147,6 +176,24 @@ def run_case(kind, B, qL, kL, dtype, mask, args, l2_bytes):
             rec[f"bw_frac_{name}"] = rec["bytes"] / t / args.bw
             rec[f"tflops_{name}"] = rec["flops"] / t / 1e12
     return rec
+
+
+def case_list(dtypes, parts, quick=False, cpu=False):
+    """(kind, B, qL, kL, dtype name) of the benchmark grid, or of its quick subset."""
+    decode = QUICK_DECODE if quick else list(itertools.product(DECODE_QL, DECODE_KL, DECODE_B))
+    prefill = (QUICK_PREFILL[:1] if cpu else QUICK_PREFILL) if quick else PREFILL_L
+    cases = [("decode", B, qL, kL, d) for d in dtypes for (qL, kL, B) in decode if "decode" in parts]
+    cases += [("prefill", 1, L, L, d) for d in dtypes for L in prefill if "prefill" in parts]
+    return cases
+
+
+def case_mask(kind, qL, decode_mask="auto"):
+    """The mask argument: causal for prefill; decode: --decode-mask (auto: none
+    at qL = 1, causal above)."""
+    if kind == "prefill":
+        return "causal"
+    m = decode_mask if decode_mask != "auto" else ("none" if qL == 1 else "causal")
+    return None if m == "none" else m
 
 
 def fmt(rec, key, spec, scale=1.0):
@@ -301,14 +348,7 @@ def main():
     print(f"copy bandwidth (read + write): torch {torch_txt}, mlx abs(uint32) {bw_mlx / 1e12:.3f} TB/s",
           flush=True)
 
-    decode = QUICK_DECODE if args.quick else list(itertools.product(DECODE_QL, DECODE_KL, DECODE_B))
-    prefill = (QUICK_PREFILL[:1] if cpu else QUICK_PREFILL) if args.quick else PREFILL_L
-    cases = [("decode", B, qL, kL, d) for d in dtypes for (qL, kL, B) in decode if "decode" in parts]
-    cases += [("prefill", 1, L, L, d) for d in dtypes for L in prefill if "prefill" in parts]
-
-    def decode_mask(qL):
-        m = args.decode_mask if args.decode_mask != "auto" else ("none" if qL == 1 else "causal")
-        return None if m == "none" else m
+    cases = case_list(list(dtypes), parts, args.quick, cpu)
 
     machine, vers = machine_info(args.device), versions()
     try:
@@ -339,7 +379,7 @@ def main():
     results = payload["results"]
     bar, say = progress(cases)
     for kind, B, qL, kL, dname in bar:
-        mask = "causal" if kind == "prefill" else decode_mask(qL)
+        mask = case_mask(kind, qL, args.decode_mask)
         r = run_case(kind, B, qL, kL, dtypes[dname], mask, args, args.l2_mb * 1e6)
         results.append(r)
         path.write_text(json.dumps(payload, indent=2) + "\n")  # partial results survive a timeout

@@ -92,17 +92,43 @@ def run(args):
     cuda.cuProfilerStop()
 
 
-def read_kernels(csv_text):
-    """(name, duration in us) of each profiled kernel, in launch order."""
+TIME_METRIC = "gpu__time_duration.sum"
+TIME_SCALE_US = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
+
+
+def read_kernel_rows(csv_text, metrics=()):
+    """Each profiled kernel in launch order, as {"name", "us", <metric>: value}:
+    the duration in us and the other metrics asked for (a float where the cell
+    is a number, else the text; None where the column is missing)."""
     lines = csv_text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
     rows = list(csv.DictReader(io.StringIO("\n".join(lines[start:]))))
     unit = "ns"
     if rows and not rows[0]["ID"].isdigit():  # the units row
-        unit = rows[0]["gpu__time_duration.sum"]
-    scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[unit]
-    return [(r["Kernel Name"], float(r["gpu__time_duration.sum"].replace(",", "")) * scale)
-            for r in rows if r["ID"].isdigit()]
+        unit = rows[0][TIME_METRIC]
+    scale = TIME_SCALE_US[unit]
+
+    def value(cell):
+        if cell is None:
+            return None
+        try:
+            return float(cell.replace(",", ""))
+        except ValueError:
+            return cell
+
+    out = []
+    for r in rows:
+        if not r["ID"].isdigit():
+            continue
+        k = {"name": r["Kernel Name"], "us": float(r[TIME_METRIC].replace(",", "")) * scale}
+        k.update({m: value(r.get(m)) for m in metrics})
+        out.append(k)
+    return out
+
+
+def read_kernels(csv_text):
+    """(name, duration in us) of each profiled kernel, in launch order."""
+    return [(k["name"], k["us"]) for k in read_kernel_rows(csv_text)]
 
 
 def parse(args):

@@ -2,7 +2,7 @@
 # Build, test and benchmark the CUDA backend on the lent H200 in ONE call.
 # Run from the root of the checkout that the device tool ships, with this
 # project copied to .cudawork/ and the MLX CUDA kit at .kit/:
-#   STAGES="build test bench attnbench ncu" bash .cudawork/benchmarks/run_h200.sh
+#   STAGES="build test bench attnbench ncu attnncu" bash .cudawork/benchmarks/run_h200.sh
 # Logs and results go to $OUT.
 set -u
 STAGES=${STAGES:-"build diag test bench"}
@@ -171,4 +171,20 @@ if has tune; then
     (cd .cudawork/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$d/cases.json" \
         --csv "$d/ncu.csv" --out "$d" --per-case) 2>&1 | tail -${TUNE_LINES:-40}
   done
+fi
+
+if has attnncu; then
+  # Kernel times of ours and MLX's flash_attention (benchmarks/ncu_attention_gpu.py):
+  # decode / prefill grid of bench_attention_gpu.py; ATTNNCU_ARGS e.g. "--quick",
+  # "--dtypes float16,bfloat16", "--only 16x1x2048,4x1x4096", "--parts decode".
+  t0=$(date +%s)
+  (cd .cudawork/benchmarks && timeout ${ATTNNCU_T:-300} ncu --csv --page raw --print-units base \
+      --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread,launch__occupancy_limit_shared_mem,launch__occupancy_limit_registers,launch__waves_per_multiprocessor \
+      --cache-control all --clock-control none \
+      --profile-from-start off python3 ncu_attention_gpu.py run --cases "$OUT/attn_ncu_cases.json" \
+      ${ATTNNCU_ARGS:-}) > "$OUT/attn_ncu.csv" 2> "$OUT/attn_ncu.err"
+  echo "attnncu rc=$? in $(( $(date +%s) - t0 )) s"; grep -E "FAILED|Error|==ERROR==" "$OUT/attn_ncu.err" | head -10; tail -3 "$OUT/attn_ncu.err"
+  (cd .cudawork/benchmarks && python3 ncu_attention_gpu.py parse --cases "$OUT/attn_ncu_cases.json" \
+      --csv "$OUT/attn_ncu.csv" --out "$OUT") > "$OUT/attn_ncu_parse.log" 2>&1
+  echo "attnncu parse rc=$?"; tail -45 "$OUT/attn_ncu_parse.log"
 fi

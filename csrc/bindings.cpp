@@ -195,6 +195,8 @@ NB_MODULE(_ext, m) {
         d["smem_bytes"] = plan.smem_bytes;
         d["merge_grid"] = plan.merge_grid;
         d["merge_block"] = plan.merge_block;
+        d["blocks_per_sm"] = plan.blocks_per_sm;
+        d["wave_efficiency"] = plan.wave_efficiency;
         if (blocks) {
           // Per block of the main kernel: (b, kv_head, k_begin, k_end, [(hq, query), ...]).
           nb::list work;

@@ -92,22 +92,49 @@ def test_empty_problems_launch_nothing():
         assert p["kernel"] == "none" and p["grid"] == 0 and p["merge_grid"] == 0
 
 
+SMEM_PER_SM = 227 * 1024
+WAVE_EFFICIENCY = 0.9
+
+
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def blocks_per_sm(smem_bytes):
+    """Resident 128-thread blocks an SM: 227 KB of shared memory with 1 KB
+    reserved per block, 2048 threads, 32 blocks (registers not counted)."""
+    return max(1, min(SMEM_PER_SM // (smem_bytes + 1024), 2048 // 128, 32))
+
+
+def launched_splits(kL, s):
+    """Splits actually launched when kL keys are cut into s chunks rounded up
+    to 64 keys."""
+    chunk = ceil_div(ceil_div(max(kL, 1), s), 64) * 64
+    return max(ceil_div(kL, chunk), 1)
+
+
+def wave_efficiency(grid, capacity):
+    return grid / (ceil_div(grid, capacity) * capacity)
+
+
 @pytest.mark.parametrize(
-    "B,Hq,Hkv,kL,splits",
+    "B,Hq,Hkv,kL,splits16,splits32",
     [
-        (1, 32, 8, 65536, 128),  # 8 blocks before splitting: 1056 / 8 = 132 -> chunks of 512
-        (1, 32, 8, 4096, 16),  # at least 256 keys a split
-        (64, 32, 8, 4096, 3),  # 512 blocks -> 3 splits (1536 blocks)
-        (256, 32, 8, 4096, 1),  # 2048 blocks: no split
-        (1, 1, 1, 1 << 20, 256),  # capped
-        (1, 8, 8, 255, 1),  # never below 256 keys a split
-        (1, 2, 2, 0, 1),  # no keys
+        # float16: 3 blocks an SM (72 KB), 396 a wave of 132 SMs; float32:
+        # 16 (20 KB static, threads-limited)
+        (1, 32, 8, 65536, 45, 256),  # 8 blocks before splitting: 45 x 8 = 360 (91%)
+        (1, 32, 8, 4096, 16, 16),  # below one wave: as many as 256-key splits allow
+        (64, 32, 8, 4096, 3, 4),  # 512 blocks: 3 splits = 1536 = 3.9 waves (97%)
+        (256, 32, 8, 4096, 2, 1),  # 2048 blocks = 86% of 6 waves; 2 splits: 94%
+        (1, 1, 1, 1 << 20, 256, 256),  # capped
+        (1, 8, 8, 255, 1, 1),  # never below 256 keys a split
+        (1, 2, 2, 0, 1, 1),  # no keys
     ],
 )
-def test_decode_split_rule(B, Hq, Hkv, kL, splits):
-    """Splits from B * Hkv * row tiles and kL: about 8 blocks per SM, at
-    least 256 keys a split, at most 256 splits, chunks multiple of 64."""
-    for dtype in ("float32", "float16"):
+def test_decode_split_rule(B, Hq, Hkv, kL, splits16, splits32):
+    """The fewest splits whose grid reaches 90% wave efficiency, at least 256
+    keys a split, at most 256 splits, chunks multiple of 64."""
+    for dtype, splits in (("float16", splits16), ("float32", splits32)):
         p = plan(B, Hq, Hkv, 1, kL, 128, dtype, "none")
         check_split(p, B, Hq, kL, splits)
 
@@ -125,13 +152,52 @@ def check_split(p, B, Hq, kL, splits):
         assert p["merge_grid"] == 0
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("num_sms", [132, 78, 16])
+def test_decode_wave_rule(dtype, num_sms):
+    """Against the rule written out here: resident blocks from shared memory;
+    the smallest requested split count whose launched grid reaches 90% wave
+    efficiency, else the most efficient (smallest of equals)."""
+    shapes = itertools.product([1, 2, 4, 16, 64], [(32, 8), (8, 8), (64, 8), (96, 1)], [1, 4, 8],
+                               [1, 300, 1024, 2048, 5000, 8192, 32768])
+    for B, (Hq, Hkv), qL, kL in shapes:
+        p = plan(B, Hq, Hkv, qL, kL, 128, dtype, "causal", num_sms)
+        assert p["blocks_per_sm"] == blocks_per_sm(p["smem_bytes"])
+        capacity = p["blocks_per_sm"] * num_sms
+        base = B * Hkv * p["row_tiles"]
+        effs = [(wave_efficiency(base * launched_splits(kL, s), capacity), s)
+                for s in range(1, min(max(kL // 256, 1), 256) + 1)]
+        good = [s for e, s in effs if e >= WAVE_EFFICIENCY]
+        want = good[0] if good else max(effs, key=lambda es: (es[0], -es[1]))[1]
+        assert p["splits"] == launched_splits(kL, want), (B, Hq, Hkv, qL, kL, p)
+        assert p["grid"] == base * p["splits"]
+        assert p["wave_efficiency"] == pytest.approx(wave_efficiency(p["grid"], capacity))
+
+
+def test_decode_blocks_per_sm():
+    """DecodeMma, D = 128: 16 rows (72 KB) -> 3 blocks an SM, 32 or 64 rows ->
+    2 (as ptxas's 140 / 169 / 190 registers also allow); D = 256: one."""
+    for qL, want in [(1, 3), (4, 3), (8, 2)]:
+        assert plan(1, 32, 8, qL, 4096, 128, "float16", "causal")["blocks_per_sm"] == want
+    assert plan(1, 64, 8, 8, 4096, 128, "float16", "causal")["blocks_per_sm"] == 2  # 64 rows
+    assert plan(1, 32, 8, 1, 4096, 256, "float16", "none")["blocks_per_sm"] == 1
+    assert plan(1, 32, 8, 100, 4096, 128, "float16", "causal")["blocks_per_sm"] == 0  # prefill
+
+
 def test_decode_fills_the_machine():
-    """B * kL >= 64k, Hq 32, Hkv 8: at least 4 blocks per SM."""
+    """B * kL >= 64k, Hq 32, Hkv 8: at least one nearly full wave (>= 90%),
+    and no more splits than that takes."""
     for B, kL in [(1, 65536), (4, 16384), (16, 4096), (64, 1024)]:
-        p = plan(B, 32, 8, 1, kL, 128, "float16", "none")
-        assert p["grid"] >= 4 * 132, (B, kL, p["grid"])
+        for qL in (1, 4, 8):
+            p = plan(B, 32, 8, qL, kL, 128, "float16", "causal" if qL > 1 else "none")
+            capacity = p["blocks_per_sm"] * 132
+            assert p["grid"] >= WAVE_EFFICIENCY * capacity, (B, kL, qL, p["grid"])
+            assert p["wave_efficiency"] >= WAVE_EFFICIENCY
+    # B 16, qL 1, kL 2048 (was 8 splits, 1024 blocks): 3 splits, one wave
+    p = plan(16, 32, 8, 1, 2048, 128, "float16", "none")
+    assert (p["splits"], p["grid"]) == (3, 384)
     # fewer SMs: fewer splits
-    assert plan(1, 32, 8, 1, 65536, 128, "float16", "none", 66)["splits"] == 64
+    assert plan(1, 32, 8, 1, 65536, 128, "float16", "none", 66)["splits"] == 23
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

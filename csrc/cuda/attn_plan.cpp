@@ -3,9 +3,27 @@
 //
 // Sizes and the reasoning behind them (first guesses, not yet measured on the
 // H200):
-// - Decode splits the keys until B * Hkv * row_tiles * splits reaches
-//   kDecodeBlocksPerSm blocks per SM (about 4 decode blocks fit an SM at
-//   once: two waves), keeping >= kMinSplitKeys keys per split.
+// - Decode key splits are wave-aware. The blocks resident on one SM at once
+//   come from the block's shared memory (kSmemPerSm = 227 KB usable per SM,
+//   kSmemReservedPerBlock = 1 KB more per block) and its 128 threads (at most
+//   2048 threads and 32 blocks an SM); registers are not counted (DecodeMma
+//   declares __launch_bounds__(128, 2), so at least 2 fit). DecodeMma, D = 128:
+//   16 rows a block (72 KB) -> 3 blocks an SM, 32 or 64 rows -> 2. capacity =
+//   blocks_per_sm * num_sms blocks run as one wave; a grid of n blocks runs in
+//   ceil(n / capacity) waves with wave efficiency n / (ceil(n / capacity) *
+//   capacity) (the last wave's idle slots are lost time, all blocks of a
+//   decode being about equally long). With base = B * Hkv * row_tiles blocks
+//   before splitting, the plan takes the SMALLEST split count s in
+//   [1, s_max], s_max = min(kMaxSplits, max(kL / kMinSplitKeys, 1)), whose
+//   grid base * s reaches kDecodeMinWaveEfficiency (0.9): at least ~one full
+//   wave, and no more splits than that (each split costs a partial output per
+//   row and the merge pass). If none does (short kL: fewer blocks than one
+//   wave even at s_max), the s of the highest efficiency, i.e. the most
+//   blocks. Efficiencies are those of the grid actually launched (chunks are
+//   rounded up to kSplitKeyMultiple keys, which may merge the last splits).
+//   The earlier rule (grid >= 8 blocks per SM regardless of residency) gave
+//   e.g. B 16, qL 1, kL 2048: 8 splits, 1024 blocks = 2.6 waves of 396;
+//   now 3 splits, 384 blocks, one wave at 97%.
 // - Decode (float16/bfloat16) serves 16, 32 or 64 rows a block on tensor
 //   cores (every K / V row read once per KV head and split for up to 64
 //   rows): dynamic shared memory Q [rows][D + 8] + 2 stages x K, V
@@ -20,6 +38,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "errors.h"
 
@@ -42,7 +61,30 @@ size_t decode_smem_bytes(int block_rows, int D) {
       (size_t(block_rows) * D * (1 + kDecodeWarps) + 2 * kDecodeWarps * size_t(block_rows));
 }
 
+double wave_efficiency(int64_t grid, int64_t capacity) {
+  if (grid <= 0 || capacity <= 0) {
+    return 0.0;
+  }
+  return double(grid) / double(ceil_div(grid, capacity) * capacity);
+}
+
+// Keys per split and the splits that result when kL keys are cut into
+// `requested` splits of a multiple of kSplitKeyMultiple keys each.
+std::pair<int, int> decode_chunks(int kL, int64_t requested) {
+  const int64_t chunk =
+      ceil_div(ceil_div(std::max(kL, 1), requested), kSplitKeyMultiple) * kSplitKeyMultiple;
+  const int64_t splits = std::max<int64_t>(ceil_div(kL, chunk), 1);
+  return {static_cast<int>(chunk), static_cast<int>(splits)};
+}
+
 } // namespace
+
+int resident_blocks_per_sm(size_t smem_bytes) {
+  const int64_t by_smem = int64_t(kSmemPerSm / (smem_bytes + kSmemReservedPerBlock));
+  const int64_t by_threads = kMaxThreadsPerSm / kAttnThreads;
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min({by_smem, by_threads, int64_t(kMaxBlocksPerSm)})));
+}
 
 size_t decode_mma_smem_bytes(int block_rows, int D) {
   // Q [block_rows][D + 8] and kDecodeMmaStages x (K, V) [BK][D + 8], 2-byte
@@ -105,22 +147,32 @@ AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num
       }
     }
     g.row_tiles = static_cast<int>(ceil_div(g.rows, g.block_rows));
-    const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
-    const int64_t target = int64_t(kDecodeBlocksPerSm) * std::max(num_sms, 1);
-    int64_t splits = std::min<int64_t>(
-        ceil_div(target, base), std::max<int64_t>(p.kL / kMinSplitKeys, 1));
-    splits = std::clamp<int64_t>(splits, 1, kMaxSplits);
-    g.chunk = static_cast<int>(
-        ceil_div(ceil_div(std::max(p.kL, 1), splits), kSplitKeyMultiple) *
-        kSplitKeyMultiple);
-    g.splits = static_cast<int>(std::max<int64_t>(ceil_div(p.kL, g.chunk), 1));
-    plan.grid = base * g.splits;
     if (is_float32) {
       plan.smem_bytes = decode_smem_bytes(g.block_rows, p.D);
     } else {
       plan.block_k = kDecodeMmaBlockK;
       plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D);
     }
+    plan.blocks_per_sm = resident_blocks_per_sm(plan.smem_bytes);
+    const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
+    const int64_t capacity = int64_t(plan.blocks_per_sm) * std::max(num_sms, 1);
+    const int64_t max_splits = std::clamp<int64_t>(p.kL / kMinSplitKeys, 1, kMaxSplits);
+    // The smallest split count reaching the wave efficiency goal, else the
+    // most efficient one (the smallest of equals).
+    std::pair<int, int> best = decode_chunks(p.kL, 1);
+    double best_eff = wave_efficiency(base * best.second, capacity);
+    for (int64_t s = 2; s <= max_splits && best_eff < kDecodeMinWaveEfficiency; ++s) {
+      const std::pair<int, int> c = decode_chunks(p.kL, s);
+      const double eff = wave_efficiency(base * c.second, capacity);
+      if (eff > best_eff) {
+        best = c;
+        best_eff = eff;
+      }
+    }
+    g.chunk = best.first;
+    g.splits = best.second;
+    plan.grid = base * g.splits;
+    plan.wave_efficiency = wave_efficiency(plan.grid, capacity);
     if (g.splits > 1) {
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
       plan.merge_block = kAttnThreads;

@@ -125,6 +125,11 @@ struct AttnPlan {
   // Decode with splits > 1: the merge pass, one block per output row.
   int64_t merge_grid = 0;
   int merge_block = 0;
+  // Decode: blocks of the main kernel resident per SM (from shared memory and
+  // threads; registers not counted) and the wave efficiency of the grid,
+  // grid / (ceil(grid / capacity) * capacity), capacity = blocks_per_sm * SMs.
+  int blocks_per_sm = 0;
+  double wave_efficiency = 0.0;
 };
 
 constexpr int kAttnThreads = 128; // 4 warps, every kernel
@@ -138,10 +143,17 @@ constexpr int kDecodeMmaBlockK = 64;
 constexpr int kDecodeMmaStages = 2;
 constexpr int kPrefillMmaBlockQ = 64; // 4 warps x 16 rows
 constexpr int kPrefillSimtBlockQ = 32; // 32 rows x 4 lanes
-// Decode key splits: enough blocks for kDecodeBlocksPerSm per SM, but at least
-// kMinSplitKeys keys per split (the partials stay small next to the keys read)
-// and at most kMaxSplits; chunks are multiples of kSplitKeyMultiple keys.
-constexpr int kDecodeBlocksPerSm = 8;
+// Decode key splits (attn_plan.cpp): the fewest splits whose grid fills whole
+// waves of resident blocks (wave efficiency >= kDecodeMinWaveEfficiency), at
+// least kMinSplitKeys keys per split (the partials stay small next to the keys
+// read) and at most kMaxSplits; chunks are multiples of kSplitKeyMultiple keys.
+// Residency per SM from the block's shared memory (kSmemPerSm usable, plus
+// kSmemReservedPerBlock per block) and its kAttnThreads threads.
+constexpr double kDecodeMinWaveEfficiency = 0.9;
+constexpr size_t kSmemPerSm = 227 * 1024;
+constexpr size_t kSmemReservedPerBlock = 1024;
+constexpr int kMaxThreadsPerSm = 2048;
+constexpr int kMaxBlocksPerSm = 32;
 constexpr int kMinSplitKeys = 256;
 constexpr int kMaxSplits = 256;
 constexpr int kSplitKeyMultiple = 64;
@@ -154,6 +166,9 @@ int prefill_mma_block_k(int D);
 int prefill_simt_block_k(int D);
 // Dynamic shared memory of the DecodeMma kernel.
 size_t decode_mma_smem_bytes(int block_rows, int D);
+// Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit
+// one SM at once (>= 1), registers not counted.
+int resident_blocks_per_sm(size_t smem_bytes);
 
 // is_float32: q, k and v are float32 (else float16 or bfloat16). Throws
 // ValueError for a D it has no kernel for or a grid past 2^31 - 1 blocks.

@@ -1,0 +1,151 @@
+"""The parse step of benchmarks/ncu_attention_gpu.py on a synthetic ncu CSV (no
+GPU): kernels assigned to cases in launch order, per-side sums, and a loud
+failure (exit 2, JSON marked incomplete) when the kernels do not match the
+recorded plans."""
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import ncu_attention_gpu as nat  # noqa: E402
+
+METRICS = ["gpu__time_duration.sum"] + list(nat.LAUNCH_METRICS)
+COLUMNS = ["ID", "Process ID", "Process Name", "Host Name", "Kernel Name", "Context", "Stream",
+           "Block Size", "Grid Size", "Device", "CC"] + METRICS
+UNITS = {"gpu__time_duration.sum": "nsecond", "launch__grid_size": "", "launch__registers_per_thread":
+         "register/thread", "launch__occupancy_limit_shared_mem": "block",
+         "launch__occupancy_limit_registers": "block", "launch__waves_per_multiprocessor": ""}
+NS = "mlx_kernels::cuda::(anonymous namespace)::"
+
+
+def ours_name(kernel):
+    return f"void {NS}{kernel}<__half, 128, 1>({NS}AttnArgs)"
+
+
+def fake_csv(kernels):
+    """ncu --csv --page raw --print-units base: banner lines, header, units, rows."""
+    buf = io.StringIO()
+    buf.write("==PROF== Connected to process 4242 (/usr/bin/python3.12)\n")
+    buf.write("[4/4] decode float16 ... (the script's own stdout)\n")
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    w.writerow(COLUMNS)
+    w.writerow([""] * 11 + [UNITS[m] for m in METRICS])
+    for i, (name, ns, grid) in enumerate(kernels):
+        w.writerow([str(i), "4242", "python3.12", "127.0.0.1", name, "1", "13", "(128, 1, 1)",
+                    f"({grid}, 1, 1)", "0", "9.0", f"{ns:,}", str(grid), "140", "3", "3", "0.97"])
+    return buf.getvalue()
+
+
+@pytest.fixture
+def cases():
+    """Real plans (132 SMs) of three cases: two decodes (split: main + merge)
+    and a prefill (main only)."""
+    args = argparse.Namespace(dtypes="float16", parts="decode,prefill", quick=False,
+                              device="gpu", only="1x1x32768,16x8x2048,1x1024x1024")
+    cs = nat.build_cases(args, 132)
+    assert [(c["kind"], c["B"], c["qL"], c["kL"]) for c in cs] == [
+        ("decode", 1, 1, 32768), ("decode", 16, 8, 2048), ("prefill", 1, 1024, 1024)]
+    for c in cs:
+        c.update(profiled=True, rel_err_ours=1e-4, rel_err_mlx=2e-4)
+    return cs
+
+
+def launches(cases, poison_case=None):
+    """(name, ns, grid) in launch order: per case ours (plan's kernels), then
+    MLX's (one kernel for decode, three for prefill)."""
+    ks = []
+    for n, c in enumerate(cases):
+        if n == poison_case:
+            ks.append((f"void {NS}fill_bytes_kernel(unsigned char *, long, unsigned char)", 900, 64))
+        for j, kernel in enumerate(c["expected_ours"]):
+            grid = c["plan"]["grid"] if j == 0 else c["plan"]["merge_grid"]
+            ks.append((ours_name(kernel), 10_000 * (n + 1) + 1000 * j, grid))
+        if c["kind"] == "decode":
+            ks.append(("void mlx::core::cu::kernel_sdpav_2pass_1<__half, true, 128>(...)", 20_000, 512))
+        else:
+            for j in range(3):
+                ks.append((f"cudnn_generated_fort_native_sdpa_sm90_knob_{j}", 5_000 + j, 256))
+    return ks
+
+
+def run_parse(tmp_path, cases, kernels):
+    meta = {"copy_bandwidth_Bps": 4.0e12, "copy_bandwidth_torch_Bps": 4.0e12,
+            "copy_bandwidth_mlx_Bps": 3.9e12, "num_sms": 132, "machine": {"gpu": "fake"},
+            "versions": {}, "options": {}, "cases": cases}
+    (tmp_path / "cases.json").write_text(json.dumps(meta))
+    (tmp_path / "ncu.csv").write_text(fake_csv(kernels))
+    r = subprocess.run([sys.executable, str(BENCH / "ncu_attention_gpu.py"), "parse", "--cases",
+                        str(tmp_path / "cases.json"), "--csv", str(tmp_path / "ncu.csv"), "--out",
+                        str(tmp_path), "--no-plot"], capture_output=True, text=True, cwd=BENCH)
+    out = json.loads((tmp_path / "attention_h200_ncu.json").read_text())
+    return r, out
+
+
+def test_parse_sums_per_case(tmp_path, cases):
+    r, out = run_parse(tmp_path, cases, launches(cases, poison_case=1))
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert out["complete"] and out["assignment_errors"] == []
+    dec1, dec16, pre = out["results"]
+    # ours: main (+ merge), poison fill left out; MLX: all of its kernels
+    assert dec1["ours_kernel_us"] == [10.0, 11.0] and dec1["ours_us"] == pytest.approx(21.0)
+    assert dec16["ours_us"] == pytest.approx(20.0 + 21.0)
+    assert dec16["ours_poison_us"] == pytest.approx(0.9) and "ours_poison_us" not in dec1
+    assert pre["ours_us"] == pytest.approx(30.0) and len(pre["ours_kernels"]) == 1
+    assert dec16["mlx_us"] == pytest.approx(20.0)
+    assert pre["mlx_us"] == pytest.approx(15.003) and len(pre["mlx_kernels"]) == 3
+    assert dec1["speedup"] == pytest.approx(20.0 / 21.0)
+    assert dec16["bw_frac_ours"] == pytest.approx(dec16["bytes"] / 41e-6 / 4.0e12)
+    assert pre["tflops_ours"] == pytest.approx(pre["flops"] / 30e-6 / 1e12)
+    assert dec16["ours_launch"]["launch__registers_per_thread"] == 140
+    assert [len(c["ours_kernels"]) for c in out["results"]] == [2, 2, 1]
+    assert set(out["goals"]) == {"decode_geomean_speedup", "decode_bw_frac_when_B*kL>=65536",
+                                 "prefill_min_speedup"}
+    assert "cache-control all" in out["method"]
+
+
+def test_parse_fails_on_missing_merge(tmp_path, cases):
+    ks = launches(cases)
+    del ks[1]  # the merge kernel of case 0
+    r, out = run_parse(tmp_path, cases, ks)
+    assert r.returncode == 2
+    assert not out["complete"]
+    assert any("case 0" in e and "attn_merge_kernel" in e for e in out["assignment_errors"])
+
+
+def test_parse_fails_on_another_grid(tmp_path, cases):
+    ks = launches(cases)
+    name, ns, grid = ks[0]
+    ks[0] = (name, ns, grid * 2)
+    r, out = run_parse(tmp_path, cases, ks)
+    assert r.returncode == 2 and "blocks" in out["assignment_errors"][0]
+
+
+def test_parse_fails_on_missing_mlx_or_extra_kernels(tmp_path, cases):
+    ks = [k for k in launches(cases) if "sdpav" not in k[0]]  # MLX's decode kernels gone
+    r, out = run_parse(tmp_path, cases, ks)
+    assert r.returncode == 2 and len(out["assignment_errors"]) >= 2
+    ks = launches(cases) + [("void at::native::copy_kernel(...)", 100, 1)]
+    ks.insert(len(ks) - 1, (ours_name("attn_merge_kernel"), 100, 1))
+    r, out = run_parse(tmp_path, cases, ks)
+    assert r.returncode == 2 and any("left after" in e for e in out["assignment_errors"])
+
+
+def test_kernel_names():
+    assert nat.is_ours(ours_name("attn_decode_mma_kernel"))
+    assert nat.is_ours("attn_prefill_mma_kernel")  # --print-kernel-base function
+    assert nat.is_ours("_ZN11mlx_kernels4cuda12_GLOBAL__N_122attn_decode_mma_kernelI6__halfLi128ELi1EEEvNS1_8AttnArgsE")
+    assert not nat.is_ours("void mlx::core::cu::kernel_sdpav_1pass<__half, true, 128>(...)")
+    assert not nat.is_ours("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7")
+    assert nat.kernel_is(ours_name("attn_decode_mma_kernel"), "attn_decode_mma_kernel")
+    assert not nat.kernel_is(ours_name("attn_decode_mma_kernel"), "attn_decode_kernel")
+    assert nat.kernel_is("_ZN11mlx_kernels4cuda12_GLOBAL__N_122attn_decode_mma_kernelI6__halfLi128E",
+                         "attn_decode_mma_kernel")
