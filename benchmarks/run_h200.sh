@@ -19,7 +19,7 @@ python3 -c "import scikit_build_core, pytest, nanobind; print('skbuild', scikit_
 
 if has build; then
   t0=$(date +%s)
-  (cd .cudawork && python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/proj . ) > "$OUT/build.log" 2>&1
+  (rm -rf /tmp/proj && cd .cudawork && python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/proj . ) > "$OUT/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then tail -60 "$OUT/build.log"; exit 1; fi
