@@ -209,9 +209,12 @@ def test_coverage_and_shared_memory(D, dtype):
             p = check_coverage(B, Hq, Hkv, qL, kL, D, dtype, mask)
             assert p["block"] == 128
             if p["kernel"] == "prefill_mma":
-                bk = 64 if D <= 128 else 32
-                assert p["block_q"] == 64 and p["block_k"] == bk
-                assert p["smem_bytes"] == (64 + 2 * bk) * (D + 8) * 2 <= MAX_DYNAMIC_SMEM
+                bq, bk = (128, 64 if D == 64 else 32) if D <= 128 else (64, 32)
+                assert p["block_q"] == bq and p["block_k"] == bk
+                # Q [bq][D + 8] + 2 stages of K, V [bk][D + 8], 2-byte elements
+                assert p["smem_bytes"] == (bq + 4 * bk) * (D + 8) * 2 <= MAX_DYNAMIC_SMEM
+                # two blocks an SM (228 KB, 1 KB reserved a block)
+                assert 2 * (p["smem_bytes"] + 1024) <= 228 * 1024
             elif p["kernel"] == "prefill_simt":
                 bk = 32 if D <= 128 else 16
                 assert p["block_q"] == 32 and p["block_k"] == bk
@@ -255,6 +258,12 @@ def test_prefill_causal_skips_tiles_above_the_diagonal():
         assert k_end == last_query + 1
     # longest tiles first
     assert p["blocks"][0][3] == 4096
+    # across heads and batch too: the key ranges never grow along the grid
+    for dtype in ("float16", "float32"):
+        p = plan(2, 8, 2, 1000, 1000, 128, dtype, "causal", blocks=True)
+        ends = [k_end for _, _, _, k_end, _ in p["blocks"]]
+        assert ends == sorted(ends, reverse=True)
+        assert ends[: 2 * 8] == [1000] * 16
 
 
 def test_grid_limits():

@@ -28,10 +28,14 @@
 //   cores (every K / V row read once per KV head and split for up to 64
 //   rows): dynamic shared memory Q [rows][D + 8] + 2 stages x K, V
 //   [64][D + 8]: D = 128: 74-87 KB (2-3 blocks an SM), D = 256: 143-169 KB.
-// - Prefill (float16/bfloat16): 64 queries x 64 keys per tile for D <= 128,
-//   64 x 32 for D = 256 (accumulators: D / 2 floats a thread); Q, K and V
-//   tiles in dynamic shared memory, (64 + 2 * block_k) * (D + 8) * 2 bytes:
-//   D = 128: 52 KB, D = 256: 66 KB (opted in above 48 KB).
+// - Prefill (float16/bfloat16): 128 queries a block for D <= 128 (each warp
+//   32 rows: every K / V fragment read from shared memory feeds two 16-row
+//   MMAs; D float32 accumulators a thread), 64 for D = 256 (16 rows a warp);
+//   key tiles of 64 for D = 64, 32 otherwise (the S accumulators of 64 keys
+//   on top of D accumulators spill at D >= 96: ptxas, sm_90). Q and two
+//   stages of K and V in dynamic shared memory, (block_q + 4 * block_k) *
+//   (D + 8) * 2 bytes: D = 64: 54 KB, D = 128: 68 KB, D = 256: 99 KB
+//   (registers, 186-239 a thread, allow two blocks an SM).
 // - Prefill (float32): 32 queries x 32 keys (16 for D = 256); K and V tiles
 //   2 * block_k * D * 4 bytes <= 32 KB, static.
 #include "cuda/attn_plan.h"
@@ -104,8 +108,19 @@ const char* attn_kernel_name(AttnKernel k) {
   return "?";
 }
 
+int prefill_mma_block_q(int D) {
+  return D <= 128 ? 128 : 64;
+}
+
 int prefill_mma_block_k(int D) {
-  return D <= 128 ? 64 : 32;
+  return D == 64 ? 64 : 32;
+}
+
+size_t prefill_mma_smem_bytes(int D) {
+  // Q [block_q][D + 8] and kPrefillMmaStages x (K, V) [block_k][D + 8],
+  // 2-byte elements.
+  return 2 * size_t(prefill_mma_block_q(D) + 2 * kPrefillMmaStages * prefill_mma_block_k(D)) *
+      (D + 8);
 }
 
 int prefill_simt_block_k(int D) {
@@ -179,7 +194,7 @@ AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num
     }
   } else {
     plan.kernel = is_float32 ? AttnKernel::PrefillSimt : AttnKernel::PrefillMma;
-    g.block_q = is_float32 ? kPrefillSimtBlockQ : kPrefillMmaBlockQ;
+    g.block_q = is_float32 ? kPrefillSimtBlockQ : prefill_mma_block_q(p.D);
     g.q_tiles = static_cast<int>(ceil_div(p.qL, g.block_q));
     plan.grid = int64_t(g.q_tiles) * p.Hq * p.B;
     if (is_float32) {
@@ -187,8 +202,7 @@ AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num
       plan.smem_bytes = 2 * size_t(plan.block_k) * p.D * sizeof(float);
     } else {
       plan.block_k = prefill_mma_block_k(p.D);
-      // Q, K and V tiles [rows][D + 8] of 2-byte elements.
-      plan.smem_bytes = size_t(g.block_q + 2 * plan.block_k) * (p.D + 8) * 2;
+      plan.smem_bytes = prefill_mma_smem_bytes(p.D);
     }
   }
   if (plan.grid > std::numeric_limits<int32_t>::max() ||

@@ -102,12 +102,14 @@ MLXK_HOST_DEVICE inline int prefill_key_end(const AttnGeometry& g, int q0) {
   return attn_min(g.kL, last + g.kL - g.qL + 1);
 }
 
-// Block order: the query tiles of a head, last (longest under a causal mask)
-// first, then heads, then batch.
+// Block order: query heads fastest, then batch, then the query tiles, last
+// first: under a causal mask the blocks with the most key tiles (the last
+// query tiles of every head) launch first and the short ones fill the tail.
 MLXK_HOST_DEVICE inline PrefillWork prefill_work(const AttnGeometry& g, int64_t block) {
   PrefillWork w;
-  const int tile = g.q_tiles - 1 - static_cast<int>(block % g.q_tiles);
-  block /= g.q_tiles;
+  const int64_t heads = int64_t(g.B) * g.Hq;
+  const int tile = g.q_tiles - 1 - static_cast<int>(block / heads);
+  block %= heads;
   w.hq = static_cast<int>(block % g.Hq);
   w.b = static_cast<int>(block / g.Hq);
   w.q0 = tile * g.block_q;
@@ -141,7 +143,9 @@ constexpr int kDecodeWarps = 4;
 constexpr int kDecodeMmaMaxRows = 64;
 constexpr int kDecodeMmaBlockK = 64;
 constexpr int kDecodeMmaStages = 2;
-constexpr int kPrefillMmaBlockQ = 64; // 4 warps x 16 rows
+// PrefillMma: 4 warps x 32 rows (128 queries) a block for D <= 128, 4 x 16
+// (64) for D = 256 (prefill_mma_block_q); K and V tiles double-buffered.
+constexpr int kPrefillMmaStages = 2;
 constexpr int kPrefillSimtBlockQ = 32; // 32 rows x 4 lanes
 // Decode key splits (attn_plan.cpp): the fewest splits whose grid fills whole
 // waves of resident blocks (wave efficiency >= kDecodeMinWaveEfficiency), at
@@ -161,8 +165,12 @@ constexpr int kSplitKeyMultiple = 64;
 constexpr size_t kMaxStaticSmem = 48 * 1024;
 constexpr size_t kMaxDynamicSmem = 227 * 1024;
 
-// Keys per staged tile of the prefill kernels for head dimension D.
+// Queries a block and keys per staged tile of the prefill kernels for head
+// dimension D.
+int prefill_mma_block_q(int D);
 int prefill_mma_block_k(int D);
+// Dynamic shared memory of the PrefillMma kernel.
+size_t prefill_mma_smem_bytes(int D);
 int prefill_simt_block_k(int D);
 // Dynamic shared memory of the DecodeMma kernel.
 size_t decode_mma_smem_bytes(int block_rows, int D);

@@ -71,18 +71,30 @@
 //   out = acc / sum.
 //
 // attn_prefill_mma_kernel<T, D>  (qL > 8, float16 / bfloat16)
-//   A block owns BQ = 64 consecutive queries of one (batch, query head); warp
-//   w owns queries 16w .. 16w + 15 of them. Per tile of BK keys (64 for
-//   D <= 128, 32 for D = 256): S = Q K^T and O += P V with
-//   mma.sync.m16n8k16 (T operands, float32 accumulators), online softmax on
-//   the S accumulators in registers, P rounded to T as the A operand of P V.
-//   Shared memory (dynamic, opted in above 48 KB): Q [BQ][D + 8], K and V
-//   [BK][D + 8] in T (rows padded by 16 bytes: ldmatrix rows hit distinct
-//   banks), filled by cp.async (rows past qL / kL zero-filled). One K and one
-//   V buffer: V of tile t loads while S of tile t is computed, K of tile t+1
-//   while P V of tile t is. Causal: the key loop stops at the block's last
-//   visible key (prefill_key_end); only tiles crossing the diagonal, tiles
-//   with padding keys and array masks go through the per-element mask.
+//   A block owns BQ consecutive queries of one (batch, query head): BQ = 128
+//   for D <= 128, 64 for D = 256. Warp w owns the WR = BQ / 4 queries
+//   WR w .. WR w + WR - 1, as MT = WR / 16 row tiles of 16 (MT = 2, or 1 for
+//   D = 256: D accumulators a thread would not fit the registers). Per tile
+//   of BK keys (64 for D = 64, else 32: registers): S = Q K^T and O += P V with
+//   mma.sync.m16n8k16 (T operands, float32 accumulators), each K / V fragment
+//   loaded from shared memory (ldmatrix) once for the warp's MT row tiles;
+//   online softmax on the S accumulators in registers (exp2 on MUFU.EX2,
+//   ex2.approx.ftz; O rescaled only when some row max of the warp moved),
+//   P rounded to T as the A operand of P V.
+//   Shared memory (dynamic, opted in above 48 KB): Q [BQ][D + 8] and two
+//   stages of K and V [BK][D + 8] in T (rows padded by 16 bytes: ldmatrix
+//   rows hit distinct banks), filled by cp.async (rows past qL / kL
+//   zero-filled): D = 128: 68 KB, D = 256: 99 KB. Registers (ptxas, sm_90,
+//   float16): D = 64 / 80 / 96 / 128 / 256: 236 / 186 / 205 / 236 / 239, no
+//   spills: two blocks (8 warps) an SM. Tile
+//   t + 1 (K and V, one cp.async group) is issued into the other stage right
+//   after the one barrier of tile t and waited for at the top of tile t + 1:
+//   its loads overlap all of tile t's math. Causal: the key loop stops at the
+//   block's last visible key (prefill_key_end); only tiles with padding keys,
+//   tiles crossing the diagonal for some row of the warp (keys past the
+//   warp's first query's last key) and array masks go through the
+//   per-element mask. Grid: heavy query tiles first across all heads
+//   (prefill_work).
 //   Fragment layout (g = lane / 4, c = lane % 4; PTX m16n8k16):
 //     A (16 x 16, row-major), 4 regs of 2 elements: a0 = (g, 2c..2c+1),
 //       a1 = (g + 8, 2c..), a2 = (g, 2c + 8..), a3 = (g + 8, 2c + 8..);
@@ -94,7 +106,7 @@
 //       ldmatrix.x4.trans on V rows, lane l addressing key l % 8 +
 //       8 * ((l / 8) % 2), d 8 * (l / 16): two 8-column tiles of d per load.
 //     C (16 x 8, float32): c0, c1 = (g, 2c..2c+1), c2, c3 = (g + 8, 2c..).
-//       A thread holds rows g and g + 8 of its warp's 16: row maxima and sums
+//       A thread holds rows g and g + 8 of each 16-row tile: row maxima and sums
 //       reduce over the 4 lanes of a row (shuffles xor 1, 2). The S
 //       accumulators of key tiles 2k, 2k + 1 are, packed to T pairs, exactly
 //       the A fragment of P for keys 16k .. 16k + 15.
@@ -626,6 +638,27 @@ __device__ __forceinline__ void stage_tile(T* dst, const T* src, int row0, int l
   }
 }
 
+// Rows [row0, row0 + ROWS) of K and V ([limit][D] each) into k_dst and v_dst
+// [ROWS][LD] (zeros past limit), by the block's threads, 16 bytes each. A
+// rolled loop: the per-chunk offsets are not kept in registers across calls.
+template <int ROWS, int D, int LD, typename T>
+__device__ __forceinline__ void stage_kv(
+    T* k_dst, T* v_dst, const T* k_src, const T* v_src, int row0, int limit) {
+  constexpr int kChunks = D / 8; // 16-byte chunks per row
+  const T* k_rows = k_src + int64_t(row0) * D;
+  const T* v_rows = v_src + int64_t(row0) * D;
+#pragma unroll 1
+  for (int e = threadIdx.x; e < ROWS * kChunks; e += kAttnThreads) {
+    const int r = e / kChunks;
+    const int c = e % kChunks;
+    const bool in = row0 + r < limit;
+    const int from = in ? r * D + c * 8 : 0;
+    const int to = r * LD + c * 8;
+    cp_async16(k_dst + to, k_rows + from, in);
+    cp_async16(v_dst + to, v_rows + from, in);
+  }
+}
+
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
   const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -661,19 +694,29 @@ __device__ __forceinline__ void mma_16816(
   }
 }
 
+// 2^x on the special-function unit (MUFU.EX2): denormal results flush to
+// +0, 2^-inf = +0. exp2f adds range fix-ups around the same instruction.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const AttnArgs a) {
-  constexpr int BQ = kPrefillMmaBlockQ;
-  constexpr int BK = D <= 128 ? 64 : 32; // = prefill_mma_block_k(D)
+  constexpr int MT = D <= 128 ? 2 : 1; // 16-row tiles a warp owns
+  constexpr int WR = 16 * MT; // rows a warp owns
+  constexpr int BQ = WR * (kAttnThreads / 32); // = prefill_mma_block_q(D)
+  constexpr int BK = D == 64 ? 64 : 32; // = prefill_mma_block_k(D)
   constexpr int LD = D + 8; // padded row of a staged tile
   constexpr int NT = BK / 8; // 8-key column tiles of S
   constexpr int DT = D / 8; // 8-column tiles of O
-  static_assert(BQ == 16 * (kAttnThreads / 32));
+  constexpr int STAGE = 2 * BK * LD; // K then V of one stage
+  static_assert(kPrefillMmaStages == 2);
 
   extern __shared__ __align__(16) unsigned char smem[];
   T* q_tile = reinterpret_cast<T*>(smem);
-  T* k_tile = q_tile + BQ * LD;
-  T* v_tile = k_tile + BK * LD;
+  T* kv_tiles = q_tile + BQ * LD; // stage st: K at st * STAGE, V at st * STAGE + BK * LD
 
   const AttnGeometry& g = a.geo;
   const PrefillWork w = prefill_work(g, blockIdx.x);
@@ -687,140 +730,198 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
   const T* vh = static_cast<const T*>(a.v) + (int64_t(w.b) * g.Hkv + hkv) * g.kL * D;
   const int n_tiles = (w.k_end + BK - 1) / BK;
   const bool array_mask = g.mask != kMaskNone && g.mask != kMaskCausal;
-  // The last key the block's first query sees (causal; < 0: none).
-  const int first_query_last_key = w.q0 + g.kL - g.qL;
+  const int row0 = w.q0 + warp * WR; // the warp's first query
+  // The last key the warp's first query sees (causal; < 0: none): tiles up to
+  // it are visible to every row of the warp.
+  const int first_row_last_key = row0 + g.kL - g.qL;
 
   stage_tile<BQ, D, LD>(q_tile, qh, w.q0, g.qL);
   if (n_tiles > 0) {
-    stage_tile<BK, D, LD>(k_tile, kh, 0, g.kL);
+    stage_kv<BK, D, LD>(kv_tiles, kv_tiles + BK * LD, kh, vh, 0, g.kL);
   }
   cp_async_commit();
 
-  float o[DT][4] = {};
-  float m[2] = {kNegInf, kNegInf}; // rows gid, gid + 8 of the warp
-  float l[2] = {0.0f, 0.0f}; // this lane's share of the row sums
-  const T* q_frag = q_tile + (warp * 16 + lane % 16) * LD + (lane / 16) * 8;
-  const T* k_frag = k_tile + ((lane / 16) * 8 + lane % 8) * LD + ((lane / 8) % 2) * 8;
-  const T* v_frag = v_tile + (lane % 8 + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8;
+  float o[MT][DT][4] = {};
+  float m[MT][2]; // rows gid, gid + 8 of each 16-row tile
+  float l[MT][2]; // this lane's share of the row sums
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    m[mt][0] = m[mt][1] = kNegInf;
+    l[mt][0] = l[mt][1] = 0.0f;
+  }
+  const T* q_frag = q_tile + (warp * WR + lane % 16) * LD + (lane / 16) * 8;
+  const int k_off = ((lane / 16) * 8 + lane % 8) * LD + ((lane / 8) % 2) * 8;
+  const int v_off = BK * LD + (lane % 8 + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8;
 
   for (int t = 0; t < n_tiles; ++t) {
     const int k0 = t * BK;
+    const T* kv = kv_tiles + (t % 2) * STAGE;
     cp_async_wait_all();
-    __syncthreads(); // K tile t (and Q) in place; every warp done with V tile t-1
-    stage_tile<BK, D, LD>(v_tile, vh, k0, g.kL);
-    cp_async_commit();
+    __syncthreads(); // tile t (and Q) in place; every warp done with tile t - 1
+    if (t + 1 < n_tiles) {
+      // Tile t + 1 into the other stage (read last in tile t - 1): it loads
+      // while tile t is computed.
+      T* next = kv_tiles + ((t + 1) % 2) * STAGE;
+      stage_kv<BK, D, LD>(next, next + BK * LD, kh, vh, k0 + BK, g.kL);
+      cp_async_commit();
+    }
 
-    // S = Q K^T
-    float s[NT][4] = {};
+    // S = Q K^T: each K fragment feeds the warp's MT row tiles.
+    float s[MT][NT][4] = {};
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
-      uint32_t qa[4];
-      ldmatrix_x4(qa, q_frag + ks * 16);
+      uint32_t qa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        ldmatrix_x4(qa[mt], q_frag + mt * 16 * LD + ks * 16);
+      }
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         uint32_t kb[4];
-        ldmatrix_x4(kb, k_frag + np * 16 * LD + ks * 16);
-        mma_16816<T>(s[2 * np], qa, kb[0], kb[1]);
-        mma_16816<T>(s[2 * np + 1], qa, kb[2], kb[3]);
+        ldmatrix_x4(kb, kv + k_off + np * 16 * LD + ks * 16);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_16816<T>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
+          mma_16816<T>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+        }
       }
     }
 
     // Scale, mask (padding keys, the causal diagonal, array masks).
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nt][e] *= a.qscale;
-      }
-    }
-    const bool masked_tile = array_mask || k0 + BK > g.kL ||
-        (g.mask == kMaskCausal && k0 + BK - 1 > first_query_last_key);
-    if (masked_tile) {
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int i = w.q0 + warp * 16 + gid + 8 * (e / 2);
-          const int j = k0 + nt * 8 + 2 * tig + e % 2;
-          float& x = s[nt][e];
-          if (j >= g.kL) {
-            x = kNegInf;
-          } else if (i < g.qL) {
-            x = masked_score<T>(x, a, w.b, w.hq, i, j);
+          s[mt][nt][e] *= a.qscale;
+        }
+      }
+    }
+    const bool masked_tile = array_mask || k0 + BK > g.kL ||
+        (g.mask == kMaskCausal && k0 + BK - 1 > first_row_last_key);
+    if (masked_tile) {
+      // Row by row (an empty asm with a memory clobber between rows keeps the
+      // compiler from hoisting every row's mask loads at once: registers).
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int i = row0 + mt * 16 + gid + 8 * h;
+          asm volatile("" ::: "memory");
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+            for (int e = 2 * h; e < 2 * h + 2; ++e) {
+              const int j = k0 + nt * 8 + 2 * tig + e % 2;
+              float& x = s[mt][nt][e];
+              if (j >= g.kL) {
+                x = kNegInf;
+              } else if (i < g.qL) {
+                x = masked_score<T>(x, a, w.b, w.hq, i, j);
+              }
+            }
           }
         }
       }
     }
 
-    // Online softmax of rows gid (h = 0) and gid + 8 (h = 1); s becomes p.
+    // Online softmax of rows gid (h = 0) and gid + 8 (h = 1) of each row
+    // tile; s becomes p.
+    float alpha[MT][2];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float tile_max = kNegInf;
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        tile_max = fmaxf(tile_max, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+      for (int h = 0; h < 2; ++h) {
+        float tile_max = kNegInf;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          tile_max = fmaxf(tile_max, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+        }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
+        // As softmax_rescale, on MUFU.EX2 directly.
+        const float m_new = fmaxf(m[mt][h], tile_max);
+        const bool live = m_new != kNegInf;
+        // 0 when m was -inf
+        alpha[mt][h] = live ? exp2_ftz(m[mt][h] - m_new) : 1.0f;
+        m[mt][h] = m_new;
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+          for (int e = 2 * h; e < 2 * h + 2; ++e) {
+            const float p = live ? exp2_ftz(s[mt][nt][e] - m_new) : 0.0f;
+            s[mt][nt][e] = p;
+            sum += p;
+          }
+        }
+        l[mt][h] = l[mt][h] * alpha[mt][h] + sum;
       }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
-      bool live;
-      const float alpha = softmax_rescale(m[h], tile_max, live);
-      float sum = 0.0f;
+    }
+    // Rescale O only when some row's max moved (a warp-uniform branch; a
+    // factor of exactly 1 leaves O as it is).
+    bool rescale = false;
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
+    for (int mt = 0; mt < MT; ++mt) {
+      rescale |= alpha[mt][0] != 1.0f || alpha[mt][1] != 1.0f;
+    }
+    if (__any_sync(kFullMask, rescale)) {
 #pragma unroll
-        for (int e = 2 * h; e < 2 * h + 2; ++e) {
-          const float p = live ? exp2f(s[nt][e] - m[h]) : 0.0f;
-          s[nt][e] = p;
-          sum += p;
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            o[mt][dt][e] *= alpha[mt][e / 2];
+          }
         }
       }
-      l[h] = l[h] * alpha + sum;
-#pragma unroll
-      for (int dt = 0; dt < DT; ++dt) {
-        o[dt][2 * h] *= alpha;
-        o[dt][2 * h + 1] *= alpha;
-      }
     }
 
-    cp_async_wait_all();
-    __syncthreads(); // V tile t in place; every warp done with K tile t
-    if (t + 1 < n_tiles) {
-      stage_tile<BK, D, LD>(k_tile, kh, k0 + BK, g.kL);
-      cp_async_commit();
-    }
-
-    // O += P V
+    // O += P V: each V fragment feeds the warp's MT row tiles.
 #pragma unroll
     for (int kk = 0; kk < BK / 16; ++kk) {
-      const uint32_t pa[4] = {
-          pack2<T>(s[2 * kk][0], s[2 * kk][1]),
-          pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-          pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-          pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        pa[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t vb[4];
-        ldmatrix_x4_trans(vb, v_frag + kk * 16 * LD + dp * 16);
-        mma_16816<T>(o[2 * dp], pa, vb[0], vb[1]);
-        mma_16816<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
+        ldmatrix_x4_trans(vb, kv + v_off + kk * 16 * LD + dp * 16);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_16816<T>(o[mt][2 * dp], pa[mt], vb[0], vb[1]);
+          mma_16816<T>(o[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
+        }
       }
     }
   }
   cp_async_wait_all(); // kL = 0: the Q tile's copies
 
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(kFullMask, l[h], 1);
-    l[h] += __shfl_xor_sync(kFullMask, l[h], 2);
-    const int i = w.q0 + warp * 16 + gid + 8 * h;
-    if (i < g.qL) {
-      // kL = 0: zeros; l = 0 (additive -inf everywhere): NaN, as MLX.
-      const float inv = g.kL == 0 ? 0.0f : 1.0f / l[h];
-      T* dst = static_cast<T*>(a.out) + ((int64_t(w.b) * g.Hq + w.hq) * g.qL + i) * D + 2 * tig;
+  for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-      for (int dt = 0; dt < DT; ++dt) {
-        *reinterpret_cast<uint32_t*>(dst + dt * 8) =
-            pack2<T>(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
+    for (int h = 0; h < 2; ++h) {
+      float lsum = l[mt][h];
+      lsum += __shfl_xor_sync(kFullMask, lsum, 1);
+      lsum += __shfl_xor_sync(kFullMask, lsum, 2);
+      const int i = row0 + mt * 16 + gid + 8 * h;
+      if (i < g.qL) {
+        // kL = 0: zeros; l = 0 (additive -inf everywhere): NaN, as MLX.
+        const float inv = g.kL == 0 ? 0.0f : 1.0f / lsum;
+        T* dst =
+            static_cast<T*>(a.out) + ((int64_t(w.b) * g.Hq + w.hq) * g.qL + i) * D + 2 * tig;
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt) {
+          *reinterpret_cast<uint32_t*>(dst + dt * 8) =
+              pack2<T>(o[mt][dt][2 * h] * inv, o[mt][dt][2 * h + 1] * inv);
+        }
       }
     }
   }
