@@ -229,6 +229,12 @@ def main():
         pass
     (out_dir / f"qmm_h200{args.tag}.json").write_text(json.dumps(payload, indent=2) + "\n")
 
+    plot_families(results, families, dtypes, out_dir, f"qmm_h200{args.tag}",
+                  "host-timed")
+
+def plot_families(results, families, dtypes, out_dir, stem, method):
+    """Time against M for each shape, ours and MLX's, one PNG per model family
+    (`stem`_`family`.png); nothing without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -244,7 +250,6 @@ def main():
                 ms = [r["M"] for r in rs]
                 ax.plot(ms, [r["ours_us"] for r in rs], "o" + style, color="C0", label=f"ours {dname}")
                 ax.plot(ms, [r["mlx_us"] for r in rs], "s" + style, color="C1", label=f"MLX {dname}")
-            floor = results[0]
             fl = [r["floor_us"] for r in results if r["family"] == fam and r["N"] == N
                   and r["K"] == K][0]
             ax.axhline(fl, color="k", lw=1, ls=":", label="bytes / copy bw")
@@ -254,9 +259,10 @@ def main():
             ax.set_xlabel("M")
         axes[0][0].set_ylabel("us per call")
         axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"quantized_matmul 4-bit gs64, {fam}, H200")
+        fig.suptitle(f"quantized_matmul 4-bit gs64, {fam}, H200 ({method})")
         fig.tight_layout()
-        fig.savefig(out_dir / f"qmm_h200{args.tag}_{fam}.png", dpi=110)
+        fig.savefig(out_dir / f"{stem}_{fam}.png", dpi=110)
+        plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ followed by MLX's kernel(s) (every other name; MLX may launch more than one
 per op), and sums each side's durations. The copy bandwidth is measured in
 `run`, outside the profiling range, with CUDA events around a torch copy.
 
-Writes qmm_h200_ncu.json to DIR (default benchmarks/results) and prints the
+Writes qmm_h200_ncu.json and qmm_h200_ncu_<family>.png to DIR (default
+benchmarks/results) and prints the
 goals of the issue: M-flatness up to 16, bandwidth at M <= 8 for weights of
 30 MB or more, geomean speed-up over 2 <= M <= 7, slowest ratio up to M = 64.
 """
@@ -197,6 +198,13 @@ def parse(args):
         "results": cases,
     }
     (out / "qmm_h200_ncu.json").write_text(json.dumps(payload, indent=2) + "\n")
+    from bench_qmm_gpu import plot_families
+
+    families = {fam: [sh for sh in shapes if any((c["N"], c["K"]) == sh for c in cases)]
+                for fam, shapes in SHAPES.items()}
+    dtypes = [d for d in ("float16", "bfloat16") if any(c["dtype"] == d for c in cases)]
+    plot_families(cases, {f: s for f, s in families.items() if s}, dtypes, out,
+                  "qmm_h200_ncu", "ncu kernel times")
 
 
 def main():
