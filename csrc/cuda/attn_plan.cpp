@@ -1,8 +1,12 @@
 // The one launch plan of the CUDA flash_attention (see attn_plan.h and the
 // kernels' header in flash_attention.cu).
 //
-// Sizes and the reasoning behind them (first guesses, not yet measured on the
-// H200):
+// Sizes and the reasoning behind them. Measured on the H200 (session 5,
+// benchmarks/results/qmm_h200_notes.md runs 5 and 10): the wave-aware decode
+// splits against the earlier rule, 2.37x against 2.10x MLX's kernel time
+// (geomean over 54 float16 cases) and 70.8% against 53.6% of copy bandwidth at
+// worst where B * kL >= 64k; the 128-query prefill blocks, 126-301 TFLOP/s
+// against 103-198 for the 64-query ones.
 // - Decode key splits are wave-aware. The blocks resident on one SM at once
 //   come from the block's shared memory (kSmemPerSm = 227 KB usable per SM,
 //   kSmemReservedPerBlock = 1 KB more per block) and its 128 threads (at most
