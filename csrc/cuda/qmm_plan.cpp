@@ -12,7 +12,9 @@
 //   but at least kMinStepsPerSplit k-steps (kMinStepsPerSplit KB of w per
 //   warp) per block, and at most 8 (one thread-block cluster; the partials
 //   are added through distributed shared memory, no extra launch). Values from
-//   the H200 run in the notes (first guess: 6 blocks/SM, 4 steps).
+//   the H200 run in the notes (first guess: 6 blocks/SM, 4 steps); session 5
+//   (run 4, ncu) tried 1 and 2 steps and 12 blocks/SM through the knobs
+//   below: no shape got faster beyond noise, 14336x4096 got slower at 12.
 // - float32 x goes to the SIMT kernel: the float32 parity bound (1e-5 against
 //   float64) rules out tf32 and bf16 operands.
 #include "cuda/qmm_plan.h"
