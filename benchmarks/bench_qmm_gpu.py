@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import mlx.core as mx
-import numpy as np
 
 import mlx_kernels as mk
 from _common import RESULTS, machine_info, print_table
@@ -168,8 +167,8 @@ def main():
                     wd = mx.dequantize(w0, s0.astype(mx.float32), b0.astype(mx.float32),
                                        group_size=gs, bits=bits)
                     r = x.astype(mx.float32) @ wd.T
-                    rel = lambda o: (mx.linalg.norm(o.astype(mx.float32) - r)  # noqa: E731
-                                     / mx.maximum(mx.linalg.norm(r), 1e-30)).item()
+                    rel = lambda o, r=r: (mx.linalg.norm(o.astype(mx.float32) - r)  # noqa: E731
+                                          / mx.maximum(mx.linalg.norm(r), 1e-30)).item()
                     err = rel(ours(x, *sets[0]))
                     err_mlx = rel(theirs(x, *sets[0]))
                     del wd, r

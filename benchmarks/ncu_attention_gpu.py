@@ -57,7 +57,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ncu_qmm_gpu import read_kernel_rows  # noqa: E402
+from ncu_qmm_gpu import profile_pairs, read_kernel_rows  # noqa: E402
 
 LAUNCH_METRICS = ("launch__grid_size", "launch__registers_per_thread",
                   "launch__occupancy_limit_shared_mem", "launch__occupancy_limit_registers",
@@ -217,15 +217,7 @@ def run(args):
         say(f"--device cpu: checked {len(prepared)}/{len(cases)} cases, nothing profiled; "
             f"wrote {args.cases}")
         return
-    import ctypes
-    cuda = ctypes.CDLL("libcuda.so.1")
-    cuda.cuProfilerStart()
-    for ours, mlx in prepared:
-        mx.eval(ours())
-        mx.synchronize()
-        mx.eval(mlx())
-        mx.synchronize()
-    cuda.cuProfilerStop()
+    profile_pairs(prepared)
     say(f"profiled {len(prepared)} of {len(cases)} cases")
 
 
