@@ -271,6 +271,28 @@ __device__ __forceinline__ float part_weight(float m_part, float M) {
   return m_part == kNegInf ? 0.0f : exp2f(m_part - M);
 }
 
+// Element d of decode row `row` of block w, from the row's accumulator acc,
+// running max M and sum L: the output itself when the keys are not split, else
+// this split's partial (acc, and M and L once a row) for the merge pass.
+template <typename T, int D>
+__device__ __forceinline__ void store_decode_element(
+    const AttnArgs& a, const AttnGeometry& g, const DecodeWork& w, int row, int d, float acc,
+    float M, float L) {
+  const int64_t n = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
+      decode_row_query(g, row); // output row
+  if (g.splits == 1) {
+    // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
+    static_cast<T*>(a.out)[n * D + d] = from_f<T>(g.kL == 0 ? 0.0f : acc / L);
+  } else {
+    const int64_t part = n * g.splits + w.split;
+    a.part_acc[part * D + d] = acc;
+    if (d == 0) {
+      a.part_ml[2 * part] = M;
+      a.part_ml[2 * part + 1] = L;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Decode
 
@@ -503,19 +525,7 @@ __global__ void __launch_bounds__(kAttnThreads, (decode_min_blocks<T, D, RT>()))
       L += wt * warp_sum[i][r];
       o += wt * warp_acc[i][r][d];
     }
-    const int64_t n = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
-        decode_row_query(g, row); // output row
-    if (g.splits == 1) {
-      // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
-      static_cast<T*>(a.out)[n * D + d] = from_f<T>(g.kL == 0 ? 0.0f : o / L);
-    } else {
-      const int64_t part = n * g.splits + w.split;
-      a.part_acc[part * D + d] = o;
-      if (d == 0) {
-        a.part_ml[2 * part] = M;
-        a.part_ml[2 * part + 1] = L;
-      }
-    }
+    store_decode_element<T, D>(a, g, w, row, d, o, M, L);
   }
 }
 
@@ -1162,19 +1172,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
       L += wt * red_l[at];
       x += wt * red_o[at * D + d];
     }
-    const int64_t n = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
-        decode_row_query(g, row); // output row
-    if (g.splits == 1) {
-      // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
-      static_cast<T*>(a.out)[n * D + d] = from_f<T>(g.kL == 0 ? 0.0f : x / L);
-    } else {
-      const int64_t part = n * g.splits + w.split;
-      a.part_acc[part * D + d] = x;
-      if (d == 0) {
-        a.part_ml[2 * part] = M;
-        a.part_ml[2 * part + 1] = L;
-      }
-    }
+    store_decode_element<T, D>(a, g, w, row, d, x, M, L);
   }
 }
 
