@@ -161,9 +161,6 @@ constexpr int kMaxBlocksPerSm = 32;
 constexpr int kMinSplitKeys = 256;
 constexpr int kMaxSplits = 256;
 constexpr int kSplitKeyMultiple = 64;
-// Shared memory: 48 KB static; the opt-in maximum of sm_90 for dynamic.
-constexpr size_t kMaxStaticSmem = 48 * 1024;
-constexpr size_t kMaxDynamicSmem = 227 * 1024;
 
 // Queries a block and keys per staged tile of the prefill kernels for head
 // dimension D.
