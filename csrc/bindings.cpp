@@ -142,7 +142,7 @@ NB_MODULE(_ext, m) {
       },
       "B"_a, "Hq"_a, "Hkv"_a, "qL"_a, "kL"_a, "D"_a, "mask"_a, "dtype"_a);
 
-  // --- The CUDA launch plan of flash_attention (plain C++, tested anywhere) --
+  // --- The CUDA launch plans of both ops (plain C++, tested anywhere) --------
   m.def(
       "plan_cuda_quantized_matmul",
       [](int64_t M, int64_t N, int64_t K, int group_size, int bits, bool transpose,
