@@ -140,16 +140,26 @@ if has attnbench; then
   tail -40 "$OUT/attnbench.log"
 fi
 
-if has ncu; then
-  # Kernel times of ours and MLX's quantized_matmul (benchmarks/ncu_qmm_gpu.py).
-  t0=$(date +%s)
-  (cd .cudawork/benchmarks && timeout ${NCU_T:-240} ncu --csv --page raw --print-units base \
+# ncu_qmm DIR TIMEOUT ARGS...: ours and MLX's quantized_matmul kernel times
+# (benchmarks/ncu_qmm_gpu.py run + parse) into DIR: qmm_ncu_cases.json, qmm_ncu.csv,
+# qmm_ncu.err, qmm_h200_ncu.json and the plots; prints the parse tables. The
+# environment of the call reaches the profiled process (the tune stage).
+ncu_qmm() {
+  local dir=$1 limit=$2; shift 2
+  local t0; t0=$(date +%s)
+  (cd .cudawork/benchmarks && timeout "$limit" ncu --csv --page raw --print-units base \
       --metrics gpu__time_duration.sum --cache-control all --clock-control none \
-      --profile-from-start off python3 ncu_qmm_gpu.py run --cases "$OUT/qmm_ncu_cases.json" \
-      ${NCU_ARGS:-}) > "$OUT/qmm_ncu.csv" 2> "$OUT/qmm_ncu.err"
-  echo "ncu rc=$? in $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/qmm_ncu.err"
-  (cd .cudawork/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$OUT/qmm_ncu_cases.json" \
-      --csv "$OUT/qmm_ncu.csv" --out "$OUT") 2>&1 | tail -30
+      --profile-from-start off python3 ncu_qmm_gpu.py run --cases "$dir/qmm_ncu_cases.json" \
+      "$@") > "$dir/qmm_ncu.csv" 2> "$dir/qmm_ncu.err"
+  echo "ncu rc=$? in $(( $(date +%s) - t0 )) s"; tail -3 "$dir/qmm_ncu.err"
+  (cd .cudawork/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$dir/qmm_ncu_cases.json" \
+      --csv "$dir/qmm_ncu.csv" --out "$dir" ${PARSE_ARGS:-}) 2>&1
+}
+
+if has ncu; then
+  # Kernel times of ours and MLX's quantized_matmul; NCU_ARGS: ncu_qmm_gpu.py run arguments.
+  # shellcheck disable=SC2086
+  ncu_qmm "$OUT" "${NCU_T:-240}" ${NCU_ARGS:-} | tail -34
 fi
 
 if has tune; then
@@ -162,14 +172,9 @@ if has tune; then
     i=$((i + 1)); d="$OUT/tune_$i"; mkdir -p "$d"
     [ "$setting" = "-" ] && setting=""
     echo "== tune $i: ${setting:-defaults}" | tee "$d/setting.txt"
-    t0=$(date +%s)
-    (cd .cudawork/benchmarks && env $setting timeout ${TUNE_T:-120} ncu --csv --page raw --print-units base \
-        --metrics gpu__time_duration.sum --cache-control all --clock-control none \
-        --profile-from-start off python3 ncu_qmm_gpu.py run --cases "$d/cases.json" \
-        ${TUNE_ARGS:-}) > "$d/ncu.csv" 2> "$d/ncu.err"
-    echo "rc=$? in $(( $(date +%s) - t0 )) s"
-    (cd .cudawork/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$d/cases.json" \
-        --csv "$d/ncu.csv" --out "$d" --per-case) 2>&1 | tail -${TUNE_LINES:-40}
+    # shellcheck disable=SC2086
+    ([ -n "$setting" ] && export $setting; PARSE_ARGS=--per-case ncu_qmm "$d" "${TUNE_T:-120}" ${TUNE_ARGS:-}) \
+        | tail -${TUNE_LINES:-40}
   done
 fi
 
