@@ -79,22 +79,31 @@
 //   mma.sync.m16n8k16 (T operands, float32 accumulators), each K / V fragment
 //   loaded from shared memory (ldmatrix) once for the warp's MT row tiles;
 //   online softmax on the S accumulators in registers (exp2 on MUFU.EX2,
-//   ex2.approx.ftz; O rescaled only when some row max of the warp moved),
-//   P rounded to T as the A operand of P V.
+//   ex2.approx.ftz). Tiles without a mask keep raw scores: the row max is
+//   taken on them and the scale goes into the exponent, p = 2^(s * qscale -
+//   m), one FFMA a score (qscale > 0; masked tiles and a scale <= 0 scale
+//   first). A row's running max m moves only when a tile's max passes it by
+//   more than kMaxSlack = 8 (p <= 2^8; O and l share m, so a stale m is
+//   exact), and O is rescaled only when some row max of the warp moved. P
+//   is rounded to T in registers as the A operand of P V (no shared memory).
 //   Shared memory (dynamic, opted in above 48 KB): Q [BQ][D + 8] and two
 //   stages of K and V [BK][D + 8] in T (rows padded by 16 bytes: ldmatrix
 //   rows hit distinct banks), filled by cp.async (rows past qL / kL
 //   zero-filled): D = 128: 68 KB, D = 256: 99 KB. Registers (ptxas, sm_90,
-//   float16): D = 64 / 80 / 96 / 128 / 256: 236 / 186 / 205 / 236 / 239, no
-//   spills: two blocks (8 warps) an SM. Tile
+//   CUDA 13.0, float16 = bfloat16): D = 64 / 80 / 96 / 128 / 256: 254 / 197 /
+//   227 / 248 / 233, no spills: two blocks (8 warps) an SM (64-key tiles at
+//   D = 128 spill 468 bytes). Tile
 //   t + 1 (K and V, one cp.async group) is issued into the other stage right
 //   after the one barrier of tile t and waited for at the top of tile t + 1:
 //   its loads overlap all of tile t's math. Causal: the key loop stops at the
 //   block's last visible key (prefill_key_end); only tiles with padding keys,
 //   tiles crossing the diagonal for some row of the warp (keys past the
 //   warp's first query's last key) and array masks go through the
-//   per-element mask. Grid: heavy query tiles first across all heads
-//   (prefill_work).
+//   per-element mask; a warp whose rows all see some key skips the tiles
+//   past its last row's last key (on the block's diagonal; their weights
+//   would be exactly 0). Grid: heavy query tiles first across all heads
+//   (prefill_work; the Hq / Hkv heads of a GQA group are adjacent, so their
+//   K / V tiles are read close together in time).
 //   Fragment layout (g = lane / 4, c = lane % 4; PTX m16n8k16):
 //     A (16 x 16, row-major), 4 regs of 2 elements: a0 = (g, 2c..2c+1),
 //       a1 = (g + 8, 2c..), a2 = (g, 2c + 8..), a3 = (g + 8, 2c + 8..);
@@ -152,6 +161,10 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kMasked = -3.4028234663852886e38f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr unsigned kFullMask = 0xffffffffu;
+// Prefill: a row's running max (exp2 domain) moves only when a tile's max
+// passes it by more than this, so p = 2^(s - m) <= 2^8 (finite in float16 and
+// bfloat16 as the A operand of P V).
+constexpr float kMaxSlack = 8.0f;
 
 constexpr int kMaskNone = static_cast<int>(AttnMask::None);
 constexpr int kMaskCausal = static_cast<int>(AttnMask::Causal);
@@ -744,6 +757,12 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
   // The last key the warp's first query sees (causal; < 0: none): tiles up to
   // it are visible to every row of the warp.
   const int first_row_last_key = row0 + g.kL - g.qL;
+  // Causal: tiles starting past the last key of the warp's last row hold no
+  // key any row of the warp sees. When every row of the warp sees some key
+  // (first_row_last_key >= 0) such a tile would add weights of exactly 0 and
+  // leave every max as it is: the warp skips it (the diagonal of the block).
+  const bool skip_past_diagonal = g.mask == kMaskCausal && first_row_last_key >= 0;
+  const int last_row_last_key = first_row_last_key + WR - 1;
 
   stage_tile<BQ, D, LD>(q_tile, qh, w.q0, g.qL);
   if (n_tiles > 0) {
@@ -775,6 +794,9 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
       stage_kv<BK, D, LD>(next, next + BK * LD, kh, vh, k0 + BK, g.kL);
       cp_async_commit();
     }
+    if (skip_past_diagonal && k0 > last_row_last_key) {
+      continue; // the barrier at the top of the next tile is still met
+    }
 
     // S = Q K^T: each K fragment feeds the warp's MT row tiles.
     float s[MT][NT][4] = {};
@@ -797,19 +819,27 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
       }
     }
 
-    // Scale, mask (padding keys, the causal diagonal, array masks).
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[mt][nt][e] *= a.qscale;
-        }
-      }
-    }
+    // Mask (padding keys, the causal diagonal, array masks). Masked tiles are
+    // scaled first and masked (sc = 1 below); the others keep raw scores and
+    // the scale goes into the exponent: p = 2^(s sc - m), one FFMA a score
+    // (the row max of raw scores times sc is the max of the scaled ones for
+    // sc > 0; a scale <= 0 takes the explicit path).
     const bool masked_tile = array_mask || k0 + BK > g.kL ||
         (g.mask == kMaskCausal && k0 + BK - 1 > first_row_last_key);
+    float sc = a.qscale;
+    if (masked_tile || !(sc > 0.0f)) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            s[mt][nt][e] *= sc;
+          }
+        }
+      }
+      sc = 1.0f;
+    }
     if (masked_tile) {
       // Row by row (an empty asm with a memory clobber between rows keeps the
       // compiler from hoisting every row's mask loads at once: registers).
@@ -837,7 +867,9 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
     }
 
     // Online softmax of rows gid (h = 0) and gid + 8 (h = 1) of each row
-    // tile; s becomes p.
+    // tile; s becomes p. The running max m only moves when the tile's max
+    // passes it by more than kMaxSlack (p <= 2^kMaxSlack): O and l share m,
+    // so a stale max is exact, and O is rescaled far less often.
     float alpha[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -850,18 +882,24 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
         }
         tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
         tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 2));
-        // As softmax_rescale, on MUFU.EX2 directly.
-        const float m_new = fmaxf(m[mt][h], tile_max);
-        const bool live = m_new != kNegInf;
-        // 0 when m was -inf
-        alpha[mt][h] = live ? exp2_ftz(m[mt][h] - m_new) : 1.0f;
+        const float m_old = m[mt][h];
+        float m_new = fmaxf(m_old, tile_max * sc);
+        // m_old = -inf: +inf or NaN (both -inf), never <= the slack.
+        if (m_new - m_old <= kMaxSlack) {
+          m_new = m_old;
+        }
+        // 0 when m was -inf; exactly 1 when m stays.
+        alpha[mt][h] = m_new != m_old ? exp2_ftz(m_old - m_new) : 1.0f;
         m[mt][h] = m_new;
+        // A row with nothing but -inf so far (m = -inf; masked path, sc = 1):
+        // exponents -inf - 0, p = 0.
+        const float neg_m = m_new == kNegInf ? 0.0f : -m_new;
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
           for (int e = 2 * h; e < 2 * h + 2; ++e) {
-            const float p = live ? exp2_ftz(s[mt][nt][e] - m_new) : 0.0f;
+            const float p = exp2_ftz(fmaf(s[mt][nt][e], sc, neg_m));
             s[mt][nt][e] = p;
             sum += p;
           }
