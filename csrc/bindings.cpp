@@ -163,10 +163,20 @@ NB_MODULE(_ext, m) {
         d["grid"] = std::make_tuple(plan.grid[0], plan.grid[1], plan.grid[2]);
         d["block"] = plan.block;
         d["warps"] = cu::kTcWarps;
+        d["k_parts"] = plan.k_parts;
+        d["ring"] = plan.ring;
+        d["row_bytes"] = plan.row_bytes;
+        d["smem_bytes"] = plan.smem_bytes;
+        d["blocks_per_sm"] = plan.blocks_per_sm;
         return d;
       },
       "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a,
       "num_sms"_a = 132);
+  m.def(
+      "set_cuda_quantized_matmul_plan_sms",
+      [](int sms) { mlx_kernels::cuda::set_qmm_plan_sms(sms); },
+      "sms"_a,
+      "Tests only: plan the CUDA quantized_matmul for this many SMs (0: the device's).");
   m.def(
       "plan_cuda_flash_attention",
       [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& dtype,

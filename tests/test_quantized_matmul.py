@@ -63,6 +63,37 @@ def test_shapes(N, K, group_size, bits, transpose, dtype, device):
     check(x, w, s, b, transpose, group_size, bits, device, f"N={N} K={K}")
 
 
+# --- Decode rows over long K: the CUDA bulk-copy kernel's territory ----------
+# (M <= 16 and K a multiple of 8 groups, at least 512 4-bit / 256 8-bit values).
+# On the GPU each case runs twice: planned for the device's SMs, and for one SM
+# (set_cuda_quantized_matmul_plan_sms), which moves the same shapes to other
+# plans: more stages a warp (ring > 1) instead of more k parts and clusters.
+BULK_CASES = [
+    (1000, 4096, 64, 4),  # N tail (1000 = 62.5 row tiles)
+    (40, 8192, 64, 4),  # 3 row tiles: many k parts, a cluster split
+    (72, 2048, 32, 4),  # 32-value groups: 16 groups a stage
+    (200, 4096, 128, 4),  # 1024 values a stage
+    (1000, 2048, 64, 8),
+    (40, 4096, 32, 8),
+    (72, 4096, 128, 8),  # 8-bit, 128-value groups: 1 KB a row a stage
+]
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("N,K,group_size,bits", BULK_CASES, ids=lambda v: str(v))
+def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
+    w, s, b = make_weights(N, K, group_size, bits, dtype)
+    plan_sms = [0, 1] if backend == "gpu" else [0]
+    try:
+        for sms in plan_sms:
+            mk._ext.set_cuda_quantized_matmul_plan_sms(sms)
+            for M in (1, 2, 5, 8, 9, 16):
+                x = make_x((M, K), dtype)
+                check(x, w, s, b, True, group_size, bits, device, f"M={M} plan SMs={sms or 'device'}")
+    finally:
+        mk._ext.set_cuda_quantized_matmul_plan_sms(0)
+
+
 def test_large_decode_shape(device):
     """A real layer shape through every kernel path (float32: MLX is fast there)."""
     N, K = 1536, 4096

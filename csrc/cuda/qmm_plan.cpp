@@ -20,6 +20,7 @@
 #include "cuda/qmm_plan.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 
 namespace mlx_kernels::cuda {
@@ -37,16 +38,108 @@ const int64_t kBlocksPerSm = tuning("MLX_KERNELS_QMM_BLOCKS_PER_SM", 6);
 const int64_t kMinStepsPerSplit = tuning("MLX_KERNELS_QMM_MIN_STEPS", 4);
 // The split blocks form one thread-block cluster: 8 is the portable maximum.
 constexpr int64_t kMaxClusterSplit = 8;
+// The bulk-copy kernel for M <= 16 (MLX_KERNELS_QMM_BULK=0 turns it off, for
+// an A/B on one build): stage buffers a warp, and how many waves of resident
+// warps the k split aims for.
+const bool kBulkEnabled = std::getenv("MLX_KERNELS_QMM_BULK") == nullptr ||
+    std::atoll(std::getenv("MLX_KERNELS_QMM_BULK")) != 0;
+const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", 3), kBulkMaxRing);
+const int64_t kBulkWaves = tuning("MLX_KERNELS_QMM_BULK_WAVES", 2);
+// Usable shared memory of an SM (H100/H200: 228 KB, 1 KB of it reserved a block).
+constexpr int64_t kSmemPerSm = 228 * 1024;
+constexpr int64_t kSmemReservedPerBlock = 1024;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 } // namespace
 
+// Shared memory of a bulk-kernel block: the mbarriers, then for each of the 4
+// warps `ring` stages of 16 weight rows (padded) and their scales and biases.
+int64_t bulk_smem_bytes(int64_t ring, int64_t row_bytes, int64_t scale_bytes) {
+  return kBulkBarrierBytes + int64_t(kTcWarps) * ring * 16 * (row_bytes + kBulkRowPad + 2 * scale_bytes);
+}
+
+// The k split of the bulk kernel: k_parts (1, 2 or 4 warps of a block) times
+// split_k (1-8 blocks of a cluster); the fewest parts that give every resident
+// warp slot kBulkWaves warps (at most 32 parts, at least one stage a part).
+bool plan_bulk(const QmmParams& p, int num_sms, QmmPlan& plan) {
+  const int64_t row_bytes = bulk_row_bytes(p.bits, p.group_size);
+  const int64_t k_per_stage = row_bytes * 8 / p.bits;
+  if (!kBulkEnabled || p.M > 16 || p.K % k_per_stage != 0) {
+    return false;
+  }
+  const int64_t scale_bytes = k_per_stage / p.group_size * 2;
+  const int64_t stages = p.K / k_per_stage;
+  const int64_t tiles = ceil_div(p.N, 16);
+  const auto blocks_per_sm = [&](int64_t ring) {
+    const int64_t by_smem =
+        kSmemPerSm / (bulk_smem_bytes(ring, row_bytes, scale_bytes) + kSmemReservedPerBlock);
+    const int64_t by_regs = 65536 / (32 * kTcWarps * bulk_registers(p.M <= 8 ? 1 : 2));
+    return std::max<int64_t>(1, std::min(by_smem, by_regs));
+  };
+  const int64_t sms = std::max<int64_t>(num_sms, 1);
+  // Stages a k part from all of them down to one; the number of parts is
+  // then rounded up to a product k_parts * split_k (a few parts may be empty).
+  const auto factorable = [](int64_t s) {
+    const int64_t kp = s % 4 == 0 ? 4 : s % 2 == 0 ? 2 : 1;
+    return s / kp <= kMaxClusterSplit;
+  };
+  int64_t parts = 1;
+  for (int64_t spp = stages; spp >= 1; --spp) {
+    int64_t s = ceil_div(stages, spp);
+    while (s <= 4 * kMaxClusterSplit && !factorable(s)) {
+      ++s;
+    }
+    if (s > 4 * kMaxClusterSplit) {
+      break;
+    }
+    parts = s;
+    const int64_t ring = std::min(kBulkRing, spp);
+    if (tiles * s >= kBulkWaves * kTcWarps * blocks_per_sm(ring) * sms) {
+      break;
+    }
+  }
+  plan.kernel = QmmKernel::kTensorCoreBulk;
+  plan.block = 32 * kTcWarps;
+  plan.m_tiles = p.M <= 8 ? 1 : 2;
+  plan.row_tiles = 1;
+  plan.k_parts = parts % 4 == 0 ? 4 : parts % 2 == 0 ? 2 : 1;
+  plan.split_k = static_cast<int>(parts / plan.k_parts);
+  plan.k_step = static_cast<int>(k_per_stage);
+  plan.num_steps = stages;
+  plan.steps_per_split = ceil_div(stages, parts);
+  plan.ring = static_cast<int>(std::min(kBulkRing, plan.steps_per_split));
+  while (plan.ring > 1 && bulk_smem_bytes(plan.ring, row_bytes, scale_bytes) > kBulkMaxSmem) {
+    --plan.ring;
+  }
+  plan.row_bytes = static_cast<int>(row_bytes);
+  plan.smem_bytes = static_cast<int>(bulk_smem_bytes(plan.ring, row_bytes, scale_bytes));
+  plan.blocks_per_sm = static_cast<int>(blocks_per_sm(plan.ring));
+  plan.grid[0] = plan.split_k;
+  plan.grid[1] = ceil_div(tiles, kTcWarps / plan.k_parts);
+  plan.grid[2] = 1;
+  return true;
+}
+
+namespace {
+std::atomic<int> plan_sms_override{0};
+} // namespace
+
+int qmm_plan_sms(int device_sms) {
+  const int v = plan_sms_override.load();
+  return v > 0 ? v : device_sms;
+}
+
+void set_qmm_plan_sms(int sms) {
+  plan_sms_override.store(sms > 0 ? sms : 0);
+}
+
 const char* qmm_kernel_name(QmmKernel k) {
   switch (k) {
     case QmmKernel::kNone: return "none";
     case QmmKernel::kTensorCore: return "tensor_core";
+    case QmmKernel::kTensorCoreBulk: return "tensor_core_bulk";
     case QmmKernel::kSimt: return "simt";
     case QmmKernel::kSimtNoTranspose: return "simt_no_transpose";
   }
@@ -75,6 +168,9 @@ QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
     plan.block = 256;
     plan.grid[0] = ceil_div(p.N, 8);
     plan.grid[1] = ceil_div(p.M, 8);
+    return plan;
+  }
+  if (plan_bulk(p, num_sms, plan)) {
     return plan;
   }
   plan.kernel = QmmKernel::kTensorCore;

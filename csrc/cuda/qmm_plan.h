@@ -12,6 +12,7 @@ namespace mlx_kernels::cuda {
 enum class QmmKernel {
   kNone, // M == 0 or N == 0: nothing to launch
   kTensorCore, // transpose=true, float16/bfloat16 x: tensor-core mat-vec
+  kTensorCoreBulk, // the same math for M <= 16, weights streamed by bulk copies
   kSimt, // transpose=true, float32 x: fp32 SIMT (float32-exact)
   kSimtNoTranspose, // transpose=false: fp32 SIMT, one thread per packed word
 };
@@ -28,6 +29,17 @@ struct QmmPlan {
   int split_k = 1; // > 1: K split over a cluster of split_k blocks along grid.x
   int64_t grid[3] = {1, 1, 1};
   int block = 128;
+  // kTensorCoreBulk (k_step is then the k values of one stage, num_steps the
+  // stages of K, steps_per_split the stages of one k part, split_k the
+  // cluster size): each warp owns 16 weight rows and one k part; k_parts
+  // warps of a block share a row tile (4 / k_parts row tiles a block), and
+  // split_k blocks of a cluster split K further. The k parts are
+  // k_parts * split_k in all.
+  int k_parts = 1;
+  int ring = 0; // stage buffers a warp (bulk copies in flight)
+  int row_bytes = 0; // bytes of one weight row a stage
+  int smem_bytes = 0; // dynamic shared memory a block
+  int blocks_per_sm = 0; // the occupancy the split was chosen for
 };
 
 constexpr int kTcWarps = 4;
@@ -45,8 +57,34 @@ constexpr bool tc_variant_compiled(int row_tiles, int m_tiles) {
   return false;
 }
 
+// The bulk-copy kernel's shapes (quantized_matmul.cu uses the same numbers).
+// Weight rows of a stage are padded by 64 bytes so that the two rows one
+// quarter-warp reads land on different bank halves.
+constexpr int kBulkRowPad = 64;
+constexpr int kBulkBarrierBytes = 128; // the mbarriers, first in shared memory
+constexpr int kBulkMaxRing = 4; // 4 warps x 4 mbarriers fill those 128 bytes
+// The most dynamic shared memory a block may have on sm_90 (227 KB).
+constexpr int kBulkMaxSmem = 227 * 1024;
+// Bytes of one weight row per stage: a stage holds at least 8 groups, so the
+// scales and biases of a row come in 16-byte pieces (the bulk-copy unit).
+constexpr int bulk_row_bytes(int bits, int group_size) {
+  return group_size * bits > 256 ? group_size * bits : 256; // 8 groups = gs * bits / 8 * 8
+}
+// Registers a thread of the bulk kernel by m_tiles (ptxas, CUDA 13.0, sm_90,
+// the most over dtypes and bits: 80 for MT = 1, 126 for MT = 2, rounded up to
+// the allocation unit); only the plan's occupancy estimate uses them.
+constexpr int bulk_registers(int m_tiles) {
+  return m_tiles == 1 ? 80 : 128;
+}
+
 const char* qmm_kernel_name(QmmKernel k);
 
 QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms);
+
+// The SM count the op plans for: the device's, unless a test set another
+// (set_qmm_plan_sms(n > 0); 0 restores the device's) to reach plan shapes that
+// a 132-SM GPU only takes for very large weights (e.g. ring > 1 on small N).
+int qmm_plan_sms(int device_sms);
+void set_qmm_plan_sms(int sms);
 
 } // namespace mlx_kernels::cuda

@@ -176,6 +176,30 @@ __device__ __forceinline__ void dequant_chunk(
   }
 }
 
+// The B fragments of one row of x for one chunk: xr holds the V values of x
+// at the lane's chunk in memory order (V / 2 words of two values), xb gets
+// them in the order dequant_chunk produces the weights (register b of mma i
+// is xb[2 i + b]; see chunk_pos).
+template <int bits>
+__device__ __forceinline__ void x_pairs_in_chunk_order(
+    const uint32_t (&xr)[64 / bits], uint32_t (&xb)[64 / bits]) {
+  constexpr int NI = 128 / bits / 4;
+#pragma unroll
+  for (int i = 0; i < NI; ++i)
+#pragma unroll
+    for (int bb = 0; bb < 2; ++bb) {
+      if constexpr (bits == 4) {
+        // pair (8j + p, 8j + p + 4), p = 2 (i % 2) + bb, j = i / 2
+        const int p = 2 * (i % 2) + bb;
+        const int j = i / 2;
+        xb[2 * i + bb] =
+            __byte_perm(xr[4 * j + p / 2], xr[4 * j + p / 2 + 2], (p % 2) ? 0x7632 : 0x5410);
+      } else {
+        xb[2 * i + bb] = xr[2 * i + bb]; // pair (4i + 2bb, +1)
+      }
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void mma16816(
     float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -369,21 +393,8 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
             xr[4 * q + 2] = v.z;
             xr[4 * q + 3] = v.w;
           }
-          uint32_t xb[2 * NI];
-#pragma unroll
-          for (int i = 0; i < NI; ++i)
-#pragma unroll
-            for (int bb = 0; bb < 2; ++bb) {
-              if constexpr (bits == 4) {
-                // pair (8j + p, 8j + p + 4), p = 2 (i % 2) + bb, j = i / 2
-                const int p = 2 * (i % 2) + bb;
-                const int j = i / 2;
-                xb[2 * i + bb] = __byte_perm(
-                    xr[4 * j + p / 2], xr[4 * j + p / 2 + 2], (p % 2) ? 0x7632 : 0x5410);
-              } else {
-                xb[2 * i + bb] = xr[2 * i + bb]; // pair (4i + 2bb, +1)
-              }
-            }
+          uint32_t xb[V / 2];
+          x_pairs_in_chunk_order<bits>(xr, xb);
 #pragma unroll
           for (int r = 0; r < RT; ++r)
 #pragma unroll
@@ -444,6 +455,296 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
           out[m * a.N + n] = from_f<T>(acc[r][t][e]);
         }
       }
+}
+
+// ---------------------------------------------------------------------------
+// Bulk-copy path (M <= 16): the tc_qmm math with the weights streamed into
+// shared memory by the copy engine.
+//
+// Each warp owns one tile of 16 weight rows and one k part, and runs its own
+// pipeline of `ring` stage buffers: a stage is `row_bytes` of each of the 16
+// rows (8+ quantization groups: 512 4-bit or 256-1024 8-bit values) plus
+// their scales and biases, brought by one cp.async.bulk a row and array (16
+// lanes issue 16 rows at once) that completes on the slot's mbarrier. No
+// register holds bytes in flight and no instruction but those copies
+// touches the weights before they are in shared memory, so the bytes in
+// flight are set by shared memory (ring - 1 stages a warp while it computes
+// one) instead of by registers and occupancy, which limited tc_qmm to ~45%
+// of the copy bandwidth at M = 1 (ncu, benchmarks/results/qmm_h200_notes.md).
+//
+// Shared memory: [mbarriers: 4 warps x ring x 8 B, in 128 B] then for each
+// warp and slot: w [16 rows][row_bytes + 64] (the 64-byte pad puts rows g and
+// g + 1, read by one quarter-warp, on different bank halves), scales
+// [16][scale_bytes], biases [16][scale_bytes].
+// Thread mapping per 64-byte step of a stage (as tc_qmm): lane (g, c) reads
+// the 16 bytes at c * 16 of rows g and g + 8, dequantizes them into A
+// fragments and multiplies them with x rows 8 t + g (t < MT, from global
+// memory: x is small and shared by every warp, so it stays in L1/L2).
+// k_parts warps of a block share a row tile and add their sums through
+// shared memory; split_k blocks of a cluster add theirs through distributed
+// shared memory (rank 0 stores).
+struct BulkArgs {
+  const uint32_t* w;
+  const void* scales;
+  const void* biases;
+  const void* x;
+  void* out;
+  int64_t M, N, K;
+  int64_t groups; // K / gs
+  int group_shift;
+  int row_bytes; // bytes of a weight row a stage
+  int scale_bytes; // bytes of a row's scales (and of its biases) a stage
+  int stages; // K / (k values a stage)
+  int stages_per_part;
+  int k_parts; // warps of a block on one row tile
+  int split; // blocks of a cluster (grid.x)
+  int ring; // stage buffers a warp, <= 4
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      " selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+// bytes (a multiple of 16) from global src to shared dst (both 16-byte
+// aligned); completion is counted on the mbarrier as transaction bytes.
+__device__ __forceinline__ void bulk_copy_g2s(
+    uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+
+template <typename T, int bits, int MT>
+__global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_bulk_kernel(BulkArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int V = 128 / bits; // values per 16-byte chunk
+  constexpr int NI = V / 4; // mmas per chunk
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int c = lane % 4;
+
+  const int tiles_per_block = kTcWarps / a.k_parts;
+  const int tile = warp % tiles_per_block;
+  const int kp = warp / tiles_per_block;
+  const int64_t n0 = (int64_t(blockIdx.y) * tiles_per_block + tile) * 16;
+  const int64_t rows_left = a.N - n0;
+  const int rows = rows_left <= 0 ? 0 : rows_left >= 16 ? 16 : int(rows_left);
+  const int part = int(blockIdx.x) * a.k_parts + kp;
+  const int st_begin = part * a.stages_per_part;
+  const int count = rows == 0 ? 0 : max(0, min(a.stages_per_part, a.stages - st_begin));
+
+  const int ring = a.ring;
+  const int pitch = a.row_bytes + kBulkRowPad;
+  const int slot_bytes = 16 * (pitch + 2 * a.scale_bytes);
+  const uint32_t bars = smem_u32(smem) + warp * ring * 8;
+  unsigned char* slots = smem + kBulkBarrierBytes + warp * ring * slot_bytes;
+  const int k_per_stage = a.row_bytes * 8 / bits;
+  const int scales_per_row = a.scale_bytes / int(sizeof(T));
+
+  if (lane == 0) {
+    for (int s = 0; s < ring; ++s) {
+      mbar_init(bars + 8 * s, 1);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncwarp();
+
+  const unsigned char* wbytes = reinterpret_cast<const unsigned char*>(a.w);
+  const unsigned char* sbytes = static_cast<const unsigned char*>(a.scales);
+  const unsigned char* bbytes = static_cast<const unsigned char*>(a.biases);
+  const int64_t w_row_stride = a.K * bits / 8;
+  const int64_t s_row_stride = a.groups * int64_t(sizeof(T));
+  // Stage i of this warp into slot i % ring: lanes 0-15 copy a weight row
+  // each, lanes 16-31 the scales and biases of one.
+  auto issue = [&](int i) {
+    const int slot = i % ring;
+    const int64_t st = st_begin + i;
+    unsigned char* sl = slots + slot * slot_bytes;
+    const uint32_t bar = bars + 8 * slot;
+    if (lane == 0) {
+      mbar_arrive_expect_tx(bar, uint32_t(rows * (a.row_bytes + 2 * a.scale_bytes)));
+    }
+    __syncwarp();
+    const int r = lane % 16;
+    if (r < rows) {
+      const int64_t n = n0 + r;
+      if (lane < 16) {
+        bulk_copy_g2s(
+            smem_u32(sl + r * pitch), wbytes + n * w_row_stride + st * a.row_bytes,
+            uint32_t(a.row_bytes), bar);
+      } else {
+        const int64_t off = n * s_row_stride + st * a.scale_bytes;
+        bulk_copy_g2s(
+            smem_u32(sl + 16 * pitch + r * a.scale_bytes), sbytes + off,
+            uint32_t(a.scale_bytes), bar);
+        bulk_copy_g2s(
+            smem_u32(sl + 16 * pitch + (16 + r) * a.scale_bytes), bbytes + off,
+            uint32_t(a.scale_bytes), bar);
+      }
+    }
+  };
+
+  float acc[MT][4];
+#pragma unroll
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      acc[t][e] = 0.f;
+
+  const T* xg = static_cast<const T*>(a.x);
+  const int steps = a.row_bytes / 64;
+  for (int i = 0; i < min(ring, count); ++i) {
+    issue(i);
+  }
+  for (int i = 0; i < count; ++i) {
+    const int slot = i % ring;
+    while (!mbar_try_wait(bars + 8 * slot, uint32_t((i / ring) & 1))) {
+    }
+    const unsigned char* sl = slots + slot * slot_bytes;
+    const T* sc = reinterpret_cast<const T*>(sl + 16 * pitch);
+    const T* bi = sc + 16 * scales_per_row;
+    const int64_t k_stage = int64_t(st_begin + i) * k_per_stage;
+#pragma unroll 2
+    for (int j = 0; j < steps; ++j) {
+      const int kin = j * 4 * V + c * V; // k of this lane's chunk in the stage
+      const int grp = kin >> a.group_shift;
+      const uint4 raw0 = *reinterpret_cast<const uint4*>(sl + g * pitch + 64 * j + 16 * c);
+      const uint4 raw1 =
+          *reinterpret_cast<const uint4*>(sl + (g + 8) * pitch + 64 * j + 16 * c);
+      uint32_t frag[2][NI][2];
+      dequant_chunk<T, bits>(raw0, sc[g * scales_per_row + grp], bi[g * scales_per_row + grp],
+                             frag[0]);
+      dequant_chunk<T, bits>(raw1, sc[(g + 8) * scales_per_row + grp],
+                             bi[(g + 8) * scales_per_row + grp], frag[1]);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        const int64_t m = 8 * t + g;
+        uint32_t xr[V / 2];
+        if (m < a.M) {
+          const uint4* xp = reinterpret_cast<const uint4*>(xg + m * a.K + k_stage + kin);
+#pragma unroll
+          for (int q = 0; q < V / 8; ++q) {
+            const uint4 v = __ldg(xp + q);
+            xr[4 * q + 0] = v.x;
+            xr[4 * q + 1] = v.y;
+            xr[4 * q + 2] = v.z;
+            xr[4 * q + 3] = v.w;
+          }
+        } else {
+#pragma unroll
+          for (int q = 0; q < V / 2; ++q) {
+            xr[q] = 0u;
+          }
+        }
+        uint32_t xb[V / 2];
+        x_pairs_in_chunk_order<bits>(xr, xb);
+#pragma unroll
+        for (int ii = 0; ii < NI; ++ii)
+          mma16816<T>(
+              acc[t], frag[0][ii][0], frag[1][ii][0], frag[0][ii][1], frag[1][ii][1],
+              xb[2 * ii], xb[2 * ii + 1]);
+      }
+    }
+    // Every lane's reads of the slot are done (and ordered before the copy
+    // engine's writes) before the slot is refilled.
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncwarp();
+    if (i + ring < count) {
+      issue(i + ring);
+    }
+  }
+
+  // k parts of one row tile: the warps kp > 0 hand their sums to warp kp = 0
+  // through shared memory (the stage buffers are free: every copy issued has
+  // been waited for), added in kp order.
+  constexpr int kAccFloats = MT * 4 * 32;
+  float* red = reinterpret_cast<float*>(smem + kBulkBarrierBytes);
+  if (a.k_parts > 1 || a.split > 1) {
+    __syncthreads();
+  }
+  if (a.k_parts > 1) {
+    if (kp > 0) {
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          red[((kp - 1) * tiles_per_block + tile) * kAccFloats + (t * 4 + e) * 32 + lane] =
+              acc[t][e];
+    }
+    __syncthreads();
+    if (kp == 0) {
+      for (int q = 1; q < a.k_parts; ++q)
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            acc[t][e] += red[((q - 1) * tiles_per_block + tile) * kAccFloats + (t * 4 + e) * 32 + lane];
+    }
+  }
+  // Blocks of a cluster: rank 0 adds the others' sums in rank order.
+  if (a.split > 1) {
+    float* part_sums = red + 3 * kAccFloats; // past the k-part area (<= 3 warps)
+    if (kp == 0) {
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          part_sums[tile * kAccFloats + (t * 4 + e) * 32 + lane] = acc[t][e];
+    }
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();
+    if (cluster.block_rank() == 0 && kp == 0) {
+      for (int q = 1; q < a.split; ++q) {
+        const float* other = cluster.map_shared_rank(part_sums, q);
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            acc[t][e] += other[tile * kAccFloats + (t * 4 + e) * 32 + lane];
+      }
+    }
+    cluster.sync();
+    if (cluster.block_rank() != 0) {
+      return;
+    }
+  }
+  if (kp != 0) {
+    return;
+  }
+  // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t n = n0 + g + 8 * (e / 2);
+      const int64_t m = 8 * t + 2 * c + (e % 2);
+      if (n < a.N && m < a.M) {
+        out[m * a.N + n] = from_f<T>(acc[t][e]);
+      }
+    }
+#endif
 }
 
 // ---------------------------------------------------------------------------
@@ -579,7 +880,7 @@ __global__ void __launch_bounds__(128) simt_qmm_nt_kernel(SimtArgs a) {
 // clusters along y or z as not updatable (re-instantiated every commit).
 void add_cluster_node(
     mx::cu::CommandEncoder& enc, CUfunction fn, dim3 grid, dim3 block,
-    unsigned cluster_x, void** params) {
+    unsigned cluster_x, void** params, unsigned shared_bytes = 0) {
   // One reusable one-node graph per cluster size: add_graph_node copies
   // (clones) it into MLX's graph, so it can be rewritten for the next op. Per
   // size, because the node's cluster shape must divide the grid at every
@@ -603,7 +904,7 @@ void add_cluster_node(
   kp.blockDimX = block.x;
   kp.blockDimY = block.y;
   kp.blockDimZ = block.z;
-  kp.sharedMemBytes = 0;
+  kp.sharedMemBytes = shared_bytes;
   kp.kernelParams = params;
   CUlaunchAttributeValue attr{};
   attr.clusterDim.x = cluster_x;
@@ -645,11 +946,61 @@ void launch_tc(
   }
 }
 
+template <typename T, int bits>
+void launch_bulk(mx::cu::CommandEncoder& enc, const QmmPlan& plan, const BulkArgs& args) {
+  const void* k = plan.m_tiles == 1 ? (const void*)tc_qmm_bulk_kernel<T, bits, 1>
+                                    : (const void*)tc_qmm_bulk_kernel<T, bits, 2>;
+  BulkArgs a = args;
+  void* params[] = {&a};
+  const dim3 grid(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2]));
+  // Opted in to the most any plan asks for (the plan keeps below it).
+  const CUfunction fn = func_of(k, kBulkMaxSmem);
+  const unsigned smem = unsigned(plan.smem_bytes);
+  if (plan.split_k <= 1) {
+    enc.add_kernel_node_raw(fn, grid, dim3(plan.block), dim3(), smem, params);
+  } else {
+    add_cluster_node(enc, fn, grid, dim3(plan.block), unsigned(plan.split_k), params, smem);
+  }
+}
+
 template <typename T>
 void dispatch(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const QmmParams& p,
     const mx::array& x, const mx::array& w, const mx::array& s,
     const mx::array& b, mx::array& out, std::vector<mx::array>& temps) {
+  if (plan.kernel == QmmKernel::kTensorCoreBulk) {
+    if constexpr (!std::is_same_v<T, float>) {
+      BulkArgs ba{};
+      ba.w = dev_ptr<uint32_t>(w);
+      ba.scales = dev_ptr<void>(s);
+      ba.biases = dev_ptr<void>(b);
+      ba.x = dev_ptr<void>(x);
+      ba.out = dev_ptr<void>(out);
+      ba.M = p.M;
+      ba.N = p.N;
+      ba.K = p.K;
+      ba.groups = p.K / p.group_size;
+      ba.group_shift = p.group_size == 32 ? 5 : p.group_size == 64 ? 6 : 7;
+      ba.row_bytes = plan.row_bytes;
+      ba.scale_bytes = int(plan.k_step / p.group_size * sizeof(T));
+      ba.stages = int(plan.num_steps);
+      ba.stages_per_part = int(plan.steps_per_split);
+      ba.k_parts = plan.k_parts;
+      ba.split = plan.split_k;
+      ba.ring = plan.ring;
+      enc.set_input_array(x);
+      enc.set_input_array(w);
+      enc.set_input_array(s);
+      enc.set_input_array(b);
+      enc.set_output_array(out);
+      if (p.bits == 4) {
+        launch_bulk<T, 4>(enc, plan, ba);
+      } else {
+        launch_bulk<T, 8>(enc, plan, ba);
+      }
+      return;
+    }
+  }
   if (plan.kernel == QmmKernel::kTensorCore) {
     if constexpr (!std::is_same_v<T, float>) {
       const int64_t mt_total = (p.M + 7) / 8;
@@ -714,7 +1065,7 @@ void quantized_matmul(
   poison_output(enc, out);
 
   const bool is_f32 = x_in.dtype() == mx::float32;
-  const QmmPlan plan = plan_cuda_qmm(p, is_f32, num_sms());
+  const QmmPlan plan = plan_cuda_qmm(p, is_f32, qmm_plan_sms(num_sms()));
   if (plan.grid[1] > 65535 || plan.grid[2] > 65535) {
     throw std::runtime_error("mlx_kernels CUDA: quantized_matmul problem too large for one launch");
   }
