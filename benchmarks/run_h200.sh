@@ -61,10 +61,10 @@ fi
 
 if has prof; then
   (cd .cudawork/benchmarks && timeout ${PROF_T:-200} ncu --clock-control none --set full -k regex:qmm \
-      -o "$OUT/qmm_prof" python3 prof_qmm_gpu.py) > "$OUT/prof.log" 2>&1
+      -o "$OUT/qmm_prof" python3 prof_qmm_gpu.py ${PROF_ARGS:-}) > "$OUT/prof.log" 2>&1
   echo "prof rc=$?"
   ncu -i "$OUT/qmm_prof.ncu-rep" --page details --print-units base > "$OUT/prof_details.txt" 2>&1
-  grep -E "tc_qmm|simt_qmm|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy" "$OUT/prof_details.txt" | head -60
+  grep -E "${PROF_GREP:-tc_qmm|simt_qmm|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy}" "$OUT/prof_details.txt" | head -${PROF_LINES:-60}
 fi
 
 if has mlxonly; then

@@ -53,7 +53,7 @@ def check_bulk_plan(p, M, N, K, gs, bits):
     assert math.ceil(p["num_steps"] / spp) <= parts <= math.ceil(p["num_steps"] / spp) + 3
     assert 1 <= p["ring"] <= min(4, spp)
     scale_bytes = p["k_step"] // gs * 2
-    assert p["smem_bytes"] == 128 + 4 * p["ring"] * 16 * (row_bytes + 64 + 2 * scale_bytes)
+    assert p["smem_bytes"] == 128 + 4 * p["ring"] * 16 * (row_bytes + 2 * scale_bytes)
     assert p["smem_bytes"] <= 227 * 1024
     # the split reductions fit in the stage buffers: 7 accumulator sets of 32 lanes
     assert p["smem_bytes"] - 128 >= 7 * p["m_tiles"] * 4 * 32 * 4

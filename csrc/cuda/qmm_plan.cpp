@@ -43,7 +43,7 @@ constexpr int64_t kMaxClusterSplit = 8;
 // warps the k split aims for.
 const bool kBulkEnabled = std::getenv("MLX_KERNELS_QMM_BULK") == nullptr ||
     std::atoll(std::getenv("MLX_KERNELS_QMM_BULK")) != 0;
-const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", 3), kBulkMaxRing);
+const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", 2), kBulkMaxRing);
 const int64_t kBulkWaves = tuning("MLX_KERNELS_QMM_BULK_WAVES", 2);
 // Usable shared memory of an SM (H100/H200: 228 KB, 1 KB of it reserved a block).
 constexpr int64_t kSmemPerSm = 228 * 1024;
@@ -55,9 +55,9 @@ int64_t ceil_div(int64_t a, int64_t b) {
 } // namespace
 
 // Shared memory of a bulk-kernel block: the mbarriers, then for each of the 4
-// warps `ring` stages of 16 weight rows (padded) and their scales and biases.
+// warps `ring` stages of 16 weight rows and their scales and biases.
 int64_t bulk_smem_bytes(int64_t ring, int64_t row_bytes, int64_t scale_bytes) {
-  return kBulkBarrierBytes + int64_t(kTcWarps) * ring * 16 * (row_bytes + kBulkRowPad + 2 * scale_bytes);
+  return kBulkBarrierBytes + int64_t(kTcWarps) * ring * 16 * (row_bytes + 2 * scale_bytes);
 }
 
 // The k split of the bulk kernel: k_parts (1, 2 or 4 warps of a block) times

@@ -58,9 +58,6 @@ constexpr bool tc_variant_compiled(int row_tiles, int m_tiles) {
 }
 
 // The bulk-copy kernel's shapes (quantized_matmul.cu uses the same numbers).
-// Weight rows of a stage are padded by 64 bytes so that the two rows one
-// quarter-warp reads land on different bank halves.
-constexpr int kBulkRowPad = 64;
 constexpr int kBulkBarrierBytes = 128; // the mbarriers, first in shared memory
 constexpr int kBulkMaxRing = 4; // 4 warps x 4 mbarriers fill those 128 bytes
 // The most dynamic shared memory a block may have on sm_90 (227 KB).
@@ -71,10 +68,10 @@ constexpr int bulk_row_bytes(int bits, int group_size) {
   return group_size * bits > 256 ? group_size * bits : 256; // 8 groups = gs * bits / 8 * 8
 }
 // Registers a thread of the bulk kernel by m_tiles (ptxas, CUDA 13.0, sm_90,
-// the most over dtypes and bits: 80 for MT = 1, 126 for MT = 2, rounded up to
-// the allocation unit); only the plan's occupancy estimate uses them.
+// the most over dtypes and bits: 72 for MT = 1, 96 for MT = 2); only the
+// plan's occupancy estimate uses them.
 constexpr int bulk_registers(int m_tiles) {
-  return m_tiles == 1 ? 80 : 128;
+  return m_tiles == 1 ? 72 : 96;
 }
 
 const char* qmm_kernel_name(QmmKernel k);

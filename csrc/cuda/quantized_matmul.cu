@@ -459,23 +459,26 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 
 // ---------------------------------------------------------------------------
 // Bulk-copy path (M <= 16): the tc_qmm math with the weights streamed into
-// shared memory by the copy engine.
+// shared memory by the tensor memory accelerator (TMA).
 //
 // Each warp owns one tile of 16 weight rows and one k part, and runs its own
 // pipeline of `ring` stage buffers: a stage is `row_bytes` of each of the 16
 // rows (8+ quantization groups: 512 4-bit or 256-1024 8-bit values) plus
-// their scales and biases, brought by one cp.async.bulk a row and array (16
-// lanes issue 16 rows at once) that completes on the slot's mbarrier. No
-// register holds bytes in flight and no instruction but those copies
-// touches the weights before they are in shared memory, so the bytes in
-// flight are set by shared memory (ring - 1 stages a warp while it computes
-// one) instead of by registers and occupancy, which limited tc_qmm to ~45%
-// of the copy bandwidth at M = 1 (ncu, benchmarks/results/qmm_h200_notes.md).
+// their scales and biases, brought by three tensor copies (weights, scales,
+// biases) that lane 0 issues and that complete on the slot's mbarrier. No
+// register holds bytes in flight, and loading a stage costs a handful of
+// instructions: the bytes in flight are set by shared memory (ring - 1 stages
+// a warp while it computes one), not by registers and occupancy, which held
+// tc_qmm to ~45% of the copy bandwidth at M = 1. (A first version issued one
+// 1-D cp.async.bulk a row per lane; those take uniform operands, so the
+// compiler looped over the lanes, ~40% of all instructions: ncu, session 6.)
 //
 // Shared memory: [mbarriers: 4 warps x ring x 8 B, in 128 B] then for each
-// warp and slot: w [16 rows][row_bytes + 64] (the 64-byte pad puts rows g and
-// g + 1, read by one quarter-warp, on different bank halves), scales
-// [16][scale_bytes], biases [16][scale_bytes].
+// warp and slot: w [row_bytes / 64 steps][16 rows][64 B] (step-major, so the
+// two rows one quarter-warp reads are 64 B apart: no bank conflicts; when the
+// driver refuses that tensor-map view, row-major [16][row_bytes] with 2-way
+// conflicts), scales [16][scale_bytes], biases [16][scale_bytes]. Rows past
+// N arrive as zeros (TMA fills out-of-bounds elements) and are not stored.
 // Thread mapping per 64-byte step of a stage (as tc_qmm): lane (g, c) reads
 // the 16 bytes at c * 16 of rows g and g + 8, dequantizes them into A
 // fragments and multiplies them with x rows 8 t + g (t < MT, from global
@@ -484,13 +487,12 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 // shared memory; split_k blocks of a cluster add theirs through distributed
 // shared memory (rank 0 stores).
 struct BulkArgs {
-  const uint32_t* w;
-  const void* scales;
-  const void* biases;
+  CUtensorMap w_map; // uint8 (64 B, N, row bytes / 64) or (64 B, row bytes / 64, N)
+  CUtensorMap s_map; // T (groups, N), box (groups a stage, 16)
+  CUtensorMap b_map;
   const void* x;
   void* out;
   int64_t M, N, K;
-  int64_t groups; // K / gs
   int group_shift;
   int row_bytes; // bytes of a weight row a stage
   int scale_bytes; // bytes of a row's scales (and of its biases) a stage
@@ -499,6 +501,7 @@ struct BulkArgs {
   int k_parts; // warps of a block on one row tile
   int split; // blocks of a cluster (grid.x)
   int ring; // stage buffers a warp, <= 4
+  int step_major; // 1: w_map is the (64 B, N, steps) view
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -522,19 +525,28 @@ __device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
       : "memory");
   return done != 0;
 }
-// bytes (a multiple of 16) from global src to shared dst (both 16-byte
-// aligned); completion is counted on the mbarrier as transaction bytes.
-__device__ __forceinline__ void bulk_copy_g2s(
-    uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+// One box of a tensor map into shared memory (128-byte aligned); the bytes
+// are counted on the mbarrier as transaction bytes.
+__device__ __forceinline__ void tma_load_2d(
+    uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-          "r"(dst),
-      "l"(src), "r"(bytes), "r"(bar)
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_3d(
+    uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
       : "memory");
 }
 
 template <typename T, int bits, int MT>
-__global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_bulk_kernel(BulkArgs a) {
+__global__ void __launch_bounds__(32 * kTcWarps)
+    tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
@@ -555,12 +567,16 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_bulk_kernel(BulkArgs a) 
   const int count = rows == 0 ? 0 : max(0, min(a.stages_per_part, a.stages - st_begin));
 
   const int ring = a.ring;
-  const int pitch = a.row_bytes + kBulkRowPad;
-  const int slot_bytes = 16 * (pitch + 2 * a.scale_bytes);
+  const int w_bytes = 16 * a.row_bytes; // of a slot
+  const int slot_bytes = w_bytes + 32 * a.scale_bytes;
   const uint32_t bars = smem_u32(smem) + warp * ring * 8;
   unsigned char* slots = smem + kBulkBarrierBytes + warp * ring * slot_bytes;
   const int k_per_stage = a.row_bytes * 8 / bits;
   const int scales_per_row = a.scale_bytes / int(sizeof(T));
+  const int steps = a.row_bytes / 64;
+  // Where row r's 16 bytes of step j start in a slot.
+  const int row_stride = a.step_major ? 64 : a.row_bytes;
+  const int step_stride = a.step_major ? 16 * 64 : 64;
 
   if (lane == 0) {
     for (int s = 0; s < ring; ++s) {
@@ -570,39 +586,22 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_bulk_kernel(BulkArgs a) 
   }
   __syncwarp();
 
-  const unsigned char* wbytes = reinterpret_cast<const unsigned char*>(a.w);
-  const unsigned char* sbytes = static_cast<const unsigned char*>(a.scales);
-  const unsigned char* bbytes = static_cast<const unsigned char*>(a.biases);
-  const int64_t w_row_stride = a.K * bits / 8;
-  const int64_t s_row_stride = a.groups * int64_t(sizeof(T));
-  // Stage i of this warp into slot i % ring: lanes 0-15 copy a weight row
-  // each, lanes 16-31 the scales and biases of one.
+  // Stage i of this warp into slot i % ring (lane 0 only).
+  const int n0_32 = int(n0);
   auto issue = [&](int i) {
     const int slot = i % ring;
-    const int64_t st = st_begin + i;
+    const int st = st_begin + i;
     unsigned char* sl = slots + slot * slot_bytes;
     const uint32_t bar = bars + 8 * slot;
-    if (lane == 0) {
-      mbar_arrive_expect_tx(bar, uint32_t(rows * (a.row_bytes + 2 * a.scale_bytes)));
+    mbar_arrive_expect_tx(bar, uint32_t(slot_bytes));
+    if (a.step_major) {
+      tma_load_3d(smem_u32(sl), &a.w_map, 0, n0_32, st * steps, bar);
+    } else {
+      tma_load_3d(smem_u32(sl), &a.w_map, 0, st * steps, n0_32, bar);
     }
-    __syncwarp();
-    const int r = lane % 16;
-    if (r < rows) {
-      const int64_t n = n0 + r;
-      if (lane < 16) {
-        bulk_copy_g2s(
-            smem_u32(sl + r * pitch), wbytes + n * w_row_stride + st * a.row_bytes,
-            uint32_t(a.row_bytes), bar);
-      } else {
-        const int64_t off = n * s_row_stride + st * a.scale_bytes;
-        bulk_copy_g2s(
-            smem_u32(sl + 16 * pitch + r * a.scale_bytes), sbytes + off,
-            uint32_t(a.scale_bytes), bar);
-        bulk_copy_g2s(
-            smem_u32(sl + 16 * pitch + (16 + r) * a.scale_bytes), bbytes + off,
-            uint32_t(a.scale_bytes), bar);
-      }
-    }
+    const int g0 = st * (a.scale_bytes / int(sizeof(T)));
+    tma_load_2d(smem_u32(sl + w_bytes), &a.s_map, g0, n0_32, bar);
+    tma_load_2d(smem_u32(sl + w_bytes + 16 * a.scale_bytes), &a.b_map, g0, n0_32, bar);
   };
 
   float acc[MT][4];
@@ -613,25 +612,26 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_bulk_kernel(BulkArgs a) 
       acc[t][e] = 0.f;
 
   const T* xg = static_cast<const T*>(a.x);
-  const int steps = a.row_bytes / 64;
-  for (int i = 0; i < min(ring, count); ++i) {
-    issue(i);
+  if (lane == 0) {
+    for (int i = 0; i < min(ring, count); ++i) {
+      issue(i);
+    }
   }
   for (int i = 0; i < count; ++i) {
     const int slot = i % ring;
     while (!mbar_try_wait(bars + 8 * slot, uint32_t((i / ring) & 1))) {
     }
     const unsigned char* sl = slots + slot * slot_bytes;
-    const T* sc = reinterpret_cast<const T*>(sl + 16 * pitch);
+    const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
     const T* bi = sc + 16 * scales_per_row;
     const int64_t k_stage = int64_t(st_begin + i) * k_per_stage;
 #pragma unroll 2
     for (int j = 0; j < steps; ++j) {
       const int kin = j * 4 * V + c * V; // k of this lane's chunk in the stage
       const int grp = kin >> a.group_shift;
-      const uint4 raw0 = *reinterpret_cast<const uint4*>(sl + g * pitch + 64 * j + 16 * c);
-      const uint4 raw1 =
-          *reinterpret_cast<const uint4*>(sl + (g + 8) * pitch + 64 * j + 16 * c);
+      const unsigned char* chunk = sl + j * step_stride + g * row_stride + 16 * c;
+      const uint4 raw0 = *reinterpret_cast<const uint4*>(chunk);
+      const uint4 raw1 = *reinterpret_cast<const uint4*>(chunk + 8 * row_stride);
       uint32_t frag[2][NI][2];
       dequant_chunk<T, bits>(raw0, sc[g * scales_per_row + grp], bi[g * scales_per_row + grp],
                              frag[0]);
@@ -670,7 +670,7 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_bulk_kernel(BulkArgs a) 
     // engine's writes) before the slot is refilled.
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncwarp();
-    if (i + ring < count) {
+    if (lane == 0 && i + ring < count) {
       issue(i + ring);
     }
   }
@@ -946,6 +946,68 @@ void launch_tc(
   }
 }
 
+// The three tensor maps of the bulk kernel (see BulkArgs). The weights are a
+// 3-D uint8 view of 64-byte pieces; the step-major view (64 B, N, pieces) has
+// strides that do not grow with the dimension, and is used when the driver
+// accepts it (bank-conflict-free reads), else the row-major (64 B, pieces, N).
+template <typename T>
+void encode_bulk_maps(
+    BulkArgs& ba, const QmmPlan& plan, const QmmParams& p, const mx::array& w,
+    const mx::array& s, const mx::array& b) {
+  const cuuint64_t row_total = cuuint64_t(p.K) * p.bits / 8;
+  const cuuint32_t steps = cuuint32_t(plan.row_bytes / 64);
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  void* wp = dev_ptr<void>(w);
+  static const bool step_major_ok = [&] {
+    CUtensorMap probe;
+    const cuuint64_t dims[3] = {64, 16, row_total / 64};
+    const cuuint64_t strides[2] = {row_total, 64};
+    const cuuint32_t box[3] = {64, 16, steps};
+    return cuTensorMapEncodeTiled(
+               &probe, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, wp, dims, strides, box, elem_strides,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+        CUDA_SUCCESS;
+  }();
+  ba.step_major = step_major_ok ? 1 : 0;
+  if (step_major_ok) {
+    const cuuint64_t dims[3] = {64, cuuint64_t(p.N), row_total / 64};
+    const cuuint64_t strides[2] = {row_total, 64};
+    const cuuint32_t box[3] = {64, 16, steps};
+    check_cu(
+        cuTensorMapEncodeTiled(
+            &ba.w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, wp, dims, strides, box, elem_strides,
+            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+        "cuTensorMapEncodeTiled(w, step-major)");
+  } else {
+    const cuuint64_t dims[3] = {64, row_total / 64, cuuint64_t(p.N)};
+    const cuuint64_t strides[2] = {64, row_total};
+    const cuuint32_t box[3] = {64, steps, 16};
+    check_cu(
+        cuTensorMapEncodeTiled(
+            &ba.w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, wp, dims, strides, box, elem_strides,
+            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+        "cuTensorMapEncodeTiled(w)");
+  }
+  const cuuint64_t groups = cuuint64_t(p.K / p.group_size);
+  const cuuint64_t sdims[2] = {groups, cuuint64_t(p.N)};
+  const cuuint64_t sstrides[1] = {groups * sizeof(T)};
+  const cuuint32_t sbox[2] = {cuuint32_t(plan.k_step / p.group_size), 16};
+  const mx::array* arrays[2] = {&s, &b};
+  CUtensorMap* maps[2] = {&ba.s_map, &ba.b_map};
+  for (int i = 0; i < 2; ++i) {
+    check_cu(
+        cuTensorMapEncodeTiled(
+            maps[i], CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, dev_ptr<void>(*arrays[i]), sdims,
+            sstrides, sbox, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+            CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+        i == 0 ? "cuTensorMapEncodeTiled(scales)" : "cuTensorMapEncodeTiled(biases)");
+  }
+}
+
 template <typename T, int bits>
 void launch_bulk(mx::cu::CommandEncoder& enc, const QmmPlan& plan, const BulkArgs& args) {
   const void* k = plan.m_tiles == 1 ? (const void*)tc_qmm_bulk_kernel<T, bits, 1>
@@ -971,15 +1033,12 @@ void dispatch(
   if (plan.kernel == QmmKernel::kTensorCoreBulk) {
     if constexpr (!std::is_same_v<T, float>) {
       BulkArgs ba{};
-      ba.w = dev_ptr<uint32_t>(w);
-      ba.scales = dev_ptr<void>(s);
-      ba.biases = dev_ptr<void>(b);
+      encode_bulk_maps<T>(ba, plan, p, w, s, b);
       ba.x = dev_ptr<void>(x);
       ba.out = dev_ptr<void>(out);
       ba.M = p.M;
       ba.N = p.N;
       ba.K = p.K;
-      ba.groups = p.K / p.group_size;
       ba.group_shift = p.group_size == 32 ? 5 : p.group_size == 64 ? 6 : 7;
       ba.row_bytes = plan.row_bytes;
       ba.scale_bytes = int(plan.k_step / p.group_size * sizeof(T));
