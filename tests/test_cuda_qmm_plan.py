@@ -38,7 +38,7 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
 
 def check_bulk_plan(p, M, N, K, gs, bits):
     """The bulk-copy plan covers every output column, row of x and k value once."""
-    assert M <= 16 and p["m_tiles"] == (1 if M <= 8 else 2)
+    assert M <= 4 and p["m_tiles"] == 1
     row_bytes = max(256, gs * bits)  # 8 groups a stage, at least 256 bytes
     assert p["row_bytes"] == row_bytes and p["k_step"] == row_bytes * 8 // bits
     assert K % p["k_step"] == 0 and p["num_steps"] == K // p["k_step"]
@@ -65,9 +65,10 @@ def test_bulk_plan_shapes(bits, gs, sms):
     stage_k = max(256, gs * bits) * 8 // bits
     for N in (16, 40, 1000, 4096, 14336, 128256):
         for K in (stage_k, 3 * stage_k, 4096, 14336):
-            for M in (1, 8, 9, 16, 17):
+            for M in (1, 4, 5, 8, 9, 16, 17):
                 p = _ext.plan_cuda_quantized_matmul(M, N, K, gs, bits, True, "float16", sms)
-                if M <= 16 and K % stage_k == 0:
+                # M <= 4, whole stages, at least 30 KB of weights an SM (defaults)
+                if M <= 4 and K % stage_k == 0 and N * K * bits // 8 >= 30 * 1024 * sms:
                     assert p["kernel"] == "tensor_core_bulk", (M, N, K)
                     check_bulk_plan(p, M, N, K, gs, bits)
                 else:
@@ -77,8 +78,9 @@ def test_bulk_plan_shapes(bits, gs, sms):
 def test_bulk_plan_fills_the_gpu():
     """Llama-3-8B shapes at M = 1 on 132 SMs: at least two waves of resident warps, or
     as many k parts as there are stages (the cap)."""
-    for N, K in [(4096, 4096), (14336, 4096), (4096, 14336), (128256, 4096), (1024, 4096)]:
+    for N, K in [(4096, 4096), (14336, 4096), (4096, 14336), (128256, 4096), (151936, 1024)]:
         p = _ext.plan_cuda_quantized_matmul(1, N, K, 64, 4, True, "float16", 132)
+        assert p["kernel"] == "tensor_core_bulk", (N, K)
         warps = math.ceil(N / 16) * p["k_parts"] * p["split_k"]
         resident = 4 * p["blocks_per_sm"] * 132
         assert warps >= 2 * resident or p["steps_per_split"] == 1, p

@@ -64,10 +64,11 @@ def test_shapes(N, K, group_size, bits, transpose, dtype, device):
 
 
 # --- Decode rows over long K: the CUDA bulk-copy kernel's territory ----------
-# (M <= 16 and K a multiple of 8 groups, at least 512 4-bit / 256 8-bit values).
-# On the GPU each case runs twice: planned for the device's SMs, and for one SM
-# (set_cuda_quantized_matmul_plan_sms), which moves the same shapes to other
-# plans: more stages a warp (ring > 1) instead of more k parts and clusters.
+# (M <= 4, K a multiple of 8 groups and at least 512 4-bit / 256 8-bit values,
+# 30 KB of weights an SM). On the GPU each case runs twice: planned for the
+# device's SMs (these sizes then take the mma kernel), and for one SM
+# (set_cuda_quantized_matmul_plan_sms), where M <= 4 takes the bulk kernel with
+# every kind of split: stages in a ring, k parts in a block, clusters.
 BULK_CASES = [
     (1000, 4096, 64, 4),  # N tail (1000 = 62.5 row tiles)
     (40, 8192, 64, 4),  # 3 row tiles: many k parts, a cluster split
@@ -87,7 +88,7 @@ def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
     try:
         for sms in plan_sms:
             mk._ext.set_cuda_quantized_matmul_plan_sms(sms)
-            for M in (1, 2, 5, 8, 9, 16):
+            for M in (1, 2, 3, 4, 5, 9, 16):
                 x = make_x((M, K), dtype)
                 check(x, w, s, b, True, group_size, bits, device, f"M={M} plan SMs={sms or 'device'}")
     finally:

@@ -45,6 +45,13 @@ const bool kBulkEnabled = std::getenv("MLX_KERNELS_QMM_BULK") == nullptr ||
     std::atoll(std::getenv("MLX_KERNELS_QMM_BULK")) != 0;
 const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", 2), kBulkMaxRing);
 const int64_t kBulkWaves = tuning("MLX_KERNELS_QMM_BULK_WAVES", 2);
+// Where it is used: M <= kBulkMaxM and at least kBulkMinBytesPerSm of weights an
+// SM. Session 6 (ncu, float16, group 64): against tc_qmm it wins at M <= 4 on
+// every shape of 9 MB or more (128256x4096 M = 1: 121 us against 145) and
+// loses from M = 5-8 on (x read from L1 by every warp, where tc_qmm stages it
+// once a block) and on the 0.5 MB Qwen3 shapes (5.8 us against 5.3).
+const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 4), 16);
+const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
 // Usable shared memory of an SM (H100/H200: 228 KB, 1 KB of it reserved a block).
 constexpr int64_t kSmemPerSm = 228 * 1024;
 constexpr int64_t kSmemReservedPerBlock = 1024;
@@ -66,7 +73,9 @@ int64_t bulk_smem_bytes(int64_t ring, int64_t row_bytes, int64_t scale_bytes) {
 bool plan_bulk(const QmmParams& p, int num_sms, QmmPlan& plan) {
   const int64_t row_bytes = bulk_row_bytes(p.bits, p.group_size);
   const int64_t k_per_stage = row_bytes * 8 / p.bits;
-  if (!kBulkEnabled || p.M > 16 || p.K % k_per_stage != 0) {
+  const int64_t sms = std::max<int64_t>(num_sms, 1);
+  if (!kBulkEnabled || p.M > kBulkMaxM || p.K % k_per_stage != 0 ||
+      p.N * p.K * p.bits / 8 < kBulkMinBytesPerSm * sms) {
     return false;
   }
   const int64_t scale_bytes = k_per_stage / p.group_size * 2;
@@ -78,7 +87,6 @@ bool plan_bulk(const QmmParams& p, int num_sms, QmmPlan& plan) {
     const int64_t by_regs = 65536 / (32 * kTcWarps * bulk_registers(p.M <= 8 ? 1 : 2));
     return std::max<int64_t>(1, std::min(by_smem, by_regs));
   };
-  const int64_t sms = std::max<int64_t>(num_sms, 1);
   // Stages a k part from all of them down to one; the number of parts is
   // then rounded up to a product k_parts * split_k (a few parts may be empty).
   const auto factorable = [](int64_t s) {
