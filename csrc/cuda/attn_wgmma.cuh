@@ -29,9 +29,13 @@
 //   A row of 64 elements is 128 bytes; column block cb of a tile starts at
 //   cb * rows * 128 bytes (TMA box {64, rows, 1} per column block).
 //   mbarriers (static shared): q_full, k_full[S], v_full[S] (count 1: the
-//   producer's arrive.expect_tx, completed by the TMA bytes), empty[S]
-//   (count 8: lane 0 of each consumer warp after its last wgmma on the stage
-//   has completed).
+//   producer's arrive.expect_tx, completed by the TMA bytes), k_empty[S],
+//   v_empty[S] (count 8: lane 0 of each consumer warp once its wgmma reading
+//   that K tile (S = Q K^T) or V tile (O += P V) has completed). K and V are
+//   released apart (as FlashAttention-3's two pipelines): K_t is free as soon
+//   as S_t is done, so with 2 stages the load of K_{t+2} is issued an
+//   iteration before it is needed, and V_{t+2} (freed after P V_t) a whole
+//   iteration before P V_{t+2} is issued.
 //
 // wgmma operands (PTX ISA "asynchronous warpgroup level matrix multiply"):
 //   S = Q K^T: m64n128k16, A = Q (K-major, from shared memory), B[d][key] =
@@ -65,9 +69,11 @@
 // Pipeline of a consumer (FlashAttention-3's intra-warpgroup overlap):
 //   S_0 = Q K_0; softmax_0 -> P_0.
 //   For t = 1 .. n - 1: issue S_t = Q K_t, then O += P_{t-1} V_{t-1}; wait
-//   for S_t only (wgmma.wait_group 1) and run softmax_t on it while the P V
-//   wgmma runs; wait for P V; release stage t - 1; rescale O (lazy, below);
-//   pack P_t. Then O += P_{n-1} V_{n-1}.
+//   for S_t only (wgmma.wait_group 1: groups complete in order), release K_t
+//   and run softmax_t on S_t while the P V wgmma runs; wait for P V; release
+//   V_{t-1}; rescale O (lazy, below); pack P_t. Then O += P_{n-1} V_{n-1}.
+//   O and P (the A registers of the P V in flight) are touched only after
+//   the wait for it; S only after the wait for S.
 //   The two consumer warpgroups share the tensor cores: one's softmax runs
 //   under the other's MMAs.
 // Softmax: as attn_prefill_mma_kernel: unmasked tiles keep raw scores
@@ -342,7 +348,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The mbarriers live in static shared memory: its size (cudaFuncGetAttributes
   // sharedSizeBytes > 0) tells the host that this body, not the empty one of
   // a plain sm_90 build, is what runs.
-  __shared__ __align__(8) uint64_t bars[1 + 3 * kStages];
+  __shared__ __align__(8) uint64_t bars[1 + 4 * kStages];
   extern __shared__ __align__(1024) unsigned char smem_raw[];
 
   const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
@@ -352,7 +358,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t q_full = bar0;
   auto k_full = [&](int st) { return bar0 + 8u * (1 + st); };
   auto v_full = [&](int st) { return bar0 + 8u * (1 + kStages + st); };
-  auto empty = [&](int st) { return bar0 + 8u * (1 + 2 * kStages + st); };
+  auto k_empty = [&](int st) { return bar0 + 8u * (1 + 2 * kStages + st); };
+  auto v_empty = [&](int st) { return bar0 + 8u * (1 + 3 * kStages + st); };
 
   const AttnGeometry& g = a.geo;
   const PrefillWork w = prefill_work(g, blockIdx.x);
@@ -364,7 +371,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int st = 0; st < kStages; ++st) {
       mbar_init(k_full(st), 1);
       mbar_init(v_full(st), 1);
-      mbar_init(empty(st), kEmptyArrivals);
+      mbar_init(k_empty(st), kEmptyArrivals);
+      mbar_init(v_empty(st), kEmptyArrivals);
     }
     // Make the initialized barriers visible to the async proxy (TMA).
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -384,15 +392,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       for (int t = 0; t < n_tiles; ++t) {
         const int st = t % kStages;
-        const uint32_t use = uint32_t(t / kStages);
-        mbar_wait(empty(st), (use & 1u) ^ 1u); // the consumers released use - 1
+        // Use `use` of the stage waits for the release of use - 1 (parity
+        // (use - 1) & 1; the first use passes at once on the fresh barrier).
+        const uint32_t parity = (uint32_t(t / kStages) & 1u) ^ 1u;
         const uint32_t k_dst = kv_smem + st * kStageBytes;
         const uint32_t v_dst = k_dst + kTileBytes;
+        mbar_wait(k_empty(st), parity);
         mbar_arrive_expect_tx(k_full(st), kTileBytes);
         for (int cb = 0; cb < NCB; ++cb) {
           tma_load_3d(k_dst + cb * col_block_bytes(BK), &a.tm_k, 64 * cb, t * BK, kv_head,
                       k_full(st));
         }
+        mbar_wait(v_empty(st), parity);
         mbar_arrive_expect_tx(v_full(st), kTileBytes);
         for (int cb = 0; cb < NCB; ++cb) {
           tma_load_3d(v_dst + cb * col_block_bytes(BK), &a.tm_v, 64 * cb, t * BK, kv_head,
@@ -458,6 +469,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   wgmma_commit();
   wgmma_wait<0>();
   fence_regs(s);
+  if (lane == 0) {
+    mbar_arrive(k_empty(0));
+  }
   softmax_tile(s, m, l, alpha, g, a.qscale, 0, row, c, tile_masked(0));
   pack_p<T>(s, pa);
 
@@ -483,14 +497,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_rs<T, D>(o, pa[kk], v_desc(prev, kk), 1);
     }
     wgmma_commit();
-    wgmma_wait<1>(); // S_t done; P V may still run
+    wgmma_wait<1>(); // S_t done (K_t free); P V may still run
     fence_regs(s);
+    if (lane == 0) {
+      mbar_arrive(k_empty(st));
+    }
     softmax_tile(s, m, l, alpha, g, a.qscale, t * BK, row, c, tile_masked(t * BK));
-    wgmma_wait<0>(); // P V done: stage t - 1 free, O and pa may be touched
+    wgmma_wait<0>(); // P V done: V_{t-1} free, O and pa may be touched
     fence_regs(o);
     fence_regs(pa);
     if (lane == 0) {
-      mbar_arrive(empty(prev));
+      mbar_arrive(v_empty(prev));
     }
     if (__any_sync(kFull, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
