@@ -63,8 +63,10 @@
 //   r = 1: row g + 8; r = 2: row g, keys 16 kk + 8 + 2 c; r = 3: row g + 8):
 //   P is packed from S in registers, no shared memory. A thread holds rows
 //   g and g + 8; each row is spread over the 4 lanes of a quad (row maxima
-//   and sums: shuffles xor 1, 2). benchmarks/attn_wgmma_layout_check.py
-//   checks these maps against a plain matrix product.
+//   and sums: shuffles xor 1, 2). tests/test_cuda_wgmma_layout.py checks
+//   these maps and the descriptor arithmetic against plain matrix products on
+//   the CPU; benchmarks/attn_wgmma_check.cu runs the kernel standalone on a
+//   GPU against a float64 reference.
 //
 // Pipeline of a consumer (FlashAttention-3's intra-warpgroup overlap):
 //   S_0 = Q K_0; softmax_0 -> P_0.
