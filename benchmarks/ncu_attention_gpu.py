@@ -63,7 +63,8 @@ LAUNCH_METRICS = ("launch__grid_size", "launch__registers_per_thread",
                   "launch__occupancy_limit_shared_mem", "launch__occupancy_limit_registers",
                   "launch__waves_per_multiprocessor")
 MAIN_KERNELS = {"decode": "attn_decode_kernel", "decode_mma": "attn_decode_mma_kernel",
-                "prefill_mma": "attn_prefill_mma_kernel", "prefill_simt": "attn_prefill_simt_kernel"}
+                "prefill_mma": "attn_prefill_mma_kernel", "prefill_simt": "attn_prefill_simt_kernel",
+                "prefill_wgmma": "attn_prefill_wgmma_kernel"}
 MERGE_KERNEL = "attn_merge_kernel"
 POISON_KERNEL = "fill_bytes_kernel"
 _OURS_RE = re.compile(r"(^|[^\w])(attn_\w+_kernel|fill_bytes_kernel)\b")

@@ -180,15 +180,28 @@ NB_MODULE(_ext, m) {
   m.def(
       "plan_cuda_flash_attention",
       [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& dtype,
-         const std::string& mask, int num_sms, bool blocks) {
+         const std::string& mask, int num_sms, bool blocks, bool wgmma,
+         const std::string& prefill) {
         namespace cu = mlx_kernels::cuda;
         if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16") {
           throw mlx_kernels::ValueError(
               "plan_cuda_flash_attention: dtype must be float32, float16 or bfloat16.");
         }
+        // prefill: "env" (what MLX_KERNELS_ATTN_PREFILL says, as the op), "auto"
+        // or "mma"; wgmma: whether the build and device run the sm_90a kernel.
+        cu::PrefillChoice choice = cu::prefill_choice_from_env();
+        if (prefill == "auto") {
+          choice = cu::PrefillChoice::Auto;
+        } else if (prefill == "mma") {
+          choice = cu::PrefillChoice::Mma;
+        } else if (prefill != "env") {
+          throw mlx_kernels::ValueError(
+              "plan_cuda_flash_attention: prefill must be 'env', 'auto' or 'mma'.");
+        }
         const mlx_kernels::AttnMask kind = mask_kind(mask);
         mlx_kernels::AttnParams p{B, Hq, Hkv, qL, kL, D, 1.0f, kind};
-        const cu::AttnPlan plan = cu::plan_cuda_flash_attention(p, dtype == "float32", num_sms);
+        const cu::AttnPlan plan =
+            cu::plan_cuda_flash_attention(p, dtype == "float32", num_sms, wgmma, choice);
         const cu::AttnGeometry& g = plan.geo;
         nb::dict d;
         d["kernel"] = cu::attn_kernel_name(plan.kernel);
@@ -218,5 +231,5 @@ NB_MODULE(_ext, m) {
         return d;
       },
       "B"_a, "Hq"_a, "Hkv"_a, "qL"_a, "kL"_a, "D"_a, "dtype"_a, "mask"_a,
-      "num_sms"_a = 132, "blocks"_a = false);
+      "num_sms"_a = 132, "blocks"_a = false, "wgmma"_a = true, "prefill"_a = "env");
 }

@@ -12,7 +12,16 @@ import pytest
 
 import mlx_kernels as mk
 
-plan = mk._ext.plan_cuda_flash_attention
+plan_raw = mk._ext.plan_cuda_flash_attention
+
+
+def plan(*args, **kwargs):
+    """The plan as the op makes it, with the prefill choice pinned to "auto"
+    (independent of MLX_KERNELS_ATTN_PREFILL in the test's environment)."""
+    kwargs.setdefault("prefill", "auto")
+    return plan_raw(*args, **kwargs)
+
+
 DTYPES = ["float32", "float16", "bfloat16"]
 HEAD_DIMS = [64, 80, 96, 128, 256]
 MAX_STATIC_SMEM = 48 * 1024
@@ -82,8 +91,11 @@ def test_variant_for_every_query_length():
                     assert p["block_k"] == 64
                 assert p["row_tiles"] * p["block_rows"] >= rows > (p["row_tiles"] - 1) * p["block_rows"]
             else:
-                assert p["kernel"] == ("prefill_simt" if dtype == "float32" else "prefill_mma"), qL
+                # D = 128, causal, float16 / bfloat16: the wgmma prefill
+                assert p["kernel"] == ("prefill_simt" if dtype == "float32" else "prefill_wgmma"), qL
                 assert p["splits"] == 0 and p["merge_grid"] == 0
+                if dtype != "float32":
+                    assert plan(2, 8, 2, qL, 1000, 128, dtype, "causal", wgmma=False)["kernel"] == "prefill_mma"
 
 
 def test_empty_problems_launch_nothing():
@@ -207,7 +219,7 @@ def test_coverage_and_shared_memory(D, dtype):
     for B, (Hq, Hkv), qL, kL in shapes:
         for mask in ["none", "causal"]:
             p = check_coverage(B, Hq, Hkv, qL, kL, D, dtype, mask)
-            assert p["block"] == 128
+            assert p["block"] == (384 if p["kernel"] == "prefill_wgmma" else 128)
             if p["kernel"] == "prefill_mma":
                 bq, bk = (128, 64 if D == 64 else 32) if D <= 128 else (64, 32)
                 assert p["block_q"] == bq and p["block_k"] == bk
@@ -215,6 +227,11 @@ def test_coverage_and_shared_memory(D, dtype):
                 assert p["smem_bytes"] == (bq + 4 * bk) * (D + 8) * 2 <= MAX_DYNAMIC_SMEM
                 # two blocks an SM (228 KB, 1 KB reserved a block)
                 assert 2 * (p["smem_bytes"] + 1024) <= 228 * 1024
+            elif p["kernel"] == "prefill_wgmma":
+                assert D in (64, 128) and dtype != "float32" and kL > 0
+                assert p["block"] == 384 and p["block_q"] == 128 and p["block_k"] == 128
+                # 1 KB alignment slack + Q [128][D] + 2 stages of K, V [128][D]
+                assert p["smem_bytes"] == 1024 + 2 * D * (128 + 4 * 128) <= MAX_DYNAMIC_SMEM - 1024
             elif p["kernel"] == "prefill_simt":
                 bk = 32 if D <= 128 else 16
                 assert p["block_q"] == 32 and p["block_k"] == bk
@@ -288,3 +305,61 @@ def test_decode_mma_reads_each_key_once_per_split(dtype):
             assert p["row_tiles"] == -(-rows // 64)
             assert p["grid"] == 4 * Hkv * p["row_tiles"] * p["splits"]
             assert p["chunk"] % p["block_k"] == 0
+
+
+WGMMA_HEAD_DIMS = (64, 128)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("D", HEAD_DIMS)
+@pytest.mark.parametrize("mask", ["none", "causal", "bool", "additive"])
+def test_prefill_wgmma_routing(dtype, D, mask):
+    """The wgmma prefill serves exactly float16 / bfloat16, D 64 or 128, mask
+    none or causal, qL > 8, kL > 0, on builds and devices that run it;
+    everything else keeps its kernel."""
+    for qL, kL in [(9, 9), (100, 0), (300, 257), (4096, 4096), (1, 4096), (8, 100)]:
+        p = plan(1, 8, 2, qL, kL, D, dtype, mask, prefill="auto")
+        wants = dtype != "float32" and D in WGMMA_HEAD_DIMS and mask in ("none", "causal") and qL > 8 and kL > 0
+        assert (p["kernel"] == "prefill_wgmma") == wants, (qL, kL, p["kernel"])
+        # the fallbacks: no sm_90a body, or the environment switch
+        for q in (plan(1, 8, 2, qL, kL, D, dtype, mask, wgmma=False, prefill="auto"),
+                  plan(1, 8, 2, qL, kL, D, dtype, mask, prefill="mma")):
+            if qL > 8:
+                assert q["kernel"] == ("prefill_simt" if dtype == "float32" else "prefill_mma")
+            else:
+                assert q["kernel"] == p["kernel"]
+        if wants:
+            assert p["grid"] == -(-qL // 128) * 8 and p["q_tiles"] == -(-qL // 128)
+            check_coverage(1, 8, 2, qL, kL, D, dtype, mask)
+
+
+def test_prefill_wgmma_causal_order_and_extent():
+    """128-query blocks, heaviest first, each visiting keys up to its last
+    query's diagonal (the kernel's tile count is ceil(k_end / 128))."""
+    p = plan(1, 32, 8, 4096, 4096, 128, "float16", "causal", blocks=True, prefill="auto")
+    assert p["kernel"] == "prefill_wgmma"
+    ends = [k_end for _, _, _, k_end, _ in p["blocks"]]
+    assert ends == sorted(ends, reverse=True) and ends[0] == 4096 and ends[-1] == 128
+    for _, _, _, k_end, rows in p["blocks"]:
+        assert k_end == rows[-1][1] + 1 and len(rows) == 128
+
+
+def test_prefill_env_switch(tmp_path):
+    """MLX_KERNELS_ATTN_PREFILL=mma forces the mma.sync prefill (read once per
+    process); unset or another value leaves the choice to the plan."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
+            "print(p(1, 32, 8, 4096, 4096, 128, 'float16', 'causal')['kernel'], "
+            "p(1, 32, 8, 4096, 4096, 128, 'float16', 'causal', prefill='auto')['kernel'])")
+    for value, want in [("mma", "prefill_mma prefill_wgmma"), ("", "prefill_wgmma prefill_wgmma"),
+                        ("wgmma", "prefill_wgmma prefill_wgmma"), (None, "prefill_wgmma prefill_wgmma")]:
+        env = dict(os.environ)
+        env.pop("MLX_KERNELS_ATTN_PREFILL", None)
+        if value is not None:
+            env["MLX_KERNELS_ATTN_PREFILL"] = value
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert " ".join(out) == want, (value, out)

@@ -45,6 +45,8 @@
 #include "cuda/attn_plan.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -107,6 +109,7 @@ const char* attn_kernel_name(AttnKernel k) {
     case AttnKernel::Decode: return "decode";
     case AttnKernel::DecodeMma: return "decode_mma";
     case AttnKernel::PrefillMma: return "prefill_mma";
+    case AttnKernel::PrefillWgmma: return "prefill_wgmma";
     case AttnKernel::PrefillSimt: return "prefill_simt";
   }
   return "?";
@@ -131,7 +134,27 @@ int prefill_simt_block_k(int D) {
   return D <= 128 ? 32 : 16;
 }
 
-AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num_sms) {
+bool prefill_wgmma_head_dim(int D) {
+  return D == 64 || D == 128;
+}
+
+size_t prefill_wgmma_smem_bytes(int D) {
+  // 1 KB alignment slack, Q [128][D] and kPrefillWgmmaStages x (K, V)
+  // [128][D], 2-byte elements (the mbarriers are static shared memory).
+  return 1024 + 2 * size_t(D) *
+      (kPrefillWgmmaBlockQ + 2 * size_t(kPrefillWgmmaStages) * kPrefillWgmmaBlockK);
+}
+
+PrefillChoice prefill_choice_from_env() {
+  static const PrefillChoice choice = [] {
+    const char* v = std::getenv("MLX_KERNELS_ATTN_PREFILL");
+    return v != nullptr && std::strcmp(v, "mma") == 0 ? PrefillChoice::Mma : PrefillChoice::Auto;
+  }();
+  return choice;
+}
+
+AttnPlan plan_cuda_flash_attention(
+    const AttnParams& p, bool is_float32, int num_sms, bool has_wgmma, PrefillChoice choice) {
   if (!supported_head_dim(p.D)) {
     throw ValueError(concat(
         "flash_attention (CUDA): no kernel for head dimension ", p.D, "."));
@@ -196,6 +219,17 @@ AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
       plan.merge_block = kAttnThreads;
     }
+  } else if (
+      !is_float32 && has_wgmma && choice == PrefillChoice::Auto &&
+      prefill_wgmma_head_dim(p.D) && p.kL > 0 &&
+      (p.mask == AttnMask::None || p.mask == AttnMask::Causal)) {
+    plan.kernel = AttnKernel::PrefillWgmma;
+    plan.block = kPrefillWgmmaThreads;
+    g.block_q = kPrefillWgmmaBlockQ;
+    g.q_tiles = static_cast<int>(ceil_div(p.qL, g.block_q));
+    plan.grid = int64_t(g.q_tiles) * p.Hq * p.B;
+    plan.block_k = kPrefillWgmmaBlockK;
+    plan.smem_bytes = prefill_wgmma_smem_bytes(p.D);
   } else {
     plan.kernel = is_float32 ? AttnKernel::PrefillSimt : AttnKernel::PrefillMma;
     g.block_q = is_float32 ? kPrefillSimtBlockQ : prefill_mma_block_q(p.D);

@@ -27,6 +27,7 @@ enum class AttnKernel {
   Decode, // qL <= 8, float32: the rows of a GQA group share a block; keys split
   DecodeMma, // qL <= 8, float16/bfloat16: as Decode, 16-64 rows a block, tensor cores
   PrefillMma, // qL > 8, float16/bfloat16: tensor-core tiles (mma.sync)
+  PrefillWgmma, // qL > 8, float16/bfloat16, D 64 / 128, no array mask: sm_90a wgmma + TMA
   PrefillSimt, // qL > 8, float32: float32 FMA tiles
 };
 
@@ -147,6 +148,13 @@ constexpr int kDecodeMmaStages = 2;
 // (64) for D = 256 (prefill_mma_block_q); K and V tiles double-buffered.
 constexpr int kPrefillMmaStages = 2;
 constexpr int kPrefillSimtBlockQ = 32; // 32 rows x 4 lanes
+// PrefillWgmma (attn_wgmma.cuh): 3 warpgroups (a TMA producer, two consumers
+// of 64 query rows each), 128 queries a block, key tiles of 128, K and V in
+// kPrefillWgmmaStages stages.
+constexpr int kPrefillWgmmaThreads = 384;
+constexpr int kPrefillWgmmaBlockQ = 128;
+constexpr int kPrefillWgmmaBlockK = 128;
+constexpr int kPrefillWgmmaStages = 2;
 // Decode key splits (attn_plan.cpp): the fewest splits whose grid fills whole
 // waves of resident blocks (wave efficiency >= kDecodeMinWaveEfficiency), at
 // least kMinSplitKeys keys per split (the partials stay small next to the keys
@@ -169,15 +177,30 @@ int prefill_mma_block_k(int D);
 // Dynamic shared memory of the PrefillMma kernel.
 size_t prefill_mma_smem_bytes(int D);
 int prefill_simt_block_k(int D);
+// Dynamic shared memory of the PrefillWgmma kernel (1 KB of it is slack to
+// round the base up to the 1024-byte alignment of the 128-byte swizzle).
+size_t prefill_wgmma_smem_bytes(int D);
+// Head dimensions the PrefillWgmma kernel is compiled for.
+bool prefill_wgmma_head_dim(int D);
+// How the prefill kernel of float16 / bfloat16 is chosen:
+// MLX_KERNELS_ATTN_PREFILL=mma forces PrefillMma (A/B on one build); unset or
+// anything else: PrefillWgmma where it applies. Read once.
+enum class PrefillChoice { Auto, Mma };
+PrefillChoice prefill_choice_from_env();
 // Dynamic shared memory of the DecodeMma kernel.
 size_t decode_mma_smem_bytes(int block_rows, int D);
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit
 // one SM at once (>= 1), registers not counted.
 int resident_blocks_per_sm(size_t smem_bytes);
 
-// is_float32: q, k and v are float32 (else float16 or bfloat16). Throws
-// ValueError for a D it has no kernel for or a grid past 2^31 - 1 blocks.
-AttnPlan plan_cuda_flash_attention(const AttnParams& p, bool is_float32, int num_sms);
+// is_float32: q, k and v are float32 (else float16 or bfloat16). has_wgmma:
+// the build holds the sm_90a body of PrefillWgmma and the device runs it
+// (flash_attention.cu: wgmma_prefill_available). choice: normally
+// prefill_choice_from_env(). Throws ValueError for a D it has no kernel for
+// or a grid past 2^31 - 1 blocks.
+AttnPlan plan_cuda_flash_attention(
+    const AttnParams& p, bool is_float32, int num_sms, bool has_wgmma,
+    PrefillChoice choice = prefill_choice_from_env());
 
 // What block `i` of the main kernel computes (tests): batch, KV head, the
 // keys [k_begin, k_end) it visits and its (query head, query) rows.

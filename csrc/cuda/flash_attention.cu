@@ -147,6 +147,7 @@
 #include "mlx/backend/cuda/device.h"
 
 #include "cuda/attn_plan.h"
+#include "cuda/attn_wgmma.cuh"
 #include "cuda/device_memory.h"
 #include "cuda/elements.cuh"
 #include "cuda/launch.h"
@@ -1377,6 +1378,11 @@ const void* main_kernel_for(const AttnPlan& plan) {
         return (const void*)attn_prefill_simt_kernel<D>;
       }
       return nullptr;
+    case AttnKernel::PrefillWgmma:
+      if constexpr (!std::is_same_v<T, float> && (D == 64 || D == 128)) {
+        return (const void*)wg::attn_prefill_wgmma_kernel<T, D>;
+      }
+      return nullptr;
     case AttnKernel::None:
       return nullptr;
   }
@@ -1395,13 +1401,62 @@ const void* main_kernel(const AttnPlan& plan) {
   return nullptr;
 }
 
+// Whether the sm_90a body of the wgmma prefill kernel is what runs on this
+// device: a build for plain sm_90 compiles an empty body (no static shared
+// memory); the real one keeps its mbarriers in static shared memory. Checked
+// once, on the float16 D = 128 instance (every instance is built alike).
+bool wgmma_prefill_available() {
+  static const bool ok = [] {
+    int dev = 0;
+    int major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        major != 9) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    cudaFuncAttributes attr{};
+    if (cudaFuncGetAttributes(&attr, (const void*)wg::attn_prefill_wgmma_kernel<__half, 128>) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return attr.sharedSizeBytes > 0 && wg::encode_tiled_fn() != nullptr;
+  }();
+  return ok;
+}
+
+// The wgmma prefill's arguments: tensor maps of q, k, v (3-D [heads][rows][D]
+// with 128-byte swizzled boxes of 64 x 128). False if the driver refuses one.
+bool wgmma_args(const AttnArgs& args, bool bf16, wg::Args& w) {
+  const AttnGeometry& g = args.geo;
+  w.out = args.out;
+  w.qscale = args.qscale;
+  w.geo = g;
+  return wg::make_tensor_map(&w.tm_q, args.q, bf16, g.D, g.qL, int64_t(g.B) * g.Hq) &&
+      wg::make_tensor_map(&w.tm_k, args.k, bf16, g.D, g.kL, int64_t(g.B) * g.Hkv) &&
+      wg::make_tensor_map(&w.tm_v, args.v, bf16, g.D, g.kL, int64_t(g.B) * g.Hkv);
+}
+
 template <typename T>
 void encode(
     mx::cu::CommandEncoder& enc, const AttnPlan& plan, AttnArgs args,
-    const std::vector<mx::array>& reads, mx::array& out, std::vector<mx::array>& temps) {
+    const std::vector<mx::array>& reads, mx::array& out, std::vector<mx::array>& temps,
+    const wg::Args* wgmma = nullptr) {
   const void* kernel = main_kernel<T>(plan);
   if (kernel == nullptr) {
     throw std::runtime_error("mlx_kernels CUDA: no flash_attention kernel for this plan");
+  }
+  if (plan.kernel == AttnKernel::PrefillWgmma) {
+    if (wgmma == nullptr) {
+      throw std::runtime_error("mlx_kernels CUDA: the wgmma prefill needs its tensor maps");
+    }
+    for (const auto& r : reads) {
+      enc.set_input_array(r);
+    }
+    enc.set_output_array(out);
+    add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, plan.smem_bytes, *wgmma);
+    return;
   }
   const bool dynamic =
       plan.kernel == AttnKernel::PrefillMma || plan.kernel == AttnKernel::DecodeMma;
@@ -1451,7 +1506,8 @@ void flash_attention(
 
   poison_output(enc, out);
 
-  const AttnPlan plan = plan_cuda_flash_attention(p, out.dtype() == mx::float32, num_sms());
+  const bool is_float32 = out.dtype() == mx::float32;
+  AttnPlan plan = plan_cuda_flash_attention(p, is_float32, num_sms(), wgmma_prefill_available());
   if (plan.kernel == AttnKernel::None) {
     return;
   }
@@ -1479,10 +1535,18 @@ void flash_attention(
   args.qscale = p.scale * kLog2e;
   args.geo = plan.geo;
 
+  wg::Args wargs{};
+  if (plan.kernel == AttnKernel::PrefillWgmma &&
+      !wgmma_args(args, out.dtype() == mx::bfloat16, wargs)) {
+    // The driver refused a tensor map: the mma.sync prefill serves it.
+    plan = plan_cuda_flash_attention(p, is_float32, num_sms(), false);
+    args.geo = plan.geo;
+  }
+  const wg::Args* wptr = plan.kernel == AttnKernel::PrefillWgmma ? &wargs : nullptr;
   if (out.dtype() == mx::float16) {
-    encode<__half>(enc, plan, args, reads, out, temps);
+    encode<__half>(enc, plan, args, reads, out, temps, wptr);
   } else if (out.dtype() == mx::bfloat16) {
-    encode<__nv_bfloat16>(enc, plan, args, reads, out, temps);
+    encode<__nv_bfloat16>(enc, plan, args, reads, out, temps, wptr);
   } else {
     encode<float>(enc, plan, args, reads, out, temps);
   }
