@@ -184,19 +184,6 @@ struct AttnArgs {
   AttnGeometry geo;
 };
 
-// Two floats as a T pair in one register (the first in the low half).
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  uint32_t r;
-  if constexpr (std::is_same_v<T, __half>) {
-    __half2 h = __floats2half2_rn(lo, hi);
-    r = *reinterpret_cast<uint32_t*>(&h);
-  } else {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    r = *reinterpret_cast<uint32_t*>(&h);
-  }
-  return r;
-}
 
 // Two T elements of one register as floats.
 template <typename T>

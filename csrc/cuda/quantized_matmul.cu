@@ -60,6 +60,7 @@
 #include "mlx/allocator.h"
 #include "mlx/backend/cuda/device.h"
 
+#include "cuda/async_copy.cuh"
 #include "cuda/device_memory.h"
 #include "cuda/elements.cuh"
 #include "cuda/launch.h"
@@ -508,46 +509,6 @@ struct BulkArgs {
   int step_major; // 1: w_map is the (64 B, N, steps) view
 };
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      " selp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-// One box of a tensor map into shared memory (128-byte aligned); the bytes
-// are counted on the mbarrier as transaction bytes.
-__device__ __forceinline__ void tma_load_2d(
-    uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
-      : "memory");
-}
-__device__ __forceinline__ void tma_load_3d(
-    uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
-      : "memory");
-}
-
 template <typename T, int bits, int MT>
 __global__ void __launch_bounds__(32 * kTcWarps)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
@@ -623,8 +584,7 @@ __global__ void __launch_bounds__(32 * kTcWarps)
   }
   for (int i = 0; i < count; ++i) {
     const int slot = i % ring;
-    while (!mbar_try_wait(bars + 8 * slot, uint32_t((i / ring) & 1))) {
-    }
+    mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
     const unsigned char* sl = slots + slot * slot_bytes;
     const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
     const T* bi = sc + 16 * scales_per_row;
@@ -1034,6 +994,14 @@ void dispatch(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const QmmParams& p,
     const mx::array& x, const mx::array& w, const mx::array& s,
     const mx::array& b, mx::array& out, std::vector<mx::array>& temps) {
+  // The one kernel node this adds reads x, w, s, b and writes out.
+  const auto register_io = [&] {
+    enc.set_input_array(x);
+    enc.set_input_array(w);
+    enc.set_input_array(s);
+    enc.set_input_array(b);
+    enc.set_output_array(out);
+  };
   if (plan.kernel == QmmKernel::kTensorCoreBulk) {
     if constexpr (!std::is_same_v<T, float>) {
       BulkArgs ba{};
@@ -1051,11 +1019,7 @@ void dispatch(
       ba.k_parts = plan.k_parts;
       ba.split = plan.split_k;
       ba.ring = plan.ring;
-      enc.set_input_array(x);
-      enc.set_input_array(w);
-      enc.set_input_array(s);
-      enc.set_input_array(b);
-      enc.set_output_array(out);
+      register_io();
       if (p.bits == 4) {
         launch_bulk<T, 4>(enc, plan, ba);
       } else {
@@ -1083,11 +1047,7 @@ void dispatch(
       ta.steps_per_split = plan.steps_per_split;
       ta.mt_total = mt_total;
       ta.split = plan.split_k;
-      enc.set_input_array(x);
-      enc.set_input_array(w);
-      enc.set_input_array(s);
-      enc.set_input_array(b);
-      enc.set_output_array(out);
+      register_io();
       if (p.bits == 4) {
         launch_tc<T, 4>(enc, plan, ta);
       } else {
@@ -1098,11 +1058,7 @@ void dispatch(
   }
   SimtArgs sa{dev_ptr<uint32_t>(w), dev_ptr<void>(s), dev_ptr<void>(b), dev_ptr<void>(x),
               dev_ptr<void>(out), p.M, p.N, p.K, p.group_size};
-  enc.set_input_array(x);
-  enc.set_input_array(w);
-  enc.set_input_array(s);
-  enc.set_input_array(b);
-  enc.set_output_array(out);
+  register_io();
   const void* k;
   if (plan.kernel == QmmKernel::kSimt) {
     k = p.bits == 4 ? (const void*)simt_qmm_kernel<T, 4> : (const void*)simt_qmm_kernel<T, 8>;
