@@ -1408,7 +1408,7 @@ bool wgmma_prefill_available() {
       (void)cudaGetLastError();
       return false;
     }
-    return attr.sharedSizeBytes > 0 && wg::encode_tiled_fn() != nullptr;
+    return attr.sharedSizeBytes > 0;
   }();
   return ok;
 }

@@ -95,6 +95,17 @@ CUfunction func_of(const void* kernel, size_t dynamic_smem) {
   return fn;
 }
 
+bool encode_tensor_map(
+    CUtensorMap* map, CUtensorMapDataType type, int rank, const void* ptr,
+    const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+    CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2) {
+  const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
+  return cuTensorMapEncodeTiled(
+             map, type, cuuint32_t(rank), const_cast<void*>(ptr), dims, strides, box,
+             elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, l2,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 int num_sms() {
   static int n = [] {
     int dev = 0;

@@ -29,6 +29,14 @@ CUfunction func_of(const void* kernel, size_t dynamic_smem = 0);
 
 int num_sms();
 
+// A tiled TMA tensor map with element strides of 1 and no interleave; elements
+// past the tensor's extent read as zeros. strides: bytes, for dimensions
+// 1 .. rank - 1. False when the driver refuses the layout.
+bool encode_tensor_map(
+    CUtensorMap* map, CUtensorMapDataType type, int rank, const void* ptr,
+    const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+    CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2);
+
 // Blocks of a grid-stride loop over n elements (at most 65535).
 int64_t elementwise_grid(int64_t n, int block);
 

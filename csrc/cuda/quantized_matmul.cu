@@ -224,6 +224,40 @@ __device__ __forceinline__ void mma16816(
   }
 }
 
+// Split-K over a thread-block cluster (grid.x): the float32 partial sums
+// `acc` of every block are added, in rank order, into rank 0's. buf is this
+// block's shared-memory area of [slots][floats of acc][32 lanes]; a thread
+// with `mine` writes its sums to slot `slot` and, in rank 0, adds the other
+// ranks' from the same slot. Every thread of every block calls it (two
+// cluster barriers). Returns whether this block is rank 0 (the one to store).
+template <typename Acc>
+__device__ __forceinline__ bool add_cluster_partials(
+    Acc& acc, float* buf, int slot, int split, bool mine) {
+  constexpr int F = int(sizeof(Acc) / sizeof(float));
+  float(&a)[F] = reinterpret_cast<float(&)[F]>(acc);
+  const int lane = threadIdx.x % 32;
+  if (mine) {
+#pragma unroll
+    for (int i = 0; i < F; ++i) {
+      buf[(slot * F + i) * 32 + lane] = a[i];
+    }
+  }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  const bool rank0 = cluster.block_rank() == 0;
+  if (rank0 && mine) {
+    for (int q = 1; q < split; ++q) {
+      const float* other = cluster.map_shared_rank(buf, q);
+#pragma unroll
+      for (int i = 0; i < F; ++i) {
+        a[i] += other[(slot * F + i) * 32 + lane];
+      }
+    }
+  }
+  cluster.sync();
+  return rank0;
+}
+
 // Batching and shared memory of tc_qmm_kernel<T, bits, RT, MT>.
 template <int bits, int RT, int MT>
 struct TcShape {
@@ -419,30 +453,8 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   // distributed shared memory.
   if (a.split > 1) {
     // The x buffers are free now (the loop ended with a barrier).
-    float* red = reinterpret_cast<float*>(smem_raw); // [kTcWarps * RT * MT * 4 * 32]
-#pragma unroll
-    for (int r = 0; r < RT; ++r)
-#pragma unroll
-      for (int t = 0; t < MT; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          red[(((warp * RT + r) * MT + t) * 4 + e) * 32 + lane] = acc[r][t][e];
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();
-    if (cluster.block_rank() == 0) {
-      for (int q = 1; q < a.split; ++q) {
-        const float* other = cluster.map_shared_rank(red, q);
-#pragma unroll
-        for (int r = 0; r < RT; ++r)
-#pragma unroll
-          for (int t = 0; t < MT; ++t)
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              acc[r][t][e] += other[(((warp * RT + r) * MT + t) * 4 + e) * 32 + lane];
-      }
-    }
-    cluster.sync();
-    if (cluster.block_rank() != 0) {
+    float* red = reinterpret_cast<float*>(smem_raw); // [kTcWarps][RT * MT * 4][32]
+    if (!add_cluster_partials(acc, red, warp, a.split, true)) {
       return;
     }
   }
@@ -564,7 +576,7 @@ __global__ void __launch_bounds__(32 * kTcWarps)
     } else {
       tma_load_3d(smem_u32(sl), &a.w_map, 0, st * steps, n0_32, bar);
     }
-    const int g0 = st * (a.scale_bytes / int(sizeof(T)));
+    const int g0 = st * scales_per_row;
     tma_load_2d(smem_u32(sl + w_bytes), &a.s_map, g0, n0_32, bar);
     tma_load_2d(smem_u32(sl + w_bytes + 16 * a.scale_bytes), &a.b_map, g0, n0_32, bar);
   };
@@ -669,27 +681,7 @@ __global__ void __launch_bounds__(32 * kTcWarps)
   // Blocks of a cluster: rank 0 adds the others' sums in rank order.
   if (a.split > 1) {
     float* part_sums = red + 3 * kAccFloats; // past the k-part area (<= 3 warps)
-    if (kp == 0) {
-#pragma unroll
-      for (int t = 0; t < MT; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          part_sums[tile * kAccFloats + (t * 4 + e) * 32 + lane] = acc[t][e];
-    }
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();
-    if (cluster.block_rank() == 0 && kp == 0) {
-      for (int q = 1; q < a.split; ++q) {
-        const float* other = cluster.map_shared_rank(part_sums, q);
-#pragma unroll
-        for (int t = 0; t < MT; ++t)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            acc[t][e] += other[tile * kAccFloats + (t * 4 + e) * 32 + lane];
-      }
-    }
-    cluster.sync();
-    if (cluster.block_rank() != 0) {
+    if (!add_cluster_partials(acc, part_sums, tile, a.split, kp == 0)) {
       return;
     }
   }
@@ -911,64 +903,41 @@ void launch_tc(
 }
 
 // The three tensor maps of the bulk kernel (see BulkArgs). The weights are a
-// 3-D uint8 view of 64-byte pieces; the step-major view (64 B, N, pieces) has
-// strides that do not grow with the dimension, and is used when the driver
-// accepts it (bank-conflict-free reads), else the row-major (64 B, pieces, N).
+// 3-D uint8 view of 64-byte pieces: the step-major view (64 B, N, pieces),
+// whose strides do not grow with the dimension, where the driver accepts it
+// (bank-conflict-free reads), else the row-major (64 B, pieces, N).
 template <typename T>
 void encode_bulk_maps(
     BulkArgs& ba, const QmmPlan& plan, const QmmParams& p, const mx::array& w,
     const mx::array& s, const mx::array& b) {
   const cuuint64_t row_total = cuuint64_t(p.K) * p.bits / 8;
+  const cuuint64_t pieces = row_total / 64;
   const cuuint32_t steps = cuuint32_t(plan.row_bytes / 64);
-  const cuuint32_t elem_strides[3] = {1, 1, 1};
-  void* wp = dev_ptr<void>(w);
-  static const bool step_major_ok = [&] {
-    CUtensorMap probe;
-    const cuuint64_t dims[3] = {64, 16, row_total / 64};
-    const cuuint64_t strides[2] = {row_total, 64};
-    const cuuint32_t box[3] = {64, 16, steps};
-    return cuTensorMapEncodeTiled(
-               &probe, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, wp, dims, strides, box, elem_strides,
-               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
-        CUDA_SUCCESS;
-  }();
-  ba.step_major = step_major_ok ? 1 : 0;
-  if (step_major_ok) {
-    const cuuint64_t dims[3] = {64, cuuint64_t(p.N), row_total / 64};
-    const cuuint64_t strides[2] = {row_total, 64};
-    const cuuint32_t box[3] = {64, 16, steps};
-    check_cu(
-        cuTensorMapEncodeTiled(
-            &ba.w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, wp, dims, strides, box, elem_strides,
-            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
-        "cuTensorMapEncodeTiled(w, step-major)");
-  } else {
-    const cuuint64_t dims[3] = {64, row_total / 64, cuuint64_t(p.N)};
-    const cuuint64_t strides[2] = {64, row_total};
-    const cuuint32_t box[3] = {64, steps, 16};
-    check_cu(
-        cuTensorMapEncodeTiled(
-            &ba.w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, wp, dims, strides, box, elem_strides,
-            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
-        "cuTensorMapEncodeTiled(w)");
-  }
+  const void* wp = dev_ptr<void>(w);
+  const cuuint64_t sm_dims[3] = {64, cuuint64_t(p.N), pieces};
+  const cuuint64_t sm_strides[2] = {row_total, 64};
+  const cuuint32_t sm_box[3] = {64, 16, steps};
+  const cuuint64_t rm_dims[3] = {64, pieces, cuuint64_t(p.N)};
+  const cuuint64_t rm_strides[2] = {64, row_total};
+  const cuuint32_t rm_box[3] = {64, steps, 16};
+  ba.step_major = encode_tensor_map(
+      &ba.w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, wp, sm_dims, sm_strides, sm_box,
+      CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
+  const bool w_ok = ba.step_major ||
+      encode_tensor_map(
+          &ba.w_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, wp, rm_dims, rm_strides, rm_box,
+          CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
   const cuuint64_t groups = cuuint64_t(p.K / p.group_size);
-  const cuuint64_t sdims[2] = {groups, cuuint64_t(p.N)};
-  const cuuint64_t sstrides[1] = {groups * sizeof(T)};
-  const cuuint32_t sbox[2] = {cuuint32_t(plan.k_step / p.group_size), 16};
-  const mx::array* arrays[2] = {&s, &b};
-  CUtensorMap* maps[2] = {&ba.s_map, &ba.b_map};
-  for (int i = 0; i < 2; ++i) {
-    check_cu(
-        cuTensorMapEncodeTiled(
-            maps[i], CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, dev_ptr<void>(*arrays[i]), sdims,
-            sstrides, sbox, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-            CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
-            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
-        i == 0 ? "cuTensorMapEncodeTiled(scales)" : "cuTensorMapEncodeTiled(biases)");
+  const cuuint64_t s_dims[2] = {groups, cuuint64_t(p.N)};
+  const cuuint64_t s_strides[1] = {groups * sizeof(T)};
+  const cuuint32_t s_box[2] = {cuuint32_t(plan.k_step / p.group_size), 16};
+  const auto encode_groups = [&](CUtensorMap* map, const mx::array& a) {
+    return encode_tensor_map(
+        map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, dev_ptr<void>(a), s_dims, s_strides, s_box,
+        CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE);
+  };
+  if (!w_ok || !encode_groups(&ba.s_map, s) || !encode_groups(&ba.b_map, b)) {
+    throw std::runtime_error("mlx_kernels CUDA: cuTensorMapEncodeTiled refused a quantized_matmul map");
   }
 }
 
