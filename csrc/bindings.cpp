@@ -162,12 +162,14 @@ NB_MODULE(_ext, m) {
         d["split_k"] = plan.split_k;
         d["grid"] = std::make_tuple(plan.grid[0], plan.grid[1], plan.grid[2]);
         d["block"] = plan.block;
-        d["warps"] = cu::kTcWarps;
-        d["k_parts"] = plan.k_parts;
+        d["warps"] = plan.block / 32;
+        d["tiles_per_block"] = plan.tiles_per_block;
         d["ring"] = plan.ring;
         d["row_bytes"] = plan.row_bytes;
+        d["x_pitch"] = plan.x_pitch;
+        d["smem"] = std::make_tuple(
+            plan.smem_x, plan.smem_xsum, plan.smem_partials, plan.smem_ring, plan.smem_bytes);
         d["smem_bytes"] = plan.smem_bytes;
-        d["blocks_per_sm"] = plan.blocks_per_sm;
         return d;
       },
       "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a,

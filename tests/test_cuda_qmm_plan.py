@@ -36,27 +36,52 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
         assert gy <= 65535 and gz <= 65535
 
 
-def check_bulk_plan(p, M, N, K, gs, bits):
-    """The bulk-copy plan covers every output column, row of x and k value once."""
-    assert M <= 4 and p["m_tiles"] == 1
+def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms):
+    """Shared memory of a bulk block apart from its rings (mirrors qmm_plan.cpp),
+    and the stage-buffer bytes of one slot."""
+    row_bytes = max(256, gs * bits)
+    k_step = row_bytes * 8 // bits
+    stages = K // k_step
+    spp = math.ceil(stages / split)
+    split = math.ceil(stages / spp)
+    mt = 1 if M <= 8 else 2
+    tpb = math.ceil(tiles / max(1, sms // split))
+    a128 = lambda n: (n + 127) // 128 * 128
+    x_pitch = spp * k_step * 2 + (64 if bits == 4 else 16)
+    off = a128(8 * 4 * 8 + 8 * mt * x_pitch)
+    off = a128(off + 2 * 8 * mt * spp * (k_step // gs) * 2)
+    off = a128(off + (tpb * mt * 4 * 32 * 4 if split > 1 else 0))
+    return off, 16 * (row_bytes + 2 * (k_step // gs) * 2)
+
+
+def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
+    """The bulk-copy plan covers every output column, row of x and k value once,
+    in one wave of persistent blocks whose shared memory fits."""
+    assert M <= 16 and p["m_tiles"] == (1 if M <= 8 else 2)
     row_bytes = max(256, gs * bits)  # 8 groups a stage, at least 256 bytes
     assert p["row_bytes"] == row_bytes and p["k_step"] == row_bytes * 8 // bits
     assert K % p["k_step"] == 0 and p["num_steps"] == K // p["k_step"]
-    kp, split, spp = p["k_parts"], p["split_k"], p["steps_per_split"]
-    assert kp in (1, 2, 4) and 1 <= split <= 8
+    split, spp, stages = p["split_k"], p["steps_per_split"], p["num_steps"]
+    # the cluster's k parts cover every stage once, none empty
+    assert 1 <= split <= 8 and (split - 1) * spp < stages <= split * spp
     gx, gy, gz = p["grid"]
-    assert (gx, gz) == (split, 1) and p["block"] == 32 * p["warps"] == 128
-    assert gy == math.ceil(math.ceil(N / 16) / (4 // kp))  # 16-row tiles, 4 / kp a block
-    # k parts of spp stages each cover K; their count is ceil(stages / spp) rounded up
-    # to a product kp * split (at most 3 more: those parts are empty)
-    parts = kp * split
-    assert math.ceil(p["num_steps"] / spp) <= parts <= math.ceil(p["num_steps"] / spp) + 3
-    assert 1 <= p["ring"] <= min(4, spp)
-    scale_bytes = p["k_step"] // gs * 2
-    assert p["smem_bytes"] == 128 + 4 * p["ring"] * 16 * (row_bytes + 2 * scale_bytes)
-    assert p["smem_bytes"] <= 227 * 1024
-    # the split reductions fit in the stage buffers: 7 accumulator sets of 32 lanes
-    assert p["smem_bytes"] - 128 >= 7 * p["m_tiles"] * 4 * 32 * 4
+    assert (gx, gz) == (split, 1) and p["block"] == 32 * p["warps"] == 256
+    tiles, tpb = math.ceil(N / 16), p["tiles_per_block"]
+    assert (gy - 1) * tpb < tiles <= gy * tpb  # every 16-row tile once
+    assert gy <= max(1, sms // split)  # one wave of clusters
+    # shared memory: barriers, staged x, X hi/lo, partial sums, rings; in order,
+    # 128-byte aligned, within the 227 KB a block may have
+    x, xsum, part, ring_off, total = p["smem"]
+    mt = p["m_tiles"]
+    assert p["x_pitch"] == spp * p["k_step"] * 2 + (64 if bits == 4 else 16)
+    assert p["x_pitch"] % 128 == (64 if bits == 4 else 16)  # conflict-free fragment reads
+    assert x >= 8 * 4 * 8 and xsum >= x + 8 * mt * p["x_pitch"]
+    assert part >= xsum + 2 * 8 * mt * spp * (p["k_step"] // gs) * 2
+    assert ring_off >= part + (tpb * mt * 512 if split > 1 else 0)
+    assert all(v % 128 == 0 for v in (x, xsum, part, ring_off))
+    slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
+    assert 1 <= p["ring"] <= 4 and total == ring_off + 8 * p["ring"] * slot <= 227 * 1024
+    assert p["smem_bytes"] == total
 
 
 @pytest.mark.parametrize("bits,gs", [(4, 32), (4, 64), (4, 128), (8, 32), (8, 64), (8, 128)])
@@ -67,23 +92,31 @@ def test_bulk_plan_shapes(bits, gs, sms):
         for K in (stage_k, 3 * stage_k, 4096, 14336):
             for M in (1, 4, 5, 8, 9, 16, 17):
                 p = _ext.plan_cuda_quantized_matmul(M, N, K, gs, bits, True, "float16", sms)
-                # M <= 4, whole stages, at least 30 KB of weights an SM (defaults)
-                if M <= 4 and K % stage_k == 0 and N * K * bits // 8 >= 30 * 1024 * sms:
-                    assert p["kernel"] == "tensor_core_bulk", (M, N, K)
-                    check_bulk_plan(p, M, N, K, gs, bits)
-                else:
-                    assert p["kernel"] == "tensor_core", (M, N, K)
+                # M <= 16, whole stages, at least 30 KB of weights an SM (defaults)
+                if M <= 16 and K % stage_k == 0 and N * K * bits // 8 >= 30 * 1024 * sms:
+                    if p["kernel"] == "tensor_core_bulk":
+                        check_bulk_plan(p, M, N, K, gs, bits, sms)
+                        continue
+                    # only when no k split leaves room for one stage buffer a warp
+                    for split in (1, 2, 4, 8):
+                        if split <= K // stage_k:
+                            fixed, slot = bulk_fixed_smem(M, K, gs, bits, split,
+                                                          math.ceil(N / 16), sms)
+                            assert fixed + 8 * slot > 227 * 1024, (M, N, K, split)
+                assert p["kernel"] == "tensor_core", (M, N, K)
 
 
 def test_bulk_plan_fills_the_gpu():
-    """Llama-3-8B shapes at M = 1 on 132 SMs: at least two waves of resident warps, or
-    as many k parts as there are stages (the cap)."""
+    """Llama-3-8B shapes at M = 1 and 16 on 132 SMs: the bulk kernel, with the work
+    of an SM (row tiles a block x stages a k part) within 5% of an even share, and
+    the deepest ring the shared memory allows up to 4."""
     for N, K in [(4096, 4096), (14336, 4096), (4096, 14336), (128256, 4096), (151936, 1024)]:
-        p = _ext.plan_cuda_quantized_matmul(1, N, K, 64, 4, True, "float16", 132)
-        assert p["kernel"] == "tensor_core_bulk", (N, K)
-        warps = math.ceil(N / 16) * p["k_parts"] * p["split_k"]
-        resident = 4 * p["blocks_per_sm"] * 132
-        assert warps >= 2 * resident or p["steps_per_split"] == 1, p
+        for M in (1, 16):
+            p = _ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, "float16", 132)
+            assert p["kernel"] == "tensor_core_bulk", (N, K)
+            even = math.ceil(N / 16) * p["num_steps"] / 132
+            assert p["tiles_per_block"] * p["steps_per_split"] <= 1.05 * even + 1, (N, K, p)
+            assert p["ring"] >= 2, (N, K, M, p)
 
 
 def test_bulk_kernel_can_be_turned_off():

@@ -64,11 +64,12 @@ def test_shapes(N, K, group_size, bits, transpose, dtype, device):
 
 
 # --- Decode rows over long K: the CUDA bulk-copy kernel's territory ----------
-# (M <= 4, K a multiple of 8 groups and at least 512 4-bit / 256 8-bit values,
-# 30 KB of weights an SM). On the GPU each case runs twice: planned for the
-# device's SMs (these sizes then take the mma kernel), and for one SM
-# (set_cuda_quantized_matmul_plan_sms), where M <= 4 takes the bulk kernel with
-# every kind of split: stages in a ring, k parts in a block, clusters.
+# (M <= 16, K a multiple of 8 groups and at least 512 4-bit / 256 8-bit values,
+# 30 KB of weights an SM). On the GPU each case runs three times: planned for
+# the device's SMs (these sizes then take the mma kernel), for one SM and for
+# four (set_cuda_quantized_matmul_plan_sms), where the bulk kernel runs with
+# every kind of split: one SM gives clusters of up to 8 k parts, four SMs one
+# k part with several tiles a warp, so that the stage ring wraps around.
 BULK_CASES = [
     (1000, 4096, 64, 4),  # N tail (1000 = 62.5 row tiles)
     (40, 8192, 64, 4),  # 3 row tiles: many k parts, a cluster split
@@ -84,11 +85,11 @@ BULK_CASES = [
 @pytest.mark.parametrize("N,K,group_size,bits", BULK_CASES, ids=lambda v: str(v))
 def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
     w, s, b = make_weights(N, K, group_size, bits, dtype)
-    plan_sms = [0, 1] if backend == "gpu" else [0]
+    plan_sms = [0, 1, 4] if backend == "gpu" else [0]
     try:
         for sms in plan_sms:
             mk._ext.set_cuda_quantized_matmul_plan_sms(sms)
-            for M in (1, 2, 3, 4, 5, 9, 16):
+            for M in (1, 2, 3, 4, 5, 8, 9, 16):
                 x = make_x((M, K), dtype)
                 check(x, w, s, b, True, group_size, bits, device, f"M={M} plan SMs={sms or 'device'}")
     finally:

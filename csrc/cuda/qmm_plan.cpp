@@ -39,38 +39,33 @@ const int64_t kMinStepsPerSplit = tuning("MLX_KERNELS_QMM_MIN_STEPS", 4);
 // The split blocks form one thread-block cluster: 8 is the portable maximum.
 constexpr int64_t kMaxClusterSplit = 8;
 // The bulk-copy kernel for M <= 16 (MLX_KERNELS_QMM_BULK=0 turns it off, for
-// an A/B on one build): stage buffers a warp, and how many waves of resident
-// warps the k split aims for.
+// an A/B on one build) and its stage buffers a warp (the most that fit).
 const bool kBulkEnabled = std::getenv("MLX_KERNELS_QMM_BULK") == nullptr ||
     std::atoll(std::getenv("MLX_KERNELS_QMM_BULK")) != 0;
-const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", 2), kBulkMaxRing);
-const int64_t kBulkWaves = tuning("MLX_KERNELS_QMM_BULK_WAVES", 2);
+const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulkMaxRing), kBulkMaxRing);
 // Where it is used: M <= kBulkMaxM and at least kBulkMinBytesPerSm of weights an
-// SM. Session 6 (ncu, float16, group 64): against tc_qmm it wins at M <= 4 on
-// every shape of 9 MB or more (128256x4096 M = 1: 121 us against 145) and
-// loses from M = 5-8 on (x read from L1 by every warp, where tc_qmm stages it
-// once a block) and on the 0.5 MB Qwen3 shapes (5.8 us against 5.3).
-const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 4), 16);
+// SM (smaller weights: the tensor-core kernel, whose blocks need no x staging).
+const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 16), 16);
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
-// Usable shared memory of an SM (H100/H200: 228 KB, 1 KB of it reserved a block).
-constexpr int64_t kSmemPerSm = 228 * 1024;
-constexpr int64_t kSmemReservedPerBlock = 1024;
+// The largest cluster: split k parts are added through distributed shared memory.
+constexpr int64_t kMaxBulkSplit = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 } // namespace
 
-// Shared memory of a bulk-kernel block: the mbarriers, then for each of the 4
-// warps `ring` stages of 16 weight rows and their scales and biases.
-int64_t bulk_smem_bytes(int64_t ring, int64_t row_bytes, int64_t scale_bytes) {
-  return kBulkBarrierBytes + int64_t(kTcWarps) * ring * 16 * (row_bytes + 2 * scale_bytes);
+int64_t align128(int64_t n) {
+  return (n + 127) / 128 * 128;
 }
 
-// The k split of the bulk kernel: k_parts (1, 2 or 4 warps of a block) times
-// split_k (1-8 blocks of a cluster); the fewest parts that give every resident
-// warp slot kBulkWaves warps (at most 32 parts, at least one stage a part).
-bool plan_bulk(const QmmParams& p, int num_sms, QmmPlan& plan) {
+// The bulk kernel's plan. Persistent blocks (one an SM, kBulkWarps warps):
+// the k split (the cluster size, 1-8) is the one with the least work an SM
+// (row tiles a block x stages a k part), a larger split only for 3% less work
+// or for more busy warps at no more work. Every block stages its rows of x for its k part, so the
+// split must also make those fit in shared memory next to at least one stage
+// buffer a warp; none fitting leaves the shape to the tensor-core kernel.
+bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, QmmPlan& plan) {
   const int64_t row_bytes = bulk_row_bytes(p.bits, p.group_size);
   const int64_t k_per_stage = row_bytes * 8 / p.bits;
   const int64_t sms = std::max<int64_t>(num_sms, 1);
@@ -78,55 +73,70 @@ bool plan_bulk(const QmmParams& p, int num_sms, QmmPlan& plan) {
       p.N * p.K * p.bits / 8 < kBulkMinBytesPerSm * sms) {
     return false;
   }
-  const int64_t scale_bytes = k_per_stage / p.group_size * 2;
+  const int64_t m_tiles = p.M <= 8 ? 1 : 2;
+  const int64_t x_rows = 8 * m_tiles;
+  const int64_t groups_per_stage = k_per_stage / p.group_size;
+  const int64_t slot_bytes = 16 * (row_bytes + 2 * groups_per_stage * 2);
   const int64_t stages = p.K / k_per_stage;
   const int64_t tiles = ceil_div(p.N, 16);
-  const auto blocks_per_sm = [&](int64_t ring) {
-    const int64_t by_smem =
-        kSmemPerSm / (bulk_smem_bytes(ring, row_bytes, scale_bytes) + kSmemReservedPerBlock);
-    const int64_t by_regs = 65536 / (32 * kTcWarps * bulk_registers(p.M <= 8 ? 1 : 2));
-    return std::max<int64_t>(1, std::min(by_smem, by_regs));
-  };
-  // Stages a k part from all of them down to one; the number of parts is
-  // then rounded up to a product k_parts * split_k (a few parts may be empty).
-  const auto factorable = [](int64_t s) {
-    const int64_t kp = s % 4 == 0 ? 4 : s % 2 == 0 ? 2 : 1;
-    return s / kp <= kMaxClusterSplit;
-  };
-  int64_t parts = 1;
-  for (int64_t spp = stages; spp >= 1; --spp) {
-    int64_t s = ceil_div(stages, spp);
-    while (s <= 4 * kMaxClusterSplit && !factorable(s)) {
-      ++s;
+  bool found = false;
+  int64_t best_cost = 0, best_busy = 0;
+  for (int64_t want = 1; want <= kMaxBulkSplit && want <= stages; want *= 2) {
+    const int64_t spp = ceil_div(stages, want);
+    const int64_t split = ceil_div(stages, spp); // no empty k part
+    const int64_t clusters = std::max<int64_t>(
+        1, cluster_capacity ? cluster_capacity[split] : sms / split);
+    const int64_t tpb = ceil_div(tiles, clusters);
+    const int64_t x_pitch = spp * k_per_stage * 2 + bulk_x_pad(p.bits);
+    const int64_t off_x = kBulkBarrierBytes;
+    const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
+    const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
+    const int64_t off_ring =
+        align128(off_part + (split > 1 ? tpb * m_tiles * 4 * 32 * 4 : 0));
+    const int64_t stages_a_warp = ceil_div(tpb, kBulkWarps) * spp;
+    int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
+    while (ring > 0 && off_ring + kBulkWarps * ring * slot_bytes > kBulkMaxSmem) {
+      --ring;
     }
-    if (s > 4 * kMaxClusterSplit) {
-      break;
+    if (ring == 0) {
+      continue;
     }
-    parts = s;
-    const int64_t ring = std::min(kBulkRing, spp);
-    if (tiles * s >= kBulkWaves * kTcWarps * blocks_per_sm(ring) * sms) {
-      break;
+    const int64_t cost = tpb * spp;
+    const int64_t busy = std::min<int64_t>(tpb, kBulkWarps);
+    // A larger split adds a cluster reduction and smaller k parts: it has to
+    // save 3% of the work an SM, or keep as much work and busy more warps.
+    const bool better = !found || 100 * cost < 97 * best_cost ||
+        (cost <= best_cost && busy > best_busy);
+    if (!better) {
+      continue;
     }
+    found = true;
+    best_cost = cost;
+    best_busy = busy;
+    plan.split_k = static_cast<int>(split);
+    plan.steps_per_split = spp;
+    plan.tiles_per_block = static_cast<int>(tpb);
+    plan.ring = static_cast<int>(ring);
+    plan.x_pitch = static_cast<int>(x_pitch);
+    plan.smem_x = static_cast<int>(off_x);
+    plan.smem_xsum = static_cast<int>(off_xsum);
+    plan.smem_partials = static_cast<int>(off_part);
+    plan.smem_ring = static_cast<int>(off_ring);
+    plan.smem_bytes = static_cast<int>(off_ring + kBulkWarps * ring * slot_bytes);
+    plan.grid[0] = split;
+    plan.grid[1] = ceil_div(tiles, tpb);
+    plan.grid[2] = 1;
+  }
+  if (!found) {
+    return false;
   }
   plan.kernel = QmmKernel::kTensorCoreBulk;
-  plan.block = 32 * kTcWarps;
-  plan.m_tiles = p.M <= 8 ? 1 : 2;
+  plan.block = 32 * kBulkWarps;
+  plan.m_tiles = static_cast<int>(m_tiles);
   plan.row_tiles = 1;
-  plan.k_parts = parts % 4 == 0 ? 4 : parts % 2 == 0 ? 2 : 1;
-  plan.split_k = static_cast<int>(parts / plan.k_parts);
   plan.k_step = static_cast<int>(k_per_stage);
   plan.num_steps = stages;
-  plan.steps_per_split = ceil_div(stages, parts);
-  plan.ring = static_cast<int>(std::min(kBulkRing, plan.steps_per_split));
-  while (plan.ring > 1 && bulk_smem_bytes(plan.ring, row_bytes, scale_bytes) > kBulkMaxSmem) {
-    --plan.ring;
-  }
   plan.row_bytes = static_cast<int>(row_bytes);
-  plan.smem_bytes = static_cast<int>(bulk_smem_bytes(plan.ring, row_bytes, scale_bytes));
-  plan.blocks_per_sm = static_cast<int>(blocks_per_sm(plan.ring));
-  plan.grid[0] = plan.split_k;
-  plan.grid[1] = ceil_div(tiles, kTcWarps / plan.k_parts);
-  plan.grid[2] = 1;
   return true;
 }
 
@@ -154,7 +164,8 @@ const char* qmm_kernel_name(QmmKernel k) {
   return "?";
 }
 
-QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
+QmmPlan plan_cuda_qmm(
+    const QmmParams& p, bool x_is_float32, int num_sms, const int* cluster_capacity) {
   QmmPlan plan;
   if (p.M == 0 || p.N == 0) {
     plan.kernel = QmmKernel::kNone;
@@ -178,7 +189,7 @@ QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms) {
     plan.grid[1] = ceil_div(p.M, 8);
     return plan;
   }
-  if (plan_bulk(p, num_sms, plan)) {
+  if (plan_bulk(p, num_sms, cluster_capacity, plan)) {
     return plan;
   }
   plan.kernel = QmmKernel::kTensorCore;

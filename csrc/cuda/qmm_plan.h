@@ -31,15 +31,18 @@ struct QmmPlan {
   int block = 128;
   // kTensorCoreBulk (k_step is then the k values of one stage, num_steps the
   // stages of K, steps_per_split the stages of one k part, split_k the
-  // cluster size): each warp owns 16 weight rows and one k part; k_parts
-  // warps of a block share a row tile (4 / k_parts row tiles a block), and
-  // split_k blocks of a cluster split K further. The k parts are
-  // k_parts * split_k in all.
-  int k_parts = 1;
+  // cluster size along grid.x): persistent blocks of kBulkWarps warps, one a
+  // resident slot (grid.y blocks a k part); block y owns the 16-row tiles
+  // [y * tiles_per_block, (y + 1) * tiles_per_block) over its k part, its
+  // warps take every kBulkWarps-th of them. The block's rows of x for its k
+  // part are staged in shared memory once (x_pitch bytes a row of x).
+  int tiles_per_block = 0;
   int ring = 0; // stage buffers a warp (bulk copies in flight)
   int row_bytes = 0; // bytes of one weight row a stage
+  int x_pitch = 0; // bytes of one staged row of x
+  // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
+  int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
-  int blocks_per_sm = 0; // the occupancy the split was chosen for
 };
 
 constexpr int kTcWarps = 4;
@@ -58,8 +61,10 @@ constexpr bool tc_variant_compiled(int row_tiles, int m_tiles) {
 }
 
 // The bulk-copy kernel's shapes (quantized_matmul.cu uses the same numbers).
-constexpr int kBulkBarrierBytes = 128; // the mbarriers, first in shared memory
-constexpr int kBulkMaxRing = 4; // 4 warps x 4 mbarriers fill those 128 bytes
+constexpr int kBulkWarps = 8; // warps a block (one block an SM)
+constexpr int kBulkMaxRing = 4;
+constexpr int kMaxClusterTable = 9; // cluster capacities are indexed 1..8
+constexpr int kBulkBarrierBytes = kBulkWarps * kBulkMaxRing * 8; // mbarriers, first
 // The most dynamic shared memory a block may have on sm_90 (227 KB).
 constexpr int kBulkMaxSmem = 227 * 1024;
 // Bytes of one weight row per stage: a stage holds at least 8 groups, so the
@@ -67,16 +72,20 @@ constexpr int kBulkMaxSmem = 227 * 1024;
 constexpr int bulk_row_bytes(int bits, int group_size) {
   return group_size * bits > 256 ? group_size * bits : 256; // 8 groups = gs * bits / 8 * 8
 }
-// Registers a thread of the bulk kernel by m_tiles (ptxas, CUDA 13.0, sm_90,
-// the most over dtypes and bits: 72 for MT = 1, 96 for MT = 2); only the
-// plan's occupancy estimate uses them.
-constexpr int bulk_registers(int m_tiles) {
-  return m_tiles == 1 ? 72 : 96;
+// Padding of a staged row of x past a multiple of 128 bytes, which with the
+// piece swizzle of the kernel keeps the B-fragment reads free of bank
+// conflicts (4-bit: 64-byte lane chunks; 8-bit: 32-byte ones).
+constexpr int bulk_x_pad(int bits) {
+  return bits == 4 ? 64 : 16;
 }
 
 const char* qmm_kernel_name(QmmKernel k);
 
-QmmPlan plan_cuda_qmm(const QmmParams& p, bool x_is_float32, int num_sms);
+// cluster_capacity[s] (s = 1..8, optional): how many clusters of s blocks of
+// the bulk kernel (one block an SM) the device runs at once; without it,
+// num_sms / s (a GPC may leave SMs over, so the launcher asks the driver).
+QmmPlan plan_cuda_qmm(
+    const QmmParams& p, bool x_is_float32, int num_sms, const int* cluster_capacity = nullptr);
 
 // The SM count the op plans for: the device's, unless a test set another
 // (set_qmm_plan_sms(n > 0); 0 restores the device's) to reach plan shapes that

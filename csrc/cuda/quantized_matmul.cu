@@ -79,6 +79,15 @@ __device__ __forceinline__ uint32_t as_u32(__nv_bfloat162 h) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
+// (a & mask) | magic in one LOP3: written as two C operators, the compiler
+// emits two (LOP3 takes one immediate), a quarter of the dequantization.
+template <uint32_t mask, uint32_t magic>
+__device__ __forceinline__ uint32_t and_or(uint32_t a) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(a), "n"(mask), "n"(magic));
+  return r;
+}
+
 // ---------------------------------------------------------------------------
 // Tensor-core path.
 //
@@ -142,7 +151,7 @@ __device__ __forceinline__ void dequant_chunk(
     for (int j = 0; j < 4; ++j) {
 #pragma unroll
       for (int p = 0; p < 4; ++p) {
-        uint32_t v = ((wv[j] >> (4 * p)) & 0x000F000Fu) | kMagic;
+        uint32_t v = and_or<0x000F000Fu, kMagic>(wv[j] >> (4 * p));
         T2 q = *reinterpret_cast<T2*>(&v);
         q = __hsub2(q, off);
         T2 d = __hfma2(q, s2, b2);
@@ -475,34 +484,49 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 }
 
 // ---------------------------------------------------------------------------
-// Bulk-copy path (M <= 16): the tc_qmm math with the weights streamed into
-// shared memory by the tensor memory accelerator (TMA).
+// Bulk-copy path (M <= 16): tensor-core math like tc_qmm, with the weights
+// streamed into shared memory by the tensor memory accelerator (TMA) and the
+// math rearranged so that a KB of weights costs about half the instructions.
 //
-// Each warp owns one tile of 16 weight rows and one k part, and runs its own
-// pipeline of `ring` stage buffers: a stage is `row_bytes` of each of the 16
-// rows (8+ quantization groups: 512 4-bit or 256-1024 8-bit values) plus
-// their scales and biases, brought by three tensor copies (weights, scales,
-// biases) that lane 0 issues and that complete on the slot's mbarrier. No
-// register holds bytes in flight, and loading a stage costs a handful of
-// instructions: the bytes in flight are set by shared memory (ring - 1 stages
-// a warp while it computes one), not by registers and occupancy, which held
-// tc_qmm to ~45% of the copy bandwidth at M = 1. (A first version issued one
-// 1-D cp.async.bulk a row per lane; those take uniform operands, so the
-// compiler looped over the lanes, ~40% of all instructions: ncu, session 6.)
+// Work: persistent blocks of kBulkWarps warps, one an SM. grid.x is the k
+// part (a cluster of `split` blocks shares the row tiles and adds its partial
+// sums through distributed shared memory at the end); block y owns the
+// 16-row tiles [y * tiles_per_block, ...), warp w every kBulkWarps-th of them
+// starting at w. A warp streams (tile, stage) after (tile, stage) through its
+// own ring of `ring` stage buffers: a stage is `row_bytes` of each of its 16
+// weight rows (8 or 16 quantization groups) plus their scales and biases,
+// brought by three tensor copies that lane 0 issues and that complete on the
+// slot's mbarrier, so the bytes in flight are set by shared memory, not by
+// registers.
 //
-// Shared memory: [mbarriers: 4 warps x ring x 8 B, in 128 B] then for each
-// warp and slot: w [row_bytes / 64 steps][16 rows][64 B] (step-major, so the
-// two rows one quarter-warp reads are 64 B apart: no bank conflicts; when the
-// driver refuses that tensor-map view, row-major [16][row_bytes] with 2-way
-// conflicts), scales [16][scale_bytes], biases [16][scale_bytes]. Rows past
-// N arrive as zeros (TMA fills out-of-bounds elements) and are not stored.
-// Thread mapping per 64-byte step of a stage (as tc_qmm): lane (g, c) reads
-// the 16 bytes at c * 16 of rows g and g + 8, dequantizes them into A
-// fragments and multiplies them with x rows 8 t + g (t < MT, from global
-// memory: x is small and shared by every warp, so it stays in L1/L2).
-// k_parts warps of a block share a row tile and add their sums through
-// shared memory; split_k blocks of a cluster add theirs through distributed
-// shared memory (rank 0 stores).
+// Math: out[m, n] = sum_k x[m, k] q[n, k] s[n, g(k)] + sum_g b[n, g] X[m, g],
+// X[m, g] = the sum of x[m, k] over group g.
+// - The first sum is tc_qmm's mma with A = q * s (one HFMA2 a pair of values
+//   after a LOP3: the nibble lands in the mantissa of a magic number, and
+//   (magic + q) * s - magic * s is q * s with a single rounding). No bias add
+//   a weight: that was a third of the dequantization (ncu, session 6).
+// - The second is one m16n8k8 mma a stage (A: the stage's 8 biases of each
+//   row, B: X in two halves hi + lo, so it is float32-accurate).
+// - The block's rows of x for its k part are staged once, before the loop,
+//   in the order the B fragments take them (the per-lane byte permutes of
+//   tc_qmm done once a block instead of once a warp and step), together with
+//   X; every warp then reads its fragments with 16-byte shared loads that do
+//   not grow with M (tc_qmm-bulk v1 read x from L1 a warp: its time grew
+//   with M).
+//
+// Shared memory (offsets from the plan): mbarriers [kBulkWarps][kBulkMaxRing];
+// staged x [8 MT rows][x_pitch bytes]: for step j of the k part (4 V values)
+// and lane c, the V values lane c multiplies, in fragment order, as V / 8
+// 16-byte pieces, piece p at slot swizzle(p, c) (conflict-free with the
+// row padding, see bulk_x_pad); X hi and lo [8 MT rows][groups of the k part];
+// split > 1: partial sums [tiles_per_block][MT * 4][32 lanes] float; then the
+// rings: for each warp and slot, w [row_bytes / 64 steps][16 rows][64 B]
+// (step-major; row-major [16][row_bytes] when the driver refuses that view),
+// scales [16][groups a stage], biases [16][groups a stage]. Rows past N
+// arrive as zeros (TMA fills out-of-bounds elements) and are not stored.
+// Thread mapping per 64-byte step (as tc_qmm): lane (g, c) dequantizes the
+// 16 bytes at c * 16 of rows g and g + 8 into A fragments and multiplies
+// them with x rows 8 t + g (t < MT).
 struct BulkArgs {
   CUtensorMap w_map; // uint8 (64 B, N, row bytes / 64) or (64 B, row bytes / 64, N)
   CUtensorMap s_map; // T (groups, N), box (groups a stage, 16)
@@ -510,46 +534,140 @@ struct BulkArgs {
   const void* x;
   void* out;
   int64_t M, N, K;
+  int group_size;
   int group_shift;
   int row_bytes; // bytes of a weight row a stage
-  int scale_bytes; // bytes of a row's scales (and of its biases) a stage
+  int groups_per_stage; // scales (and biases) of a row a stage: 8 or 16
   int stages; // K / (k values a stage)
-  int stages_per_part;
-  int k_parts; // warps of a block on one row tile
+  int stages_per_part; // stages of one k part (grid.x)
   int split; // blocks of a cluster (grid.x)
-  int ring; // stage buffers a warp, <= 4
+  int tiles; // 16-row tiles of w
+  int tiles_per_block;
+  int ring; // stage buffers a warp, <= kBulkMaxRing
   int step_major; // 1: w_map is the (64 B, N, steps) view
+  int x_pitch; // bytes of a staged row of x
+  int smem_x, smem_xsum, smem_partials, smem_ring; // region offsets
 };
 
+// Dequantize one 16-byte chunk into A fragments of q * s (no bias), in the
+// pair order of dequant_chunk (chunk_pos).
+template <typename T, int bits>
+__device__ __forceinline__ void dequant_scaled(
+    uint4 raw, T s, uint32_t (&frag)[128 / bits / 4][2]) {
+  using T2 = typename Pair<T>::type;
+  const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+  const T2 s2 = {s, s};
+  if constexpr (bits == 4 && std::is_same_v<T, __half>) {
+    // Nibble at bits 4-7 of each half over 0x5400 (64, unit 1/16 there):
+    // the half is 64 + q exactly; (64 + q) * s - 64 * s = q * s, one rounding.
+    // (64 * s overflows only for |s| >= 1024.)
+    const T2 c2 = __hmul2(s2, __float2half2_rn(-64.f));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t w = wv[j];
+      const uint32_t sh[4] = {w << 4, w, w >> 4, w >> 8}; // nibble p (and p + 4) at bits 4-7
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        uint32_t v = and_or<0x00F000F0u, 0x54005400u>(sh[p]);
+        frag[2 * j + p / 2][p % 2] = as_u32(__hfma2(*reinterpret_cast<T2*>(&v), s2, c2));
+      }
+    }
+  } else if constexpr (bits == 4) {
+    // bfloat16: nibble at bits 0-3 over 0x4300 (128, unit 1).
+    const T2 c2 = __hmul2(s2, __float2bfloat162_rn(-128.f));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t w = wv[j];
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        uint32_t v = and_or<0x000F000Fu, 0x43004300u>(w >> (4 * p));
+        frag[2 * j + p / 2][p % 2] = as_u32(__hfma2(*reinterpret_cast<T2*>(&v), s2, c2));
+      }
+    }
+  } else if constexpr (std::is_same_v<T, __half>) {
+    // 8-bit: 1024 + q, minus 1024 (exact), times s.
+    const __half2 off = __half2half2(__float2half(1024.f));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int bb = 0; bb < 2; ++bb) {
+        uint32_t v = __byte_perm(wv[j], 0x64u, bb == 0 ? 0x4140 : 0x4342);
+        const __half2 q = __hsub2(*reinterpret_cast<__half2*>(&v), off);
+        frag[j][bb] = as_u32(__hmul2(q, s2));
+      }
+    }
+  } else {
+    // 8-bit bfloat16: 128 + q is not exact in bfloat16 for q >= 128; float32.
+    const float sf = __bfloat162float(s);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int bb = 0; bb < 2; ++bb) {
+        const float f0 = float((wv[j] >> (16 * bb)) & 0xFFu);
+        const float f1 = float((wv[j] >> (16 * bb + 8)) & 0xFFu);
+        frag[j][bb] = as_u32(__floats2bfloat162_rn(f0 * sf, f1 * sf));
+      }
+    }
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void mma1688(
+    float (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(b0));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(b0));
+  }
+}
+
+// Where piece p (16 bytes) of lane c's staged x chunk sits: 4-bit chunks are
+// 64 bytes, and lanes c and c + 2 would hit the same banks without the turn.
+template <int bits>
+__device__ __forceinline__ int x_piece_slot(int p, int c) {
+  return bits == 4 ? ((p + c) & 3) : p;
+}
+
 template <typename T, int bits, int MT>
-__global__ void __launch_bounds__(32 * kTcWarps)
+__global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
+  constexpr int kPieces = V / 8; // 16-byte pieces of a lane's x chunk
+  constexpr int kChunkBytes = 2 * V; // bytes of a lane's x chunk
+  constexpr int kStepBytes = 4 * kChunkBytes; // bytes of staged x a step and row
+  constexpr int kXRows = 8 * MT;
   extern __shared__ __align__(128) unsigned char smem[];
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
   const int c = lane % 4;
 
-  const int tiles_per_block = kTcWarps / a.k_parts;
-  const int tile = warp % tiles_per_block;
-  const int kp = warp / tiles_per_block;
-  const int64_t n0 = (int64_t(blockIdx.y) * tiles_per_block + tile) * 16;
-  const int64_t rows_left = a.N - n0;
-  const int rows = rows_left <= 0 ? 0 : rows_left >= 16 ? 16 : int(rows_left);
-  const int part = int(blockIdx.x) * a.k_parts + kp;
-  const int st_begin = part * a.stages_per_part;
-  const int count = rows == 0 ? 0 : max(0, min(a.stages_per_part, a.stages - st_begin));
+  const int st_begin = int(blockIdx.x) * a.stages_per_part;
+  const int st_count = min(a.stages_per_part, a.stages - st_begin); // >= 1 (plan)
+  const int tile_begin = int(blockIdx.y) * a.tiles_per_block;
+  const int tile_end = min(tile_begin + a.tiles_per_block, a.tiles);
+  const int my_tiles = tile_begin + warp < tile_end
+      ? (tile_end - tile_begin - warp + kBulkWarps - 1) / kBulkWarps
+      : 0;
+  const int total = my_tiles * st_count; // (tile, stage) pairs of this warp
 
   const int ring = a.ring;
+  const int spr = a.groups_per_stage;
   const int w_bytes = 16 * a.row_bytes; // of a slot
-  const int slot_bytes = w_bytes + 32 * a.scale_bytes;
-  const uint32_t bars = smem_u32(smem) + warp * ring * 8;
-  unsigned char* slots = smem + kBulkBarrierBytes + warp * ring * slot_bytes;
+  const int slot_bytes = w_bytes + 2 * 16 * spr * int(sizeof(T));
+  const uint32_t bars = smem_u32(smem) + warp * kBulkMaxRing * 8;
+  unsigned char* slots = smem + a.smem_ring + warp * ring * slot_bytes;
   const int k_per_stage = a.row_bytes * 8 / bits;
-  const int scales_per_row = a.scale_bytes / int(sizeof(T));
   const int steps = a.row_bytes / 64;
   // Where row r's 16 bytes of step j start in a slot.
   const int row_stride = a.step_major ? 64 : a.row_bytes;
@@ -563,69 +681,63 @@ __global__ void __launch_bounds__(32 * kTcWarps)
   }
   __syncwarp();
 
-  // Stage i of this warp into slot i % ring (lane 0 only).
-  const int n0_32 = int(n0);
+  // Pair i of this warp (tile i / st_count, stage i % st_count of the k part)
+  // into slot i % ring (lane 0 only).
   auto issue = [&](int i) {
     const int slot = i % ring;
-    const int st = st_begin + i;
+    const int tl = i / st_count;
+    const int st = st_begin + (i - tl * st_count);
+    const int n0 = (tile_begin + warp + kBulkWarps * tl) * 16;
     unsigned char* sl = slots + slot * slot_bytes;
     const uint32_t bar = bars + 8 * slot;
     mbar_arrive_expect_tx(bar, uint32_t(slot_bytes));
     if (a.step_major) {
-      tma_load_3d(smem_u32(sl), &a.w_map, 0, n0_32, st * steps, bar);
+      tma_load_3d(smem_u32(sl), &a.w_map, 0, n0, st * steps, bar);
     } else {
-      tma_load_3d(smem_u32(sl), &a.w_map, 0, st * steps, n0_32, bar);
+      tma_load_3d(smem_u32(sl), &a.w_map, 0, st * steps, n0, bar);
     }
-    const int g0 = st * scales_per_row;
-    tma_load_2d(smem_u32(sl + w_bytes), &a.s_map, g0, n0_32, bar);
-    tma_load_2d(smem_u32(sl + w_bytes + 16 * a.scale_bytes), &a.b_map, g0, n0_32, bar);
+    const int g0 = st * spr;
+    tma_load_2d(smem_u32(sl + w_bytes), &a.s_map, g0, n0, bar);
+    tma_load_2d(smem_u32(sl + w_bytes + 16 * spr * int(sizeof(T))), &a.b_map, g0, n0, bar);
   };
-
-  float acc[MT][4];
-#pragma unroll
-  for (int t = 0; t < MT; ++t)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      acc[t][e] = 0.f;
-
-  const T* xg = static_cast<const T*>(a.x);
   if (lane == 0) {
-    for (int i = 0; i < min(ring, count); ++i) {
+    for (int i = 0; i < min(ring, total); ++i) {
       issue(i);
     }
   }
-  for (int i = 0; i < count; ++i) {
-    const int slot = i % ring;
-    mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
-    const unsigned char* sl = slots + slot * slot_bytes;
-    const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
-    const T* bi = sc + 16 * scales_per_row;
-    const int64_t k_stage = int64_t(st_begin + i) * k_per_stage;
-#pragma unroll 2
-    for (int j = 0; j < steps; ++j) {
-      const int kin = j * 4 * V + c * V; // k of this lane's chunk in the stage
-      const int grp = kin >> a.group_shift;
-      const unsigned char* chunk = sl + j * step_stride + g * row_stride + 16 * c;
-      const uint4 raw0 = *reinterpret_cast<const uint4*>(chunk);
-      const uint4 raw1 = *reinterpret_cast<const uint4*>(chunk + 8 * row_stride);
-      uint32_t frag[2][NI][2];
-      dequant_chunk<T, bits>(raw0, sc[g * scales_per_row + grp], bi[g * scales_per_row + grp],
-                             frag[0]);
-      dequant_chunk<T, bits>(raw1, sc[(g + 8) * scales_per_row + grp],
-                             bi[(g + 8) * scales_per_row + grp], frag[1]);
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        const int64_t m = 8 * t + g;
+
+  // Stage this block's rows of x for its k part (while the first weights are
+  // on their way): one thread a (row of x, group): the group's values in
+  // fragment order, and X = their sum (float32, kept as hi + lo halves).
+  // Rows past M are zeros.
+  const T* xg = static_cast<const T*>(a.x);
+  unsigned char* xs = smem + a.smem_x;
+  T* xhi = reinterpret_cast<T*>(smem + a.smem_xsum);
+  const int xsum_pitch = a.stages_per_part * spr; // elements a row of X
+  T* xlo = xhi + kXRows * xsum_pitch;
+  {
+    const int groups = st_count * spr;
+    const int64_t k_lo = int64_t(st_begin) * k_per_stage;
+    for (int u = threadIdx.x; u < kXRows * groups; u += 32 * kBulkWarps) {
+      const int m = u / groups;
+      const int gi = u - m * groups;
+      float sum = 0.f;
+      for (int kc = gi * a.group_size; kc < (gi + 1) * a.group_size; kc += V) {
         uint32_t xr[V / 2];
         if (m < a.M) {
-          const uint4* xp = reinterpret_cast<const uint4*>(xg + m * a.K + k_stage + kin);
+          const uint4* src = reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + kc);
 #pragma unroll
-          for (int q = 0; q < V / 8; ++q) {
-            const uint4 v = __ldg(xp + q);
+          for (int q = 0; q < kPieces; ++q) {
+            const uint4 v = src[q];
             xr[4 * q + 0] = v.x;
             xr[4 * q + 1] = v.y;
             xr[4 * q + 2] = v.z;
             xr[4 * q + 3] = v.w;
+          }
+#pragma unroll
+          for (int q = 0; q < V / 2; ++q) {
+            const T* h = reinterpret_cast<const T*>(&xr[q]);
+            sum += to_f<T>(h[0]) + to_f<T>(h[1]);
           }
         } else {
 #pragma unroll
@@ -635,6 +747,62 @@ __global__ void __launch_bounds__(32 * kTcWarps)
         }
         uint32_t xb[V / 2];
         x_pairs_in_chunk_order<bits>(xr, xb);
+        const int step = kc / (4 * V);
+        const int lc = (kc / V) % 4; // the lane c that multiplies this chunk
+        unsigned char* dst = xs + m * a.x_pitch + step * kStepBytes + lc * kChunkBytes;
+#pragma unroll
+        for (int q = 0; q < kPieces; ++q) {
+          *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(q, lc)) =
+              make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
+        }
+      }
+      const T hi = from_f<T>(sum);
+      xhi[m * xsum_pitch + gi] = hi;
+      xlo[m * xsum_pitch + gi] = from_f<T>(sum - to_f<T>(hi));
+    }
+  }
+  __syncthreads();
+
+  constexpr int kAccFloats = MT * 4 * 32;
+  float* partials = reinterpret_cast<float*>(smem + a.smem_partials);
+  T* out = static_cast<T*>(a.out);
+  float acc[MT][4];
+#pragma unroll
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      acc[t][e] = 0.f;
+
+  for (int i = 0; i < total; ++i) {
+    const int slot = i % ring;
+    const int tl = i / st_count;
+    const int si = i - tl * st_count; // stage within the k part
+    mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
+    const unsigned char* sl = slots + slot * slot_bytes;
+    const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
+    const T* bi = sc + 16 * spr;
+#pragma unroll 2
+    for (int j = 0; j < steps; ++j) {
+      const int grp = (j * 4 * V + c * V) >> a.group_shift; // of this lane's chunk
+      const unsigned char* chunk = sl + j * step_stride + g * row_stride + 16 * c;
+      uint32_t frag[2][NI][2];
+      dequant_scaled<T, bits>(*reinterpret_cast<const uint4*>(chunk), sc[g * spr + grp], frag[0]);
+      dequant_scaled<T, bits>(
+          *reinterpret_cast<const uint4*>(chunk + 8 * row_stride), sc[(g + 8) * spr + grp],
+          frag[1]);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        const unsigned char* xrow = xs + (8 * t + g) * a.x_pitch +
+            (si * steps + j) * kStepBytes + c * kChunkBytes;
+        uint32_t xb[V / 2];
+#pragma unroll
+        for (int q = 0; q < kPieces; ++q) {
+          const uint4 v = *reinterpret_cast<const uint4*>(xrow + 16 * x_piece_slot<bits>(q, c));
+          xb[4 * q + 0] = v.x;
+          xb[4 * q + 1] = v.y;
+          xb[4 * q + 2] = v.z;
+          xb[4 * q + 3] = v.w;
+        }
 #pragma unroll
         for (int ii = 0; ii < NI; ++ii)
           mma16816<T>(
@@ -642,64 +810,72 @@ __global__ void __launch_bounds__(32 * kTcWarps)
               xb[2 * ii], xb[2 * ii + 1]);
       }
     }
+    // The stage's bias term: biases [16 rows][8 groups] x X [8 groups][8 rows of x].
+    for (int h = 0; h < spr; h += 8) {
+      const uint32_t a0 = *reinterpret_cast<const uint32_t*>(bi + g * spr + h + 2 * c);
+      const uint32_t a1 = *reinterpret_cast<const uint32_t*>(bi + (g + 8) * spr + h + 2 * c);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        const int xi = (8 * t + g) * xsum_pitch + si * spr + h + 2 * c;
+        mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xhi + xi));
+        mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xlo + xi));
+      }
+    }
     // Every lane's reads of the slot are done (and ordered before the copy
     // engine's writes) before the slot is refilled.
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncwarp();
-    if (lane == 0 && i + ring < count) {
+    if (lane == 0 && i + ring < total) {
       issue(i + ring);
     }
-  }
-
-  // k parts of one row tile: the warps kp > 0 hand their sums to warp kp = 0
-  // through shared memory (the stage buffers are free: every copy issued has
-  // been waited for), added in kp order.
-  constexpr int kAccFloats = MT * 4 * 32;
-  float* red = reinterpret_cast<float*>(smem + kBulkBarrierBytes);
-  if (a.k_parts > 1 || a.split > 1) {
-    __syncthreads();
-  }
-  if (a.k_parts > 1) {
-    if (kp > 0) {
+    if (si == st_count - 1) {
+      // The tile is done: store it (one k part) or keep its partial sums.
+      const int lt = warp + kBulkWarps * tl; // tile within the block
+      const int64_t n0 = int64_t(tile_begin + lt) * 16;
 #pragma unroll
       for (int t = 0; t < MT; ++t)
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          red[((kp - 1) * tiles_per_block + tile) * kAccFloats + (t * 4 + e) * 32 + lane] =
-              acc[t][e];
-    }
-    __syncthreads();
-    if (kp == 0) {
-      for (int q = 1; q < a.k_parts; ++q)
-#pragma unroll
-        for (int t = 0; t < MT; ++t)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            acc[t][e] += red[((q - 1) * tiles_per_block + tile) * kAccFloats + (t * 4 + e) * 32 + lane];
+        for (int e = 0; e < 4; ++e) {
+          if (a.split > 1) {
+            partials[lt * kAccFloats + (t * 4 + e) * 32 + lane] = acc[t][e];
+          } else {
+            // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
+            const int64_t n = n0 + g + 8 * (e / 2);
+            const int64_t m = 8 * t + 2 * c + (e % 2);
+            if (n < a.N && m < a.M) {
+              out[m * a.N + n] = from_f<T>(acc[t][e]);
+            }
+          }
+          acc[t][e] = 0.f;
+        }
     }
   }
-  // Blocks of a cluster: rank 0 adds the others' sums in rank order.
+
+  // k parts: rank r of the cluster adds, in rank order, every rank's partial
+  // sums of the block's tiles lt with lt % split == r, and stores them.
   if (a.split > 1) {
-    float* part_sums = red + 3 * kAccFloats; // past the k-part area (<= 3 warps)
-    if (!add_cluster_partials(acc, part_sums, tile, a.split, kp == 0)) {
-      return;
-    }
-  }
-  if (kp != 0) {
-    return;
-  }
-  // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
-  T* out = static_cast<T*>(a.out);
-#pragma unroll
-  for (int t = 0; t < MT; ++t)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t n = n0 + g + 8 * (e / 2);
-      const int64_t m = 8 * t + 2 * c + (e % 2);
-      if (n < a.N && m < a.M) {
-        out[m * a.N + n] = from_f<T>(acc[t][e]);
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();
+    const int rank = int(cluster.block_rank());
+    const int ntiles = tile_end - tile_begin;
+    for (int lt = rank; lt < ntiles; lt += a.split) {
+      for (int f = threadIdx.x; f < kAccFloats; f += 32 * kBulkWarps) {
+        float v = 0.f;
+        for (int q = 0; q < a.split; ++q) {
+          v += cluster.map_shared_rank(partials, q)[lt * kAccFloats + f];
+        }
+        const int t = f / 128;
+        const int e = (f / 32) % 4;
+        const int ln = f % 32;
+        const int64_t n = int64_t(tile_begin + lt) * 16 + ln / 4 + 8 * (e / 2);
+        const int64_t m = 8 * t + 2 * (ln % 4) + (e % 2);
+        if (n < a.N && m < a.M) {
+          out[m * a.N + n] = from_f<T>(v);
+        }
       }
     }
+    cluster.sync(); // no block leaves while another reads its partial sums
+  }
 #endif
 }
 
@@ -958,6 +1134,39 @@ void launch_bulk(mx::cu::CommandEncoder& enc, const QmmPlan& plan, const BulkArg
   }
 }
 
+// How many clusters of s = 1..8 bulk-kernel blocks (one an SM) the device
+// runs at once, asked of the driver once (a GPC whose SM count is no multiple
+// of s leaves SMs idle, so this can be less than num_sms / s).
+const int* bulk_cluster_capacity() {
+  static int cap[kMaxClusterTable] = {};
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const CUfunction fn =
+        func_of((const void*)tc_qmm_bulk_kernel<__half, 4, 1>, kBulkMaxSmem);
+    for (int s = 1; s < kMaxClusterTable; ++s) {
+      CUlaunchAttribute attr{};
+      attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+      attr.value.clusterDim.x = unsigned(s);
+      attr.value.clusterDim.y = 1;
+      attr.value.clusterDim.z = 1;
+      CUlaunchConfig cfg{};
+      cfg.gridDimX = unsigned(s);
+      cfg.gridDimY = 1;
+      cfg.gridDimZ = 1;
+      cfg.blockDimX = 32 * kBulkWarps;
+      cfg.blockDimY = 1;
+      cfg.blockDimZ = 1;
+      cfg.sharedMemBytes = kBulkMaxSmem;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      int n = 0;
+      check_cu(cuOccupancyMaxActiveClusters(&n, fn, &cfg), "cuOccupancyMaxActiveClusters");
+      cap[s] = n > 0 ? n : std::max(1, num_sms() / s);
+    }
+  });
+  return cap;
+}
+
 template <typename T>
 void dispatch(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const QmmParams& p,
@@ -980,14 +1189,21 @@ void dispatch(
       ba.M = p.M;
       ba.N = p.N;
       ba.K = p.K;
+      ba.group_size = p.group_size;
       ba.group_shift = p.group_size == 32 ? 5 : p.group_size == 64 ? 6 : 7;
       ba.row_bytes = plan.row_bytes;
-      ba.scale_bytes = int(plan.k_step / p.group_size * sizeof(T));
+      ba.groups_per_stage = int(plan.k_step / p.group_size);
       ba.stages = int(plan.num_steps);
       ba.stages_per_part = int(plan.steps_per_split);
-      ba.k_parts = plan.k_parts;
       ba.split = plan.split_k;
+      ba.tiles = int((p.N + 15) / 16);
+      ba.tiles_per_block = plan.tiles_per_block;
       ba.ring = plan.ring;
+      ba.x_pitch = plan.x_pitch;
+      ba.smem_x = plan.smem_x;
+      ba.smem_xsum = plan.smem_xsum;
+      ba.smem_partials = plan.smem_partials;
+      ba.smem_ring = plan.smem_ring;
       register_io();
       if (p.bits == 4) {
         launch_bulk<T, 4>(enc, plan, ba);
@@ -1053,7 +1269,11 @@ void quantized_matmul(
   poison_output(enc, out);
 
   const bool is_f32 = x_in.dtype() == mx::float32;
-  const QmmPlan plan = plan_cuda_qmm(p, is_f32, qmm_plan_sms(num_sms()));
+  const int sms = qmm_plan_sms(num_sms());
+  // The driver's cluster capacity holds for this device only, not for a test's
+  // plan SM count.
+  const QmmPlan plan =
+      plan_cuda_qmm(p, is_f32, sms, sms == num_sms() ? bulk_cluster_capacity() : nullptr);
   if (plan.grid[1] > 65535 || plan.grid[2] > 65535) {
     throw std::runtime_error("mlx_kernels CUDA: quantized_matmul problem too large for one launch");
   }
