@@ -59,12 +59,12 @@ int64_t align128(int64_t n) {
   return (n + 127) / 128 * 128;
 }
 
-// The bulk kernel's plan. Persistent blocks (one an SM, kBulkWarps warps):
+// The bulk kernel's plan. Persistent blocks (one an SM, 16 or 8 warps):
 // the k split (the cluster size, 1-8) is the one with the least work an SM
 // (row tiles a block x stages a k part), a larger split only for 3% less work
 // or for more busy warps at no more work. Every block stages its rows of x for its k part, so the
-// split must also make those fit in shared memory next to at least one stage
-// buffer a warp; none fitting leaves the shape to the tensor-core kernel.
+// split must also make those fit in shared memory next to two stage buffers
+// a warp; none fitting leaves the shape to the tensor-core kernel.
 bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, QmmPlan& plan) {
   const int64_t row_bytes = bulk_row_bytes(p.bits, p.group_size);
   const int64_t k_per_stage = row_bytes * 8 / p.bits;
@@ -81,57 +81,63 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
   const int64_t tiles = ceil_div(p.N, 16);
   bool found = false;
   int64_t best_cost = 0, best_busy = 0;
-  for (int64_t want = 1; want <= kMaxBulkSplit && want <= stages; want *= 2) {
-    const int64_t spp = ceil_div(stages, want);
-    const int64_t split = ceil_div(stages, spp); // no empty k part
-    const int64_t clusters = std::max<int64_t>(
-        1, cluster_capacity ? cluster_capacity[split] : sms / split);
-    const int64_t tpb = ceil_div(tiles, clusters);
-    const int64_t x_pitch = spp * k_per_stage * 2 + bulk_x_pad(p.bits);
-    const int64_t off_x = kBulkBarrierBytes;
-    const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
-    const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
-    const int64_t off_ring =
-        align128(off_part + (split > 1 ? tpb * m_tiles * 4 * 32 * 4 : 0));
-    const int64_t stages_a_warp = ceil_div(tpb, kBulkWarps) * spp;
-    int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
-    while (ring > 0 && off_ring + kBulkWarps * ring * slot_bytes > kBulkMaxSmem) {
-      --ring;
+  // 16 warps a block where they fit (ncu, session 7: 8 warps left the
+  // schedulers idle half the time on dependent-latency stalls), else 8.
+  for (int64_t warps = kBulkWarps; warps >= 8 && !found; warps /= 2) {
+    for (int64_t want = 1; want <= kMaxBulkSplit && want <= stages; want *= 2) {
+      const int64_t spp = ceil_div(stages, want);
+      const int64_t split = ceil_div(stages, spp); // no empty k part
+      const int64_t clusters = std::max<int64_t>(
+          1, cluster_capacity ? cluster_capacity[split] : sms / split);
+      const int64_t tpb = ceil_div(tiles, clusters);
+      const int64_t x_pitch = spp * k_per_stage * 2 + bulk_x_pad(p.bits);
+      const int64_t off_x = kBulkBarrierBytes;
+      const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
+      const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
+      const int64_t off_ring =
+          align128(off_part + (split > 1 ? tpb * m_tiles * 4 * 32 * 4 : 0));
+      const int64_t stages_a_warp = ceil_div(tpb, warps) * spp;
+      int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
+      while (ring > 0 && off_ring + warps * ring * slot_bytes > kBulkMaxSmem) {
+        --ring;
+      }
+      // At least two stage buffers a warp (one in flight while it computes
+      // one) unless a warp has a single stage.
+      if (ring < std::min<int64_t>(2, stages_a_warp)) {
+        continue;
+      }
+      const int64_t cost = tpb * spp;
+      const int64_t busy = std::min<int64_t>(tpb, warps);
+      // A larger split adds a cluster reduction and smaller k parts: it has
+      // to save 3% of the work an SM, or keep as much work and busy more warps.
+      const bool better = !found || 100 * cost < 97 * best_cost ||
+          (cost <= best_cost && busy > best_busy);
+      if (!better) {
+        continue;
+      }
+      found = true;
+      best_cost = cost;
+      best_busy = busy;
+      plan.block = static_cast<int>(32 * warps);
+      plan.split_k = static_cast<int>(split);
+      plan.steps_per_split = spp;
+      plan.tiles_per_block = static_cast<int>(tpb);
+      plan.ring = static_cast<int>(ring);
+      plan.x_pitch = static_cast<int>(x_pitch);
+      plan.smem_x = static_cast<int>(off_x);
+      plan.smem_xsum = static_cast<int>(off_xsum);
+      plan.smem_partials = static_cast<int>(off_part);
+      plan.smem_ring = static_cast<int>(off_ring);
+      plan.smem_bytes = static_cast<int>(off_ring + warps * ring * slot_bytes);
+      plan.grid[0] = split;
+      plan.grid[1] = ceil_div(tiles, tpb);
+      plan.grid[2] = 1;
     }
-    if (ring == 0) {
-      continue;
-    }
-    const int64_t cost = tpb * spp;
-    const int64_t busy = std::min<int64_t>(tpb, kBulkWarps);
-    // A larger split adds a cluster reduction and smaller k parts: it has to
-    // save 3% of the work an SM, or keep as much work and busy more warps.
-    const bool better = !found || 100 * cost < 97 * best_cost ||
-        (cost <= best_cost && busy > best_busy);
-    if (!better) {
-      continue;
-    }
-    found = true;
-    best_cost = cost;
-    best_busy = busy;
-    plan.split_k = static_cast<int>(split);
-    plan.steps_per_split = spp;
-    plan.tiles_per_block = static_cast<int>(tpb);
-    plan.ring = static_cast<int>(ring);
-    plan.x_pitch = static_cast<int>(x_pitch);
-    plan.smem_x = static_cast<int>(off_x);
-    plan.smem_xsum = static_cast<int>(off_xsum);
-    plan.smem_partials = static_cast<int>(off_part);
-    plan.smem_ring = static_cast<int>(off_ring);
-    plan.smem_bytes = static_cast<int>(off_ring + kBulkWarps * ring * slot_bytes);
-    plan.grid[0] = split;
-    plan.grid[1] = ceil_div(tiles, tpb);
-    plan.grid[2] = 1;
   }
   if (!found) {
     return false;
   }
   plan.kernel = QmmKernel::kTensorCoreBulk;
-  plan.block = 32 * kBulkWarps;
   plan.m_tiles = static_cast<int>(m_tiles);
   plan.row_tiles = 1;
   plan.k_step = static_cast<int>(k_per_stage);

@@ -31,10 +31,10 @@ struct QmmPlan {
   int block = 128;
   // kTensorCoreBulk (k_step is then the k values of one stage, num_steps the
   // stages of K, steps_per_split the stages of one k part, split_k the
-  // cluster size along grid.x): persistent blocks of kBulkWarps warps, one a
-  // resident slot (grid.y blocks a k part); block y owns the 16-row tiles
-  // [y * tiles_per_block, (y + 1) * tiles_per_block) over its k part, its
-  // warps take every kBulkWarps-th of them. The block's rows of x for its k
+  // cluster size along grid.x): persistent blocks of block / 32 warps (16, or
+  // 8 where 16 do not fit), one an SM (grid.y blocks a k part); block y owns
+  // the 16-row tiles [y * tiles_per_block, (y + 1) * tiles_per_block) over its
+  // k part, its warps take every (block / 32)-th of them. The block's rows of x for its k
   // part are staged in shared memory once (x_pitch bytes a row of x).
   int tiles_per_block = 0;
   int ring = 0; // stage buffers a warp (bulk copies in flight)
@@ -61,7 +61,7 @@ constexpr bool tc_variant_compiled(int row_tiles, int m_tiles) {
 }
 
 // The bulk-copy kernel's shapes (quantized_matmul.cu uses the same numbers).
-constexpr int kBulkWarps = 8; // warps a block (one block an SM)
+constexpr int kBulkWarps = 16; // the most warps a block (one block an SM)
 constexpr int kBulkMaxRing = 4;
 constexpr int kMaxClusterTable = 9; // cluster capacities are indexed 1..8
 constexpr int kBulkBarrierBytes = kBulkWarps * kBulkMaxRing * 8; // mbarriers, first

@@ -488,10 +488,10 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 // streamed into shared memory by the tensor memory accelerator (TMA) and the
 // math rearranged so that a KB of weights costs about half the instructions.
 //
-// Work: persistent blocks of kBulkWarps warps, one an SM. grid.x is the k
+// Work: persistent blocks of W = 16 (or 8) warps, one an SM. grid.x is the k
 // part (a cluster of `split` blocks shares the row tiles and adds its partial
 // sums through distributed shared memory at the end); block y owns the
-// 16-row tiles [y * tiles_per_block, ...), warp w every kBulkWarps-th of them
+// 16-row tiles [y * tiles_per_block, ...), warp w every W-th of them
 // starting at w. A warp streams (tile, stage) after (tile, stage) through its
 // own ring of `ring` stage buffers: a stage is `row_bytes` of each of its 16
 // weight rows (8 or 16 quantization groups) plus their scales and biases,
@@ -651,13 +651,14 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
   const int c = lane % 4;
+  const int warps = int(blockDim.x) / 32;
 
   const int st_begin = int(blockIdx.x) * a.stages_per_part;
   const int st_count = min(a.stages_per_part, a.stages - st_begin); // >= 1 (plan)
   const int tile_begin = int(blockIdx.y) * a.tiles_per_block;
   const int tile_end = min(tile_begin + a.tiles_per_block, a.tiles);
   const int my_tiles = tile_begin + warp < tile_end
-      ? (tile_end - tile_begin - warp + kBulkWarps - 1) / kBulkWarps
+      ? (tile_end - tile_begin - warp + warps - 1) / warps
       : 0;
   const int total = my_tiles * st_count; // (tile, stage) pairs of this warp
 
@@ -687,7 +688,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     const int slot = i % ring;
     const int tl = i / st_count;
     const int st = st_begin + (i - tl * st_count);
-    const int n0 = (tile_begin + warp + kBulkWarps * tl) * 16;
+    const int n0 = (tile_begin + warp + warps * tl) * 16;
     unsigned char* sl = slots + slot * slot_bytes;
     const uint32_t bar = bars + 8 * slot;
     mbar_arrive_expect_tx(bar, uint32_t(slot_bytes));
@@ -718,7 +719,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   {
     const int groups = st_count * spr;
     const int64_t k_lo = int64_t(st_begin) * k_per_stage;
-    for (int u = threadIdx.x; u < kXRows * groups; u += 32 * kBulkWarps) {
+    for (int u = threadIdx.x; u < kXRows * groups; u += blockDim.x) {
       const int m = u / groups;
       const int gi = u - m * groups;
       float sum = 0.f;
@@ -766,12 +767,17 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   constexpr int kAccFloats = MT * 4 * 32;
   float* partials = reinterpret_cast<float*>(smem + a.smem_partials);
   T* out = static_cast<T*>(a.out);
-  float acc[MT][4];
+  // Two accumulator sets (even and odd mmas of a chunk), added at the end of
+  // a tile: a single chain of dependent mmas held every warp to its latency
+  // (ncu: "stalled on a fixed-latency dependency" led).
+  float acc[MT][4], acc2[MT][4];
 #pragma unroll
   for (int t = 0; t < MT; ++t)
 #pragma unroll
-    for (int e = 0; e < 4; ++e)
+    for (int e = 0; e < 4; ++e) {
       acc[t][e] = 0.f;
+      acc2[t][e] = 0.f;
+    }
 
   for (int i = 0; i < total; ++i) {
     const int slot = i % ring;
@@ -806,8 +812,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
 #pragma unroll
         for (int ii = 0; ii < NI; ++ii)
           mma16816<T>(
-              acc[t], frag[0][ii][0], frag[1][ii][0], frag[0][ii][1], frag[1][ii][1],
-              xb[2 * ii], xb[2 * ii + 1]);
+              (ii & 1) ? acc2[t] : acc[t], frag[0][ii][0], frag[1][ii][0], frag[0][ii][1],
+              frag[1][ii][1], xb[2 * ii], xb[2 * ii + 1]);
       }
     }
     // The stage's bias term: biases [16 rows][8 groups] x X [8 groups][8 rows of x].
@@ -830,23 +836,25 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
     if (si == st_count - 1) {
       // The tile is done: store it (one k part) or keep its partial sums.
-      const int lt = warp + kBulkWarps * tl; // tile within the block
+      const int lt = warp + warps * tl; // tile within the block
       const int64_t n0 = int64_t(tile_begin + lt) * 16;
 #pragma unroll
       for (int t = 0; t < MT; ++t)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
+          const float v = acc[t][e] + acc2[t][e];
           if (a.split > 1) {
-            partials[lt * kAccFloats + (t * 4 + e) * 32 + lane] = acc[t][e];
+            partials[lt * kAccFloats + (t * 4 + e) * 32 + lane] = v;
           } else {
             // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
             const int64_t n = n0 + g + 8 * (e / 2);
             const int64_t m = 8 * t + 2 * c + (e % 2);
             if (n < a.N && m < a.M) {
-              out[m * a.N + n] = from_f<T>(acc[t][e]);
+              out[m * a.N + n] = from_f<T>(v);
             }
           }
           acc[t][e] = 0.f;
+          acc2[t][e] = 0.f;
         }
     }
   }
@@ -859,7 +867,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     const int rank = int(cluster.block_rank());
     const int ntiles = tile_end - tile_begin;
     for (int lt = rank; lt < ntiles; lt += a.split) {
-      for (int f = threadIdx.x; f < kAccFloats; f += 32 * kBulkWarps) {
+      for (int f = threadIdx.x; f < kAccFloats; f += blockDim.x) {
         float v = 0.f;
         for (int q = 0; q < a.split; ++q) {
           v += cluster.map_shared_rank(partials, q)[lt * kAccFloats + f];
