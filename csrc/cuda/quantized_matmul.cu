@@ -723,38 +723,47 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       const int m = u / groups;
       const int gi = u - m * groups;
       float sum = 0.f;
-      for (int kc = gi * a.group_size; kc < (gi + 1) * a.group_size; kc += V) {
-        uint32_t xr[V / 2];
-        if (m < a.M) {
-          const uint4* src = reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + kc);
+      // The group's loads in batches of 8 pieces of 16 bytes, each batch
+      // issued before any is used (one memory round trip a batch, not one a
+      // chunk; groups of 128 take two).
+      constexpr int kBatch = 8;
+      const int pieces = a.group_size / 8;
+      const uint4* src =
+          reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + gi * a.group_size);
+      for (int base = 0; base < pieces; base += kBatch) {
+        uint4 raw[kBatch];
 #pragma unroll
-          for (int q = 0; q < kPieces; ++q) {
-            const uint4 v = src[q];
-            xr[4 * q + 0] = v.x;
-            xr[4 * q + 1] = v.y;
-            xr[4 * q + 2] = v.z;
-            xr[4 * q + 3] = v.w;
-          }
-#pragma unroll
-          for (int q = 0; q < V / 2; ++q) {
-            const T* h = reinterpret_cast<const T*>(&xr[q]);
-            sum += to_f<T>(h[0]) + to_f<T>(h[1]);
-          }
-        } else {
-#pragma unroll
-          for (int q = 0; q < V / 2; ++q) {
-            xr[q] = 0u;
-          }
+        for (int q = 0; q < kBatch; ++q) {
+          raw[q] = (m < a.M && base + q < pieces) ? src[base + q] : make_uint4(0u, 0u, 0u, 0u);
         }
-        uint32_t xb[V / 2];
-        x_pairs_in_chunk_order<bits>(xr, xb);
-        const int step = kc / (4 * V);
-        const int lc = (kc / V) % 4; // the lane c that multiplies this chunk
-        unsigned char* dst = xs + m * a.x_pitch + step * kStepBytes + lc * kChunkBytes;
 #pragma unroll
-        for (int q = 0; q < kPieces; ++q) {
-          *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(q, lc)) =
-              make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
+        for (int q0 = 0; q0 < kBatch; q0 += kPieces) {
+          if (base + q0 < pieces) {
+            const int kc = gi * a.group_size + (base + q0) * 8; // chunk's k in the k part
+            uint32_t xr[V / 2];
+#pragma unroll
+            for (int q = 0; q < kPieces; ++q) {
+              xr[4 * q + 0] = raw[q0 + q].x;
+              xr[4 * q + 1] = raw[q0 + q].y;
+              xr[4 * q + 2] = raw[q0 + q].z;
+              xr[4 * q + 3] = raw[q0 + q].w;
+            }
+#pragma unroll
+            for (int q = 0; q < V / 2; ++q) {
+              const T* h = reinterpret_cast<const T*>(&xr[q]);
+              sum += to_f<T>(h[0]) + to_f<T>(h[1]);
+            }
+            uint32_t xb[V / 2];
+            x_pairs_in_chunk_order<bits>(xr, xb);
+            const int step = kc / (4 * V);
+            const int lc = (kc / V) % 4; // the lane c that multiplies this chunk
+            unsigned char* dst = xs + m * a.x_pitch + step * kStepBytes + lc * kChunkBytes;
+#pragma unroll
+            for (int q = 0; q < kPieces; ++q) {
+              *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(q, lc)) =
+                  make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
+            }
+          }
         }
       }
       const T hi = from_f<T>(sum);
