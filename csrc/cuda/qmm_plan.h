@@ -32,7 +32,7 @@ struct QmmPlan {
   // kTensorCoreBulk (k_step is then the k values of one stage, num_steps the
   // stages of K, steps_per_split the stages of one k part, split_k the
   // cluster size along grid.x): persistent blocks of block / 32 warps (16, or
-  // the most of 14, 12, 10, 8 that fit), one an SM (grid.y blocks a k part); block y owns
+  // 8 where 16 do not fit), one an SM (grid.y blocks a k part); block y owns
   // the 16-row tiles [y * tiles_per_block, (y + 1) * tiles_per_block) over its
   // k part, its warps take every (block / 32)-th of them. The block's rows of x for its k
   // part are staged in shared memory once (x_pitch bytes a row of x).
