@@ -29,10 +29,11 @@
 //   sums in rank order through distributed shared memory. One launch per op.
 //   Bytes of w read per output element: bits / 8 * K / (8 * MT) (for M <= 8:
 //   K / 2 bytes per output column, once).
-// - tc_qmm_bulk (transpose=true, float16/bfloat16 x, M <= 4 on large weights,
-//   see qmm_plan.cpp): the tc_qmm math for one 8-row tile of x, each warp
-//   streaming its 16 weight rows through a ring of shared-memory stages
-//   filled by TMA tensor copies (layout and mapping above the kernel).
+// - tc_qmm_bulk (transpose=true, float16/bfloat16 x, M <= 16 on large weights,
+//   see qmm_plan.cpp): persistent blocks, each warp streaming 16-row weight
+//   tiles through a ring of shared-memory stages filled by TMA tensor copies;
+//   x staged once a block; the mma takes q * s and the biases enter through
+//   group sums of x (layout, math and mapping above the kernel).
 // - simt_qmm (transpose=true, float32 x): one warp per weight row, lanes over
 //   16-byte chunks of the row, dequantized in float32 and applied to 8 rows
 //   of x; a warp reduction (__shfl_xor_sync). Float32-exact; w is read once
