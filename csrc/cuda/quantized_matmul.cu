@@ -89,6 +89,13 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a) {
   return r;
 }
 
+// 8-bit, float16: bytes 2 bb and 2 bb + 1 of w as the exact half2 (q0, q1):
+// 0x64 over each byte is 1024 + q, minus 1024.
+__device__ __forceinline__ __half2 q8_pair(uint32_t w, int bb) {
+  uint32_t v = __byte_perm(w, 0x64u, bb == 0 ? 0x4140 : 0x4342);
+  return __hsub2(*reinterpret_cast<__half2*>(&v), __half2half2(__float2half(1024.f)));
+}
+
 // ---------------------------------------------------------------------------
 // Tensor-core path.
 //
@@ -162,15 +169,11 @@ __device__ __forceinline__ void dequant_chunk(
   } else if constexpr (std::is_same_v<T, __half>) {
     const __half2 s2 = {s, s};
     const __half2 b2 = {b, b};
-    const __half2 off = __half2half2(__float2half(1024.f));
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
 #pragma unroll
       for (int bb = 0; bb < 2; ++bb) {
-        uint32_t v = __byte_perm(wv[j], 0x64u, bb == 0 ? 0x4140 : 0x4342);
-        __half2 q = *reinterpret_cast<__half2*>(&v);
-        q = __hsub2(q, off);
-        frag[j][bb] = as_u32(__hfma2(q, s2, b2));
+        frag[j][bb] = as_u32(__hfma2(q8_pair(wv[j], bb), s2, b2));
       }
     }
   } else {
@@ -586,15 +589,11 @@ __device__ __forceinline__ void dequant_scaled(
       }
     }
   } else if constexpr (std::is_same_v<T, __half>) {
-    // 8-bit: 1024 + q, minus 1024 (exact), times s.
-    const __half2 off = __half2half2(__float2half(1024.f));
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
 #pragma unroll
       for (int bb = 0; bb < 2; ++bb) {
-        uint32_t v = __byte_perm(wv[j], 0x64u, bb == 0 ? 0x4140 : 0x4342);
-        const __half2 q = __hsub2(*reinterpret_cast<__half2*>(&v), off);
-        frag[j][bb] = as_u32(__hmul2(q, s2));
+        frag[j][bb] = as_u32(__hmul2(q8_pair(wv[j], bb), s2));
       }
     }
   } else {
