@@ -47,24 +47,23 @@ const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulk
 // SM (smaller weights: the tensor-core kernel, whose blocks need no x staging).
 const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 16), 16);
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
-// The largest cluster: split k parts are added through distributed shared memory.
-constexpr int64_t kMaxBulkSplit = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
-} // namespace
 
 int64_t align128(int64_t n) {
   return (n + 127) / 128 * 128;
 }
+} // namespace
 
 // The bulk kernel's plan. Persistent blocks (one an SM, 16 or 8 warps):
 // the k split (the cluster size, 1-8) is the one with the least work an SM
 // (row tiles a block x stages a k part), a larger split only for 3% less work
-// or for more busy warps at no more work. Every block stages its rows of x for its k part, so the
-// split must also make those fit in shared memory next to two stage buffers
-// a warp; none fitting leaves the shape to the tensor-core kernel.
+// or for more busy warps at no more work. Every block stages its rows of x
+// for its k part, so the split must also make those fit in shared memory next
+// to two stage buffers a warp; none fitting leaves the shape to the
+// tensor-core kernel.
 bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, QmmPlan& plan) {
   const int64_t row_bytes = bulk_row_bytes(p.bits, p.group_size);
   const int64_t k_per_stage = row_bytes * 8 / p.bits;
@@ -85,7 +84,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
   // schedulers idle half the time on dependent-latency stalls), else 8
   // (128256x4096 at M = 16: 8 warps 137.9 us, 10 warps 143.2).
   for (int64_t warps = kBulkWarps; warps >= 8 && !found; warps /= 2) {
-    for (int64_t want = 1; want <= kMaxBulkSplit && want <= stages; want *= 2) {
+    for (int64_t want = 1; want <= kMaxClusterSplit && want <= stages; want *= 2) {
       const int64_t spp = ceil_div(stages, want);
       const int64_t split = ceil_div(stages, spp); // no empty k part
       const int64_t clusters = std::max<int64_t>(

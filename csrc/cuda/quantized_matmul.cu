@@ -837,11 +837,13 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       }
     }
     // Every lane's reads of the slot are done (and ordered before the copy
-    // engine's writes) before the slot is refilled.
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    __syncwarp();
-    if (lane == 0 && i + ring < total) {
-      issue(i + ring);
+    // engine's writes) before the slot is refilled (warp-uniform test).
+    if (i + ring < total) {
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      __syncwarp();
+      if (lane == 0) {
+        issue(i + ring);
+      }
     }
     if (si == st_count - 1) {
       // The tile is done: store it (one k part) or keep its partial sums.
@@ -1184,6 +1186,19 @@ const int* bulk_cluster_capacity() {
   return cap;
 }
 
+// The fields TcArgs and BulkArgs share: x, out, the problem sizes and the
+// group size (and its log2: group sizes are 32, 64 or 128).
+template <typename Args>
+void set_io(Args& a, const QmmParams& p, const mx::array& x, mx::array& out) {
+  a.x = dev_ptr<void>(x);
+  a.out = dev_ptr<void>(out);
+  a.M = p.M;
+  a.N = p.N;
+  a.K = p.K;
+  a.group_size = p.group_size;
+  a.group_shift = p.group_size == 32 ? 5 : p.group_size == 64 ? 6 : 7;
+}
+
 template <typename T>
 void dispatch(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const QmmParams& p,
@@ -1201,13 +1216,7 @@ void dispatch(
     if constexpr (!std::is_same_v<T, float>) {
       BulkArgs ba{};
       encode_bulk_maps<T>(ba, plan, p, w, s, b);
-      ba.x = dev_ptr<void>(x);
-      ba.out = dev_ptr<void>(out);
-      ba.M = p.M;
-      ba.N = p.N;
-      ba.K = p.K;
-      ba.group_size = p.group_size;
-      ba.group_shift = p.group_size == 32 ? 5 : p.group_size == 64 ? 6 : 7;
+      set_io(ba, p, x, out);
       ba.row_bytes = plan.row_bytes;
       ba.groups_per_stage = int(plan.k_step / p.group_size);
       ba.stages = int(plan.num_steps);
@@ -1222,11 +1231,7 @@ void dispatch(
       ba.smem_partials = plan.smem_partials;
       ba.smem_ring = plan.smem_ring;
       register_io();
-      if (p.bits == 4) {
-        launch_bulk<T, 4>(enc, plan, ba);
-      } else {
-        launch_bulk<T, 8>(enc, plan, ba);
-      }
+      (p.bits == 4 ? launch_bulk<T, 4> : launch_bulk<T, 8>)(enc, plan, ba);
       return;
     }
   }
@@ -1237,24 +1242,14 @@ void dispatch(
       ta.w = dev_ptr<uint32_t>(w);
       ta.scales = dev_ptr<void>(s);
       ta.biases = dev_ptr<void>(b);
-      ta.x = dev_ptr<void>(x);
-      ta.out = dev_ptr<void>(out);
-      ta.M = p.M;
-      ta.N = p.N;
-      ta.K = p.K;
+      set_io(ta, p, x, out);
       ta.groups = p.K / p.group_size;
-      ta.group_size = p.group_size;
-      ta.group_shift = p.group_size == 32 ? 5 : p.group_size == 64 ? 6 : 7;
       ta.num_steps = plan.num_steps;
       ta.steps_per_split = plan.steps_per_split;
       ta.mt_total = mt_total;
       ta.split = plan.split_k;
       register_io();
-      if (p.bits == 4) {
-        launch_tc<T, 4>(enc, plan, ta);
-      } else {
-        launch_tc<T, 8>(enc, plan, ta);
-      }
+      (p.bits == 4 ? launch_tc<T, 4> : launch_tc<T, 8>)(enc, plan, ta);
       return;
     }
   }
