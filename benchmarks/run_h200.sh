@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the lent H200 in ONE call.
-# Run from the root of the checkout that the device tool ships, with this
-# project copied to .cudawork/ and the MLX CUDA kit at .kit/:
-#   STAGES="build test bench attnbench ncu attnncu" bash .cudawork/benchmarks/run_h200.sh
-# Logs and results go to $OUT.
+# Run from the root of the checkout that the device tool ships, with the MLX
+# CUDA kit at .kit/ (carry it); the project is that checkout, or a copy of
+# another tree at .cudawork/ (carried) when one is there:
+#   STAGES="probe build omit test ncu" bash benchmarks/run_h200.sh
+# Logs and results go to $OUT (at most 8 files come back: pick the stages).
+# Stage probe needs neither the kit nor the build (stream_probe.cu, plain CUDA).
 set -u
 STAGES=${STAGES:-"build diag test bench"}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 ROOT=$(pwd)
+PROJ=${PROJ:-$([ -d .cudawork ] && echo .cudawork || echo .)}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
-mkdir -p /tmp/site && tar -C /tmp/site -xJf .kit/mlx-cuda-kit.tar.xz
+if has probe; then
+  # Ceilings at the benchmark weights' sizes: pure reads, launch costs, a TMA
+  # ring against synthetic instructions a KB (benchmarks/stream_probe.py).
+  t0=$(date +%s)
+  (cd "$PROJ/benchmarks" && timeout ${PROBE_T:-240} python3 stream_probe.py all --work /tmp/probe \
+      --out "$OUT") > "$OUT/probe.log" 2>&1
+  echo "probe rc=$? in $(( $(date +%s) - t0 )) s"; tail -${PROBE_LINES:-16} "$OUT/probe.log"
+  [ "$STAGES" = "probe" ] && exit 0
+fi
+
+if [ -f .kit/mlx-cuda-kit.tar.xz ]; then
+  mkdir -p /tmp/site && tar -C /tmp/site -xJf .kit/mlx-cuda-kit.tar.xz
+else
+  echo "no .kit/mlx-cuda-kit.tar.xz (../shared/tools/make-cuda-kit.sh, then carry .kit)"; exit 1
+fi
 export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
 python3 -c "import scikit_build_core, pytest, nanobind; print('skbuild', scikit_build_core.__version__, 'pytest', pytest.__version__, 'nanobind', nanobind.__version__)"
 
 if has build; then
   t0=$(date +%s)
-  (rm -rf /tmp/proj && cd .cudawork && python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/proj . ) > "$OUT/build.log" 2>&1
+  (rm -rf /tmp/proj && cd "$PROJ" && python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/proj . ) > "$OUT/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then tail -60 "$OUT/build.log"; exit 1; fi
@@ -38,12 +55,12 @@ for name, o in (('ours', mk.quantized_matmul(x, w, s, b)), ('mlx', mx.quantized_
 " 2>&1 | tail -5
 
 if has diag; then
-  (cd .cudawork/benchmarks && timeout ${DIAG_T:-150} python3 diag_qmm_gpu.py) > "$OUT/diag.log" 2>&1
+  (cd "$PROJ"/benchmarks && timeout ${DIAG_T:-150} python3 diag_qmm_gpu.py) > "$OUT/diag.log" 2>&1
   echo "diag rc=$?"; grep -E "BAD|bad cases|Error" "$OUT/diag.log" | head -30
 fi
 
 if has lazy; then
-  (cd .cudawork/benchmarks && timeout 90 python3 diag_lazy_gpu.py; MLX_USE_CUDA_GRAPHS=0 timeout 90 python3 diag_lazy_gpu.py) > "$OUT/lazy.log" 2>&1
+  (cd "$PROJ"/benchmarks && timeout 90 python3 diag_lazy_gpu.py; MLX_USE_CUDA_GRAPHS=0 timeout 90 python3 diag_lazy_gpu.py) > "$OUT/lazy.log" 2>&1
   echo "lazy rc=$?"; cat "$OUT/lazy.log" | grep -v Warning | head -120
 fi
 
@@ -51,16 +68,16 @@ if has failing; then
   # FAILING: the test ids to rerun (space-separated)
   # The named failing tests alone, serially, with their messages; then again
   # without CUDA graphs.
-  (cd .cudawork/tests && timeout ${FAIL_T:-150} python3 -m pytest --device gpu -p no:xdist -p no:cacheprovider \
+  (cd "$PROJ"/tests && timeout ${FAIL_T:-150} python3 -m pytest --device gpu -p no:xdist -p no:cacheprovider \
       -p no:benchmark -q --tb=short -rf $FAILING) > "$OUT/failing.log" 2>&1
   echo "failing rc=$?"; grep -E "^E |FAILED|passed|failed" "$OUT/failing.log" | head -60
-  (cd .cudawork/tests && MLX_USE_CUDA_GRAPHS=0 timeout ${FAIL_T:-150} python3 -m pytest --device gpu -p no:xdist -p no:cacheprovider \
+  (cd "$PROJ"/tests && MLX_USE_CUDA_GRAPHS=0 timeout ${FAIL_T:-150} python3 -m pytest --device gpu -p no:xdist -p no:cacheprovider \
       -p no:benchmark -q --tb=line -rf $FAILING) > "$OUT/failing_nographs.log" 2>&1
   echo "failing (no graphs) rc=$?"; grep -E "FAILED|passed|failed" "$OUT/failing_nographs.log" | head -30
 fi
 
 if has prof; then
-  (cd .cudawork/benchmarks && timeout ${PROF_T:-200} ncu --clock-control none --set full -k regex:qmm \
+  (cd "$PROJ"/benchmarks && timeout ${PROF_T:-200} ncu --clock-control none --set full -k regex:qmm \
       -o "$OUT/qmm_prof" python3 prof_qmm_gpu.py ${PROF_ARGS:-}) > "$OUT/prof.log" 2>&1
   echo "prof rc=$?"
   ncu -i "$OUT/qmm_prof.ncu-rep" --page details --print-units base > "$OUT/prof_details.txt" 2>&1
@@ -69,7 +86,7 @@ fi
 
 if has mlxonly; then
   # MLX's own GPU op alone (no mlx_kernels in the process): is it wrong at K == gs?
-  (cd .cudawork/benchmarks && timeout 60 python3 -c "
+  (cd "$PROJ"/benchmarks && timeout 60 python3 -c "
 import mlx.core as mx, numpy as np
 for (K, gs) in ((64, 64), (128, 128), (128, 64), (192, 64)):
     w, s, b = mx.quantize(mx.random.normal((72, K)), group_size=gs, stream=mx.cpu)
@@ -84,7 +101,7 @@ for (K, gs) in ((64, 64), (128, 128), (128, 64), (192, 64)):
 fi
 
 if has sanitize; then
-  (cd .cudawork/tests && timeout ${SAN_T:-150} compute-sanitizer --tool memcheck --print-limit 20 \
+  (cd "$PROJ"/tests && timeout ${SAN_T:-150} compute-sanitizer --tool memcheck --print-limit 20 \
       python3 -m pytest --device gpu -q -p no:xdist -p no:cacheprovider -x \
       test_quantized_matmul.py -k "test_shapes and b4 and f16 and (K4096 or K96) or test_batched_x or test_non_contiguous") > "$OUT/sanitize.log" 2>&1
   echo "sanitize rc=$?"; grep -E "ERROR SUMMARY|Invalid|passed|failed" "$OUT/sanitize.log" | head -12
@@ -93,8 +110,8 @@ fi
 if has test; then
   t0=$(date +%s)
   # native backtraces of crashing workers (benchmarks/tools/segv_bt.c)
-  gcc -shared -fPIC -O1 -o /tmp/segv_bt.so .cudawork/benchmarks/tools/segv_bt.c && export LD_PRELOAD=/tmp/segv_bt.so
-  (cd .cudawork/tests && timeout ${TEST_T:-330} python3 -m pytest --device gpu -v -n ${NPROC:-12} -p no:cacheprovider \
+  gcc -shared -fPIC -O1 -o /tmp/segv_bt.so "$PROJ"/benchmarks/tools/segv_bt.c && export LD_PRELOAD=/tmp/segv_bt.so
+  (cd "$PROJ"/tests && timeout ${TEST_T:-330} python3 -m pytest --device gpu -v -n ${NPROC:-12} -p no:cacheprovider \
       -p no:benchmark --durations=15 -W "default" ${TEST_FILES:-test_quantized_matmul*.py}) > "$OUT/tests.log" 2>&1
   echo "tests rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "FAILED|crashed|Fatal" "$OUT/tests.log" | head -40
@@ -105,9 +122,9 @@ if has test; then
 fi
 
 if has small; then
-  (cd .cudawork/tests && timeout 200 python3 -m pytest --device gpu -q -x -p no:cacheprovider \
+  (cd "$PROJ"/tests && timeout 200 python3 -m pytest --device gpu -q -x -p no:cacheprovider \
       "test_quantized_matmul.py::test_shapes" -k "T-N72 and (K32- or K96-) and f16") 2>&1 | tail -25
-  (cd .cudawork/benchmarks && timeout 60 python3 -c "
+  (cd "$PROJ"/benchmarks && timeout 60 python3 -c "
 import mlx.core as mx, numpy as np, mlx_kernels as mk
 for K in (32, 96, 192):
     w,s,b = mx.quantize(mx.random.normal((72,K)), group_size=32, stream=mx.cpu)
@@ -119,13 +136,13 @@ for K in (32, 96, 192):
 fi
 
 if has quick; then
-  (cd .cudawork/benchmarks && timeout ${QUICK_T:-120} python3 bench_qmm_gpu.py --quick --reps 5 --tag _quick --out "$OUT") > "$OUT/bench_quick.log" 2>&1
+  (cd "$PROJ"/benchmarks && timeout ${QUICK_T:-120} python3 bench_qmm_gpu.py --quick --reps 5 --tag _quick --out "$OUT") > "$OUT/bench_quick.log" 2>&1
   tail -12 "$OUT/bench_quick.log"
 fi
 
 if has bench; then
   t0=$(date +%s)
-  (cd .cudawork/benchmarks && timeout ${BENCH_T:-420} python3 bench_qmm_gpu.py --reps 5 --dtypes ${BENCH_DTYPES:-float16} \
+  (cd "$PROJ"/benchmarks && timeout ${BENCH_T:-420} python3 bench_qmm_gpu.py --reps 5 --dtypes ${BENCH_DTYPES:-float16} \
       ${BENCH_M:+--mvalues $BENCH_M} ${BENCH_SHAPES:+--shapes $BENCH_SHAPES} --out "$OUT") > "$OUT/bench.log" 2>&1
   echo "bench rc=$? in $(( $(date +%s) - t0 )) s"
   tail -32 "$OUT/bench.log"
@@ -134,7 +151,7 @@ fi
 if has attnbench; then
   # flash_attention vs MLX's sdpa, decode and causal prefill (ATTN_QUICK=1: a handful of cases)
   t0=$(date +%s)
-  (cd .cudawork/benchmarks && timeout ${ATTN_T:-360} python3 bench_attention_gpu.py --dtypes ${ATTN_DTYPES:-float16} \
+  (cd "$PROJ"/benchmarks && timeout ${ATTN_T:-360} python3 bench_attention_gpu.py --dtypes ${ATTN_DTYPES:-float16} \
       ${ATTN_QUICK:+--quick} ${ATTN_PARTS:+--parts $ATTN_PARTS} ${ATTN_TAG:+--tag $ATTN_TAG} --out "$OUT") > "$OUT/attnbench.log" 2>&1
   echo "attnbench rc=$? in $(( $(date +%s) - t0 )) s"
   tail -40 "$OUT/attnbench.log"
@@ -147,12 +164,12 @@ fi
 ncu_qmm() {
   local dir=$1 limit=$2; shift 2
   local t0; t0=$(date +%s)
-  (cd .cudawork/benchmarks && timeout "$limit" ncu --csv --page raw --print-units base \
+  (cd "$PROJ"/benchmarks && timeout "$limit" ncu --csv --page raw --print-units base \
       --metrics gpu__time_duration.sum --cache-control all --clock-control none \
       --profile-from-start off python3 ncu_qmm_gpu.py run --cases "$dir/qmm_ncu_cases.json" \
       "$@") > "$dir/qmm_ncu.csv" 2> "$dir/qmm_ncu.err"
   echo "ncu rc=$? in $(( $(date +%s) - t0 )) s"; tail -3 "$dir/qmm_ncu.err"
-  (cd .cudawork/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$dir/qmm_ncu_cases.json" \
+  (cd "$PROJ"/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$dir/qmm_ncu_cases.json" \
       --csv "$dir/qmm_ncu.csv" --out "$dir" ${PARSE_ARGS:-}) 2>&1
 }
 
@@ -178,18 +195,32 @@ if has tune; then
   done
 fi
 
+if has omit; then
+  # The bulk kernel whole and without its math / x staging / split-K reduction
+  # (benchmarks/ncu_qmm_omit.py); OMIT_ARGS: its run arguments (--cases, --masks).
+  t0=$(date +%s)
+  # shellcheck disable=SC2086
+  (cd "$PROJ/benchmarks" && timeout ${OMIT_T:-240} ncu --csv --page raw --print-units base \
+      --metrics gpu__time_duration.sum --cache-control all --clock-control none \
+      --profile-from-start off python3 ncu_qmm_omit.py run --cases-json /tmp/omit_cases.json \
+      ${OMIT_ARGS:-}) > /tmp/omit.csv 2> "$OUT/omit.err"
+  echo "omit rc=$? in $(( $(date +%s) - t0 )) s"; grep -E "WARNING|Error" "$OUT/omit.err" | head -5
+  (cd "$PROJ/benchmarks" && python3 ncu_qmm_omit.py parse --cases-json /tmp/omit_cases.json \
+      --csv /tmp/omit.csv --out "$OUT") 2>&1 | tee "$OUT/omit.log" | tail -${OMIT_LINES:-20}
+fi
+
 if has attnncu; then
   # Kernel times of ours and MLX's flash_attention (benchmarks/ncu_attention_gpu.py):
   # decode / prefill grid of bench_attention_gpu.py; ATTNNCU_ARGS e.g. "--quick",
   # "--dtypes float16,bfloat16", "--only 16x1x2048,4x1x4096", "--parts decode".
   t0=$(date +%s)
-  (cd .cudawork/benchmarks && timeout ${ATTNNCU_T:-300} ncu --csv --page raw --print-units base \
+  (cd "$PROJ"/benchmarks && timeout ${ATTNNCU_T:-300} ncu --csv --page raw --print-units base \
       --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread,launch__occupancy_limit_shared_mem,launch__occupancy_limit_registers,launch__waves_per_multiprocessor \
       --cache-control all --clock-control none \
       --profile-from-start off python3 ncu_attention_gpu.py run --cases "$OUT/attn_ncu_cases.json" \
       ${ATTNNCU_ARGS:-}) > "$OUT/attn_ncu.csv" 2> "$OUT/attn_ncu.err"
   echo "attnncu rc=$? in $(( $(date +%s) - t0 )) s"; grep -E "FAILED|Error|==ERROR==" "$OUT/attn_ncu.err" | head -10; tail -3 "$OUT/attn_ncu.err"
-  (cd .cudawork/benchmarks && python3 ncu_attention_gpu.py parse --cases "$OUT/attn_ncu_cases.json" \
+  (cd "$PROJ"/benchmarks && python3 ncu_attention_gpu.py parse --cases "$OUT/attn_ncu_cases.json" \
       --csv "$OUT/attn_ncu.csv" --out "$OUT") > "$OUT/attn_ncu_parse.log" 2>&1
   echo "attnncu parse rc=$?"; tail -45 "$OUT/attn_ncu_parse.log"
 fi

@@ -180,6 +180,20 @@ NB_MODULE(_ext, m) {
       "sms"_a,
       "Tests only: plan the CUDA quantized_matmul for this many SMs (0: the device's).");
   m.def(
+      "set_cuda_quantized_matmul_bulk_omit",
+      [](int mask) {
+        if (mask < 0 || mask > mlx_kernels::cuda::kBulkOmitAll) {
+          throw mlx_kernels::ValueError(
+              "set_cuda_quantized_matmul_bulk_omit: mask must be in 0..7 (1: math, 2: x "
+              "staging, 4: split-K reduction), got " + std::to_string(mask) + ".");
+        }
+        mlx_kernels::cuda::set_qmm_bulk_omit(mask);
+      },
+      "mask"_a,
+      "Measurement only (benchmarks/ncu_qmm_omit.py): leave parts out of the CUDA bulk "
+      "quantized_matmul kernel (1: math, 2: x staging, 4: split-K reduction) so that ncu "
+      "times the rest. Results are WRONG until it is set back to 0.");
+  m.def(
       "plan_cuda_flash_attention",
       [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& dtype,
          const std::string& mask, int num_sms, bool blocks, bool wgmma,

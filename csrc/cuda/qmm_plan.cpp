@@ -148,7 +148,16 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
 
 namespace {
 std::atomic<int> plan_sms_override{0};
+std::atomic<int> bulk_omit_mask{0};
 } // namespace
+
+int qmm_bulk_omit() {
+  return bulk_omit_mask.load();
+}
+
+void set_qmm_bulk_omit(int mask) {
+  bulk_omit_mask.store(mask);
+}
 
 int qmm_plan_sms(int device_sms) {
   const int v = plan_sms_override.load();

@@ -79,6 +79,18 @@ constexpr int bulk_x_pad(int bits) {
   return bits == 4 ? 64 : 16;
 }
 
+// Measurement only (benchmarks/ncu_qmm_omit.py): parts of the bulk kernel to
+// leave out, so that Nsight Compute can time the rest. While the mask is not
+// 0 the op's results are WRONG; nothing but that script sets it, through
+// _ext.set_cuda_quantized_matmul_bulk_omit. Variants exist for float16 x,
+// 4-bit weights (both m_tiles); any other bulk call then raises.
+constexpr int kBulkOmitMath = 1; // dequantization and mmas (waits and refills stay)
+constexpr int kBulkOmitXStaging = 2; // staging x and its group sums
+constexpr int kBulkOmitReduce = 4; // the cluster's split-K reduction
+constexpr int kBulkOmitAll = 7;
+int qmm_bulk_omit();
+void set_qmm_bulk_omit(int mask); // 0 .. kBulkOmitAll (checked by the caller)
+
 const char* qmm_kernel_name(QmmKernel k);
 
 // cluster_capacity[s] (s = 1..8, optional): how many clusters of s blocks of

@@ -55,6 +55,7 @@
 #include <optional>
 #include <type_traits>
 #include <stdexcept>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -636,7 +637,10 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
   return bits == 4 ? ((p + c) & 3) : p;
 }
 
-template <typename T, int bits, int MT>
+// kOmit (measurement only, 0 in every real call): the parts of the kernel left
+// out (kBulkOmit* in qmm_plan.h) so that ncu can time the rest
+// (benchmarks/ncu_qmm_omit.py); its output is wrong when kOmit != 0.
+template <typename T, int bits, int MT, int kOmit = 0>
 __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -716,7 +720,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   T* xhi = reinterpret_cast<T*>(smem + a.smem_xsum);
   const int xsum_pitch = a.stages_per_part * spr; // elements a row of X
   T* xlo = xhi + kXRows * xsum_pitch;
-  {
+  if constexpr (!(kOmit & kBulkOmitXStaging)) {
     const int groups = st_count * spr;
     const int64_t k_lo = int64_t(st_begin) * k_per_stage;
     for (int u = threadIdx.x; u < kXRows * groups; u += blockDim.x) {
@@ -793,47 +797,49 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     const int tl = i / st_count;
     const int si = i - tl * st_count; // stage within the k part
     mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
-    const unsigned char* sl = slots + slot * slot_bytes;
-    const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
-    const T* bi = sc + 16 * spr;
+    if constexpr (!(kOmit & kBulkOmitMath)) {
+      const unsigned char* sl = slots + slot * slot_bytes;
+      const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
+      const T* bi = sc + 16 * spr;
 #pragma unroll 2
-    for (int j = 0; j < steps; ++j) {
-      const int grp = (j * 4 * V + c * V) >> a.group_shift; // of this lane's chunk
-      const unsigned char* chunk = sl + j * step_stride + g * row_stride + 16 * c;
-      uint32_t frag[2][NI][2];
-      dequant_scaled<T, bits>(*reinterpret_cast<const uint4*>(chunk), sc[g * spr + grp], frag[0]);
-      dequant_scaled<T, bits>(
-          *reinterpret_cast<const uint4*>(chunk + 8 * row_stride), sc[(g + 8) * spr + grp],
-          frag[1]);
+      for (int j = 0; j < steps; ++j) {
+        const int grp = (j * 4 * V + c * V) >> a.group_shift; // of this lane's chunk
+        const unsigned char* chunk = sl + j * step_stride + g * row_stride + 16 * c;
+        uint32_t frag[2][NI][2];
+        dequant_scaled<T, bits>(*reinterpret_cast<const uint4*>(chunk), sc[g * spr + grp], frag[0]);
+        dequant_scaled<T, bits>(
+            *reinterpret_cast<const uint4*>(chunk + 8 * row_stride), sc[(g + 8) * spr + grp],
+            frag[1]);
 #pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        const unsigned char* xrow = xs + (8 * t + g) * a.x_pitch +
-            (si * steps + j) * kStepBytes + c * kChunkBytes;
-        uint32_t xb[V / 2];
+        for (int t = 0; t < MT; ++t) {
+          const unsigned char* xrow = xs + (8 * t + g) * a.x_pitch +
+              (si * steps + j) * kStepBytes + c * kChunkBytes;
+          uint32_t xb[V / 2];
 #pragma unroll
-        for (int q = 0; q < kPieces; ++q) {
-          const uint4 v = *reinterpret_cast<const uint4*>(xrow + 16 * x_piece_slot<bits>(q, c));
-          xb[4 * q + 0] = v.x;
-          xb[4 * q + 1] = v.y;
-          xb[4 * q + 2] = v.z;
-          xb[4 * q + 3] = v.w;
+          for (int q = 0; q < kPieces; ++q) {
+            const uint4 v = *reinterpret_cast<const uint4*>(xrow + 16 * x_piece_slot<bits>(q, c));
+            xb[4 * q + 0] = v.x;
+            xb[4 * q + 1] = v.y;
+            xb[4 * q + 2] = v.z;
+            xb[4 * q + 3] = v.w;
+          }
+#pragma unroll
+          for (int ii = 0; ii < NI; ++ii)
+            mma16816<T>(
+                (ii & 1) ? acc2[t] : acc[t], frag[0][ii][0], frag[1][ii][0], frag[0][ii][1],
+                frag[1][ii][1], xb[2 * ii], xb[2 * ii + 1]);
         }
-#pragma unroll
-        for (int ii = 0; ii < NI; ++ii)
-          mma16816<T>(
-              (ii & 1) ? acc2[t] : acc[t], frag[0][ii][0], frag[1][ii][0], frag[0][ii][1],
-              frag[1][ii][1], xb[2 * ii], xb[2 * ii + 1]);
       }
-    }
-    // The stage's bias term: biases [16 rows][8 groups] x X [8 groups][8 rows of x].
-    for (int h = 0; h < spr; h += 8) {
-      const uint32_t a0 = *reinterpret_cast<const uint32_t*>(bi + g * spr + h + 2 * c);
-      const uint32_t a1 = *reinterpret_cast<const uint32_t*>(bi + (g + 8) * spr + h + 2 * c);
+      // The stage's bias term: biases [16 rows][8 groups] x X [8 groups][8 rows of x].
+      for (int h = 0; h < spr; h += 8) {
+        const uint32_t a0 = *reinterpret_cast<const uint32_t*>(bi + g * spr + h + 2 * c);
+        const uint32_t a1 = *reinterpret_cast<const uint32_t*>(bi + (g + 8) * spr + h + 2 * c);
 #pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        const int xi = (8 * t + g) * xsum_pitch + si * spr + h + 2 * c;
-        mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xhi + xi));
-        mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xlo + xi));
+        for (int t = 0; t < MT; ++t) {
+          const int xi = (8 * t + g) * xsum_pitch + si * spr + h + 2 * c;
+          mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xhi + xi));
+          mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xlo + xi));
+        }
       }
     }
     // Every lane's reads of the slot are done (and ordered before the copy
@@ -872,7 +878,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
 
   // k parts: rank r of the cluster adds, in rank order, every rank's partial
   // sums of the block's tiles lt with lt % split == r, and stores them.
-  if (a.split > 1) {
+  if (!(kOmit & kBulkOmitReduce) && a.split > 1) {
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();
     const int rank = int(cluster.block_rank());
@@ -1136,10 +1142,33 @@ void encode_bulk_maps(
   }
 }
 
+// The bulk kernel for m_tiles and the omit mask (qmm_plan.h; 0 in real calls):
+// masks 1-7 are compiled for float16, 4-bit only.
+template <typename T, int bits, int MT, int... kMasks>
+const void* bulk_kernel_for(int omit, std::integer_sequence<int, kMasks...>) {
+  const void* k = nullptr;
+  ((omit == kMasks ? (k = (const void*)tc_qmm_bulk_kernel<T, bits, MT, kMasks>) : nullptr), ...);
+  return k;
+}
+
+template <typename T, int bits>
+const void* bulk_kernel(int m_tiles, int omit) {
+  using Masks = std::conditional_t<
+      std::is_same_v<T, __half> && bits == 4, std::make_integer_sequence<int, kBulkOmitAll + 1>,
+      std::integer_sequence<int, 0>>;
+  const void* k = m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(omit, Masks{})
+                               : bulk_kernel_for<T, bits, 2>(omit, Masks{});
+  if (!k) {
+    throw std::runtime_error(
+        "mlx_kernels CUDA: the bulk kernel's omit variants (measurement only) exist for "
+        "float16 x and 4-bit weights only");
+  }
+  return k;
+}
+
 template <typename T, int bits>
 void launch_bulk(mx::cu::CommandEncoder& enc, const QmmPlan& plan, const BulkArgs& args) {
-  const void* k = plan.m_tiles == 1 ? (const void*)tc_qmm_bulk_kernel<T, bits, 1>
-                                    : (const void*)tc_qmm_bulk_kernel<T, bits, 2>;
+  const void* k = bulk_kernel<T, bits>(plan.m_tiles, qmm_bulk_omit());
   BulkArgs a = args;
   void* params[] = {&a};
   const dim3 grid(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2]));

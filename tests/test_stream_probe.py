@@ -1,0 +1,120 @@
+"""benchmarks/stream_probe.py without a GPU: the sizes it hands the probe, the
+join of the events and ncu runs (kernels in launch order, a loud failure when
+they do not match the cases), and the per-weight summary."""
+
+import csv
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import stream_probe as sp  # noqa: E402
+from ncu_qmm_gpu import SHAPES, weight_bytes  # noqa: E402
+
+NS = "(anonymous namespace)::"
+KERNEL_NAMES = {"empty": f"void {NS}empty_kernel(unsigned int *)",
+                "ldg_wave": f"void {NS}ldg_read_kernel<8>(const uint4 *, long, unsigned int *)",
+                "ldg_flat": f"void {NS}ldg_read_kernel<4>(const uint4 *, long, unsigned int *)",
+                "bulk": f"void {NS}bulk_read_kernel({NS}BulkProbeArgs)"}
+
+
+def case(name, kind, nbytes, fma=0, events_us=1.0):
+    return {"name": name, "kind": kind, "bytes": nbytes, "blocks": 132, "threads": 512,
+            "cluster": 1, "smem": 0, "ring": 2 if kind == "bulk" else 0,
+            "copies": 3 if kind == "bulk" else 0, "fma_per_kb": fma, "events_us": events_us}
+
+
+def fake_csv(rows):
+    """ncu --csv --page raw --print-units base output: banners, header, units, rows."""
+    buf = io.StringIO()
+    buf.write("==PROF== Connected to process 77 (/tmp/stream_probe)\n")
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    w.writerow(["ID", "Process ID", "Process Name", "Host Name", "Kernel Name", "Context",
+                "Stream", "Block Size", "Grid Size", "Device", "CC", "gpu__time_duration.sum"])
+    w.writerow([""] * 11 + ["nsecond"])
+    for i, (name, ns) in enumerate(rows):
+        w.writerow([str(i), "77", "stream_probe", "127.0.0.1", name, "1", "13", "(512, 1, 1)",
+                    "(132, 1, 1)", "0", "9.0", f"{ns:,}"])
+    buf.write("stream_probe: 5 cases written to /tmp/x.json\n")
+    return buf.getvalue()
+
+
+MB33 = weight_bytes(14336, 4096)
+
+
+@pytest.fixture
+def runs():
+    cases = [case("empty 1x32", "empty", 0),
+             case(f"ldg wave {MB33}", "ldg_wave", MB33),
+             case(f"ldg flat {MB33}", "ldg_flat", MB33),
+             case(f"bulk ring 2 {MB33}", "bulk", (MB33 + 4607) // 4608 * 4608),
+             case(f"bulk ring 2 fma 64 {MB33}", "bulk", (MB33 + 4607) // 4608 * 4608, fma=64)]
+    events = {"sms": 132, "copy_bandwidth_Bps": 4.0e12, "cases": cases}
+    ncu_cases = {"sms": 132, "copy_bandwidth_Bps": None,
+                 "cases": [dict(c, events_us=0.0) for c in cases]}
+    ns = [2000, 11000, 12000, 10500, 9000]  # the fma case fastest: must not count as a read
+    kernels = [(KERNEL_NAMES[c["kind"]], t) for c, t in zip(cases, ns)]
+    return events, ncu_cases, kernels
+
+
+def test_sizes_cover_every_benchmark_weight():
+    lines = sp.probe_sizes().split()
+    sizes = {int(v) for tag, v in zip(lines[::2], lines[1::2]) if tag == "S"}
+    fma = [int(v) for tag, v in zip(lines[::2], lines[1::2]) if tag == "F"]
+    assert {weight_bytes(N, K) for shapes in SHAPES.values() for N, K in shapes} | {2 << 30} == sizes
+    assert fma == [MB33, weight_bytes(128256, 4096)]
+
+
+def test_kinds_match_the_probe_source():
+    src = (BENCH / "stream_probe.cu").read_text()
+    body = src[src.index("const char* kind_name"):]
+    body = body[:body.index("\n}\n")]
+    assert set(re.findall(r'return "(\w+)";', body)) - {"?"} == set(sp.KERNEL_OF_KIND)
+    for kernel in set(sp.KERNEL_OF_KIND.values()):
+        assert f"{kernel}(" in src
+
+
+def test_join_and_summary(runs):
+    events, ncu_cases, kernels = runs
+    cases = sp.join(events, ncu_cases, fake_csv(kernels))
+    assert [c["ncu_us"] for c in cases] == pytest.approx([2.0, 11.0, 12.0, 10.5, 9.0])
+    ours = {MB33: [("14336x4096", 21.7)]}
+    (row,) = sp.summarize(cases, 4.0e12, ours)
+    assert row["bytes"] == MB33 and row["best_read"] == f"bulk ring 2 {MB33}"
+    assert row["best_read_us"] == pytest.approx(10.5)
+    assert row["best_read_bw_frac"] == pytest.approx(MB33 / 10.5e-6 / 4.0e12)
+    assert row["goal_us"] == pytest.approx(MB33 / (0.7 * 4.0e12) * 1e6)
+    assert row["ours_m1"] == [{"shape": "14336x4096", "us": 21.7}]
+
+
+def test_join_fails_loudly(runs):
+    events, ncu_cases, kernels = runs
+    with pytest.raises(ValueError, match="profiled kernels"):
+        sp.join(events, ncu_cases, fake_csv(kernels[:-1]))
+    swapped = [kernels[0], kernels[3], kernels[2], kernels[1], kernels[4]]
+    with pytest.raises(ValueError, match="got kernel"):
+        sp.join(events, ncu_cases, fake_csv(swapped))
+    other = dict(ncu_cases, cases=ncu_cases["cases"][::-1])
+    with pytest.raises(ValueError, match="different case lists"):
+        sp.join(events, other, fake_csv(kernels))
+
+
+def test_parse_writes_json(tmp_path, runs):
+    events, ncu_cases, kernels = runs
+    (tmp_path / "stream_probe_events.json").write_text(json.dumps(events))
+    (tmp_path / "stream_probe_ncu_cases.json").write_text(json.dumps(ncu_cases))
+    (tmp_path / "stream_probe_ncu.csv").write_text(fake_csv(kernels))
+    ours = {"results": [{"N": 14336, "K": 4096, "M": 1, "dtype": "float16",
+                         "weight_bytes": MB33, "ours_us": 21.7}]}
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    sp.parse(tmp_path, tmp_path / "out", tmp_path / "ours.json")
+    out = json.loads((tmp_path / "out" / "stream_probe_h200.json").read_text())
+    assert out["copy_bandwidth_Bps"] == 4.0e12 and len(out["cases"]) == 5
+    assert out["summary"][0]["ours_m1"][0]["us"] == 21.7
+    assert "cache-control all" in out["method"]
