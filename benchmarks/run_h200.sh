@@ -14,6 +14,10 @@ export PYTHONUNBUFFERED=1
 ROOT=$(pwd)
 PROJ=${PROJ:-$([ -d .cudawork ] && echo .cudawork || echo .)}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
+# PACK=1: everything under $OUT leaves as one out.tgz (the device tool brings
+# back at most 8 files).
+pack() { tar -C "$OUT" -czf /tmp/out.tgz . && find "$OUT" -mindepth 1 -delete && mv /tmp/out.tgz "$OUT/"; }
+[ -n "${PACK:-}" ] && trap pack EXIT
 
 if has probe; then
   # Ceilings at the benchmark weights' sizes: pure reads, launch costs, a TMA
@@ -111,7 +115,10 @@ if has test; then
   t0=$(date +%s)
   # native backtraces of crashing workers (benchmarks/tools/segv_bt.c)
   gcc -shared -fPIC -O1 -o /tmp/segv_bt.so "$PROJ"/benchmarks/tools/segv_bt.c && export LD_PRELOAD=/tmp/segv_bt.so
-  (cd "$PROJ"/tests && timeout ${TEST_T:-330} python3 -m pytest --device gpu -v -n ${NPROC:-12} -p no:cacheprovider \
+  # TEST_ENV: VAR=VALUE ... for the test processes (e.g. MLX_KERNELS_QMM_X_FIRST=1).
+  # shellcheck disable=SC2086
+  (cd "$PROJ"/tests && { [ -z "${TEST_ENV:-}" ] || export ${TEST_ENV}; } && \
+      timeout ${TEST_T:-330} python3 -m pytest --device gpu -v -n ${NPROC:-12} -p no:cacheprovider \
       -p no:benchmark --durations=15 -W "default" ${TEST_FILES:-test_quantized_matmul*.py}) > "$OUT/tests.log" 2>&1
   echo "tests rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "FAILED|crashed|Fatal" "$OUT/tests.log" | head -40

@@ -139,6 +139,26 @@ def test_bulk_kernel_can_be_turned_off():
     assert out.stdout.strip() == "tensor_core_bulk"
 
 
+def test_x_first_is_an_opt_in_knob():
+    """MLX_KERNELS_QMM_X_FIRST=1 (read once a process) asks the bulk kernel for
+    x's loads before the weights' copies; by default it is off (the measured
+    order), and it never concerns the other kernels."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from mlx_kernels import _ext; "
+            "print([_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16')['x_first'] "
+            "for M, N in ((1, 14336), (16, 4096), (1, 1024), (64, 4096))])")
+    env = dict(os.environ)
+    env.pop("MLX_KERNELS_QMM_X_FIRST", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[False, False, False, False]"
+    env["MLX_KERNELS_QMM_X_FIRST"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[True, True, False, False]"  # bulk, bulk, tensor_core, tensor_core
+
+
 def test_m_tiles_grow_with_m():
     # K = 4000 is no whole number of bulk stages: the mma kernel at every M
     mts = [_ext.plan_cuda_quantized_matmul(M, 4096, 4000, 64, 4, True, "float16")["m_tiles"]

@@ -47,6 +47,8 @@ const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulk
 // SM (smaller weights: the tensor-core kernel, whose blocks need no x staging).
 const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 16), 16);
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
+// x's loads before the weights' copies (see QmmPlan::x_first): an A/B knob.
+const bool kXFirstWanted = tuning("MLX_KERNELS_QMM_X_FIRST", 0) != 0;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -138,6 +140,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
     return false;
   }
   plan.kernel = QmmKernel::kTensorCoreBulk;
+  plan.x_first = kXFirstWanted;
   plan.m_tiles = static_cast<int>(m_tiles);
   plan.row_tiles = 1;
   plan.k_step = static_cast<int>(k_per_stage);

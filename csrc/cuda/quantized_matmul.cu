@@ -637,10 +637,11 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
   return bits == 4 ? ((p + c) & 3) : p;
 }
 
-// kOmit (measurement only, 0 in every real call): the parts of the kernel left
-// out (kBulkOmit* in qmm_plan.h) so that ncu can time the rest
-// (benchmarks/ncu_qmm_omit.py); its output is wrong when kOmit != 0.
-template <typename T, int bits, int MT, int kOmit = 0>
+// kVariant (qmm_plan.h): kBulkXFirst (the plan's x_first), or, for measurement
+// only, the parts of the kernel left out (kBulkOmit*) so that ncu can time the
+// rest (benchmarks/ncu_qmm_omit.py; the output is then wrong). 0: the kernel
+// as measured in session 7.
+template <typename T, int bits, int MT, int kVariant = 0>
 __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -705,6 +706,29 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tma_load_2d(smem_u32(sl + w_bytes), &a.s_map, g0, n0, bar);
     tma_load_2d(smem_u32(sl + w_bytes + 16 * spr * int(sizeof(T))), &a.b_map, g0, n0, bar);
   };
+  // kBulkXFirst (MLX_KERNELS_QMM_X_FIRST; off by default until measured): this
+  // thread's first batch of x (see the staging below) is requested BEFORE the
+  // weights' copies, so that it does not queue behind them (session 8's
+  // hypothesis for the mid shapes: issued after ~19 MB of copies, x arrives
+  // only with them, and every warp waits for x at the barrier below).
+  // Otherwise x is loaded after the copies (the kernel as measured).
+  constexpr bool kXFirst = (kVariant & kBulkXFirst) && !(kVariant & kBulkOmitXStaging);
+  constexpr int kBatch = 8; // 16-byte pieces of x a thread loads before using any
+  uint4 x_early[kBatch];
+  if constexpr (kXFirst) {
+    const int groups = st_count * spr;
+    const int m = int(threadIdx.x) / groups;
+    const int gi = int(threadIdx.x) - m * groups;
+    const int pieces = a.group_size / 8;
+    const uint4* src = reinterpret_cast<const uint4*>(
+        static_cast<const T*>(a.x) + m * a.K + int64_t(st_begin) * k_per_stage +
+        gi * a.group_size);
+#pragma unroll
+    for (int q = 0; q < kBatch; ++q) {
+      x_early[q] = (m < a.M && q < pieces) ? src[q] : make_uint4(0u, 0u, 0u, 0u);
+    }
+  }
+
   if (lane == 0) {
     for (int i = 0; i < min(ring, total); ++i) {
       issue(i);
@@ -720,25 +744,31 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   T* xhi = reinterpret_cast<T*>(smem + a.smem_xsum);
   const int xsum_pitch = a.stages_per_part * spr; // elements a row of X
   T* xlo = xhi + kXRows * xsum_pitch;
-  if constexpr (!(kOmit & kBulkOmitXStaging)) {
+  if constexpr (!(kVariant & kBulkOmitXStaging)) {
     const int groups = st_count * spr;
     const int64_t k_lo = int64_t(st_begin) * k_per_stage;
     for (int u = threadIdx.x; u < kXRows * groups; u += blockDim.x) {
       const int m = u / groups;
       const int gi = u - m * groups;
       float sum = 0.f;
-      // The group's loads in batches of 8 pieces of 16 bytes, each batch
+      // The group's loads in batches of kBatch pieces of 16 bytes, each batch
       // issued before any is used (one memory round trip a batch, not one a
       // chunk; groups of 128 take two).
-      constexpr int kBatch = 8;
       const int pieces = a.group_size / 8;
       const uint4* src =
           reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + gi * a.group_size);
       for (int base = 0; base < pieces; base += kBatch) {
         uint4 raw[kBatch];
+        if (kXFirst && u == int(threadIdx.x) && base == 0) {
 #pragma unroll
-        for (int q = 0; q < kBatch; ++q) {
-          raw[q] = (m < a.M && base + q < pieces) ? src[base + q] : make_uint4(0u, 0u, 0u, 0u);
+          for (int q = 0; q < kBatch; ++q) {
+            raw[q] = x_early[q];
+          }
+        } else {
+#pragma unroll
+          for (int q = 0; q < kBatch; ++q) {
+            raw[q] = (m < a.M && base + q < pieces) ? src[base + q] : make_uint4(0u, 0u, 0u, 0u);
+          }
         }
 #pragma unroll
         for (int q0 = 0; q0 < kBatch; q0 += kPieces) {
@@ -797,7 +827,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     const int tl = i / st_count;
     const int si = i - tl * st_count; // stage within the k part
     mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
-    if constexpr (!(kOmit & kBulkOmitMath)) {
+    if constexpr (!(kVariant & kBulkOmitMath)) {
       const unsigned char* sl = slots + slot * slot_bytes;
       const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
       const T* bi = sc + 16 * spr;
@@ -878,7 +908,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
 
   // k parts: rank r of the cluster adds, in rank order, every rank's partial
   // sums of the block's tiles lt with lt % split == r, and stores them.
-  if (!(kOmit & kBulkOmitReduce) && a.split > 1) {
+  if (!(kVariant & kBulkOmitReduce) && a.split > 1) {
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();
     const int rank = int(cluster.block_rank());
@@ -1142,22 +1172,28 @@ void encode_bulk_maps(
   }
 }
 
-// The bulk kernel for m_tiles and the omit mask (qmm_plan.h; 0 in real calls):
-// masks 1-7 are compiled for float16, 4-bit only.
-template <typename T, int bits, int MT, int... kMasks>
-const void* bulk_kernel_for(int omit, std::integer_sequence<int, kMasks...>) {
+// The bulk kernel for the plan: kVariant = kBulkXFirst where the plan asks for
+// it, or an omit mask (measurement only, qmm_plan.h). Compiled: 0 and
+// kBulkXFirst for every type; the omit masks for float16, 4-bit only.
+template <typename T, int bits, int MT, int... kVariants>
+const void* bulk_kernel_for(int variant, std::integer_sequence<int, kVariants...>) {
   const void* k = nullptr;
-  ((omit == kMasks ? (k = (const void*)tc_qmm_bulk_kernel<T, bits, MT, kMasks>) : nullptr), ...);
+  ((variant == kVariants ? (k = (const void*)tc_qmm_bulk_kernel<T, bits, MT, kVariants>)
+                         : nullptr),
+   ...);
   return k;
 }
 
 template <typename T, int bits>
-const void* bulk_kernel(int m_tiles, int omit) {
-  using Masks = std::conditional_t<
-      std::is_same_v<T, __half> && bits == 4, std::make_integer_sequence<int, kBulkOmitAll + 1>,
-      std::integer_sequence<int, 0>>;
-  const void* k = m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(omit, Masks{})
-                               : bulk_kernel_for<T, bits, 2>(omit, Masks{});
+const void* bulk_kernel(const QmmPlan& plan, int omit) {
+  using Variants = std::conditional_t<
+      std::is_same_v<T, __half> && bits == 4,
+      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7, kBulkXFirst>,
+      std::integer_sequence<int, 0, kBulkXFirst>>;
+  static_assert(kBulkOmitAll == 7 && kBulkXFirst == 8);
+  const int variant = omit != 0 ? omit : plan.x_first ? kBulkXFirst : 0;
+  const void* k = plan.m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(variant, Variants{})
+                                    : bulk_kernel_for<T, bits, 2>(variant, Variants{});
   if (!k) {
     throw std::runtime_error(
         "mlx_kernels CUDA: the bulk kernel's omit variants (measurement only) exist for "
@@ -1168,7 +1204,7 @@ const void* bulk_kernel(int m_tiles, int omit) {
 
 template <typename T, int bits>
 void launch_bulk(mx::cu::CommandEncoder& enc, const QmmPlan& plan, const BulkArgs& args) {
-  const void* k = bulk_kernel<T, bits>(plan.m_tiles, qmm_bulk_omit());
+  const void* k = bulk_kernel<T, bits>(plan, qmm_bulk_omit());
   BulkArgs a = args;
   void* params[] = {&a};
   const dim3 grid(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2]));
