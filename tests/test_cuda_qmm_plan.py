@@ -159,6 +159,28 @@ def test_x_first_is_an_opt_in_knob():
     assert out.stdout.strip() == "[True, True, False, False]"  # bulk, bulk, tensor_core, tensor_core
 
 
+def test_min_ring_knob_lets_16_warps_fit():
+    """MLX_KERNELS_QMM_MIN_RING=1 (an A/B knob, read once): where x fills shared
+    memory (128256x4096 at M = 16, one k part) the plan takes 16 warps with one
+    stage buffer each instead of 8 warps with two; the default keeps two."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from mlx_kernels import _ext; "
+            "p = _ext.plan_cuda_quantized_matmul(16, 128256, 4096, 64, 4, True, 'float16'); "
+            "print(p['warps'], p['ring'], p['split_k'], p['smem_bytes'])")
+    env = dict(os.environ)
+    env.pop("MLX_KERNELS_QMM_MIN_RING", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    warps, ring, split, smem = map(int, out.stdout.split())
+    assert (warps, split) == (8, 1) and ring >= 2
+    env["MLX_KERNELS_QMM_MIN_RING"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    warps, ring, split, smem = map(int, out.stdout.split())
+    assert (warps, ring, split) == (16, 1, 1) and smem <= 227 * 1024
+
+
 def test_m_tiles_grow_with_m():
     # K = 4000 is no whole number of bulk stages: the mma kernel at every M
     mts = [_ext.plan_cuda_quantized_matmul(M, 4096, 4000, 64, 4, True, "float16")["m_tiles"]

@@ -47,6 +47,11 @@ const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulk
 // SM (smaller weights: the tensor-core kernel, whose blocks need no x staging).
 const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 16), 16);
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
+// The fewest stage buffers a warp (where a warp has more than one stage):
+// 2 keeps one copy in flight while a warp computes; 1 (an A/B knob) lets
+// 16 warps fit where x fills shared memory (M 9-16 on K = 4096 with one k
+// part), trading each warp's overlap for twice the warps.
+const int64_t kBulkMinRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 2), 2);
 // x's loads before the weights' copies (see QmmPlan::x_first): an A/B knob.
 const bool kXFirstWanted = tuning("MLX_KERNELS_QMM_X_FIRST", 0) != 0;
 
@@ -104,8 +109,8 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
         --ring;
       }
       // At least two stage buffers a warp (one in flight while it computes
-      // one) unless a warp has a single stage.
-      if (ring < std::min<int64_t>(2, stages_a_warp)) {
+      // one) unless a warp has a single stage (or kBulkMinRing is 1).
+      if (ring < std::min<int64_t>(kBulkMinRing, stages_a_warp)) {
         continue;
       }
       const int64_t cost = tpb * spp;
