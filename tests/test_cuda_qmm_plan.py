@@ -124,60 +124,49 @@ def test_bulk_plan_fills_the_gpu():
             assert p["ring"] >= min(2, busiest), (N, K, M, p)
 
 
-def test_bulk_kernel_can_be_turned_off():
+def plan_under(knobs, expr):
+    """`expr` (with _ext in scope) evaluated in a fresh process whose
+    environment has `knobs` (None: unset): the plan reads its knobs once a
+    process. Returns what it prints."""
     import os
     import subprocess
     import sys
 
-    code = ("from mlx_kernels import _ext; "
-            "print(_ext.plan_cuda_quantized_matmul(1, 4096, 4096, 64, 4, True, 'float16')['kernel'])")
-    env = dict(os.environ, MLX_KERNELS_QMM_BULK="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "tensor_core"
-    env.pop("MLX_KERNELS_QMM_BULK")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "tensor_core_bulk"
+    env = dict(os.environ)
+    for k, v in knobs.items():
+        env.pop(k, None) if v is None else env.__setitem__(k, v)
+    code = f"from mlx_kernels import _ext; print({expr})"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
+def test_bulk_kernel_can_be_turned_off():
+    expr = "_ext.plan_cuda_quantized_matmul(1, 4096, 4096, 64, 4, True, 'float16')['kernel']"
+    assert plan_under({"MLX_KERNELS_QMM_BULK": "0"}, expr) == "tensor_core"
+    assert plan_under({"MLX_KERNELS_QMM_BULK": None}, expr) == "tensor_core_bulk"
 
 
 def test_x_first_is_an_opt_in_knob():
-    """MLX_KERNELS_QMM_X_FIRST=1 (read once a process) asks the bulk kernel for
-    x's loads before the weights' copies; by default it is off (the measured
-    order), and it never concerns the other kernels."""
-    import os
-    import subprocess
-    import sys
-
-    code = ("from mlx_kernels import _ext; "
-            "print([_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16')['x_first'] "
-            "for M, N in ((1, 14336), (16, 4096), (1, 1024), (64, 4096))])")
-    env = dict(os.environ)
-    env.pop("MLX_KERNELS_QMM_X_FIRST", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[False, False, False, False]"
-    env["MLX_KERNELS_QMM_X_FIRST"] = "1"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[True, True, False, False]"  # bulk, bulk, tensor_core, tensor_core
+    """MLX_KERNELS_QMM_X_FIRST=1 asks the bulk kernel for x's loads before the
+    weights' copies; by default it is off (the measured order), and it never
+    concerns the other kernels."""
+    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16')['x_first'] "
+            "for M, N in ((1, 14336), (16, 4096), (1, 1024), (64, 4096))]")
+    assert plan_under({"MLX_KERNELS_QMM_X_FIRST": None}, expr) == "[False, False, False, False]"
+    # bulk, bulk, tensor_core, tensor_core
+    assert plan_under({"MLX_KERNELS_QMM_X_FIRST": "1"}, expr) == "[True, True, False, False]"
 
 
 def test_min_ring_knob_lets_16_warps_fit():
-    """MLX_KERNELS_QMM_MIN_RING=1 (an A/B knob, read once): where x fills shared
-    memory (128256x4096 at M = 16, one k part) the plan takes 16 warps with one
-    stage buffer each instead of 8 warps with two; the default keeps two."""
-    import os
-    import subprocess
-    import sys
-
-    code = ("from mlx_kernels import _ext; "
-            "p = _ext.plan_cuda_quantized_matmul(16, 128256, 4096, 64, 4, True, 'float16'); "
-            "print(p['warps'], p['ring'], p['split_k'], p['smem_bytes'])")
-    env = dict(os.environ)
-    env.pop("MLX_KERNELS_QMM_MIN_RING", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    warps, ring, split, smem = map(int, out.stdout.split())
+    """MLX_KERNELS_QMM_MIN_RING=1: where x fills shared memory (128256x4096 at
+    M = 16, one k part) the plan takes 16 warps with one stage buffer each
+    instead of 8 warps with two; the default keeps two."""
+    expr = ("(lambda p: (p['warps'], p['ring'], p['split_k'], p['smem_bytes']))("
+            "_ext.plan_cuda_quantized_matmul(16, 128256, 4096, 64, 4, True, 'float16'))")
+    warps, ring, split, _ = eval(plan_under({"MLX_KERNELS_QMM_MIN_RING": None}, expr))
     assert (warps, split) == (8, 1) and ring >= 2
-    env["MLX_KERNELS_QMM_MIN_RING"] = "1"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    warps, ring, split, smem = map(int, out.stdout.split())
+    warps, ring, split, smem = eval(plan_under({"MLX_KERNELS_QMM_MIN_RING": "1"}, expr))
     assert (warps, ring, split) == (16, 1, 1) and smem <= 227 * 1024
 
 
