@@ -11,9 +11,10 @@
 //   split-K, tc_qmm_bulk 216 KB of shared memory).
 // - ldg_read_kernel<U>: thread t of the grid reads 16-byte chunks
 //   t, t + T, t + 2T, ... (T = threads of the grid; coalesced across a warp),
-//   U loads issued before any is used; "wave": a grid of exactly the blocks
-//   that fit at once, looping; "flat": one round of U chunks a thread, as many
-//   blocks as that takes.
+//   U = 4 loads issued before any is used (SASS: 4 LDG.128, then the XORs;
+//   at 2048 threads an SM that is 128 KB in flight an SM); "wave": a grid of
+//   exactly the blocks that fit at once, looping; "flat": one round a thread,
+//   as many blocks as that takes.
 // - bulk_read_kernel: tc_qmm_bulk's transport without its math: persistent
 //   blocks of 16 warps, one an SM; each warp streams a contiguous range of
 //   4608-byte stages (a 16-row tile of 4-bit group-64 weights a stage: 4096
@@ -90,20 +91,18 @@ __global__ void __launch_bounds__(kThreads) ldg_read_kernel(
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   uint32_t acc = 0;
-  for (; i + (U - 1) * stride < n16; i += U * stride) {
+  for (; i < n16; i += U * stride) {
+    // U loads (predicated past the end) issued before any is used.
     uint4 v[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      v[u] = __ldg(src + i + u * stride);
+      const int64_t j = i + u * stride;
+      v[u] = j < n16 ? __ldg(src + j) : make_uint4(0u, 0u, 0u, 0u);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
     }
-  }
-  for (; i < n16; i += stride) {
-    const uint4 v = __ldg(src + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (acc == kNever) {
     sink[blockIdx.x] = acc;
@@ -219,8 +218,7 @@ struct Case {
   int ring = 0, copies = 0, fma_per_kb = 0;
 };
 
-constexpr int kLdgU = 8; // loads in flight a thread (wave kernel)
-constexpr int kLdgFlatU = 4; // chunks a thread (flat kernel)
+constexpr int kLdgU = 4; // loads in flight a thread (both read kernels)
 
 struct Device {
   int sms = 0;
@@ -232,7 +230,8 @@ std::vector<Case> make_cases(
   std::vector<Case> cs;
   cs.push_back({"empty 1x32", Kind::kEmpty, 0, 1, 32});
   for (int cl : {1, 2, 4, 8}) {
-    cs.push_back({"empty 128x512 cluster " + std::to_string(cl), Kind::kEmpty, 0, 128, kThreads, cl});
+    cs.push_back(
+        {"empty 128x512 cluster " + std::to_string(cl), Kind::kEmpty, 0, 128, kThreads, cl});
   }
   for (int cl : {1, 4}) {
     cs.push_back({"empty 128x512 smem 200KB cluster " + std::to_string(cl), Kind::kEmpty, 0, 128,
@@ -242,11 +241,13 @@ std::vector<Case> make_cases(
     const int64_t n16 = b / 16;
     const std::string sz = std::to_string(b);
     cs.push_back({"ldg wave " + sz, Kind::kLdgWave, n16 * 16, dev.sms * dev.ldg_blocks_per_sm});
-    const int64_t flat_blocks = (n16 + int64_t(kThreads) * kLdgFlatU - 1) / (int64_t(kThreads) * kLdgFlatU);
-    cs.push_back({"ldg flat " + sz, Kind::kLdgFlat, n16 * 16, int(std::min<int64_t>(flat_blocks, 1 << 30))});
+    const int64_t per_block = int64_t(kThreads) * kLdgU; // 16-byte chunks
+    const int64_t flat_blocks = (n16 + per_block - 1) / per_block;
+    cs.push_back({"ldg flat " + sz, Kind::kLdgFlat, n16 * 16, int(flat_blocks)});
     const int64_t stages = (b + kStageBytes - 1) / kStageBytes;
     for (int ring : {2, 3}) {
-      Case c{"bulk ring " + std::to_string(ring) + " " + sz, Kind::kBulk, stages * kStageBytes, dev.sms};
+      Case c{"bulk ring " + std::to_string(ring) + " " + sz, Kind::kBulk, stages * kStageBytes,
+             dev.sms};
       c.smem = kBarrierBytes + kBulkWarps * ring * kStageBytes;
       c.ring = ring;
       c.copies = 3;
@@ -291,7 +292,7 @@ void launch(const Case& c, const unsigned char* buf, uint32_t* sink, cudaStream_
                             c.bytes / 16, sink));
       break;
     case Kind::kLdgFlat:
-      CK(cudaLaunchKernelEx(&cfg, ldg_read_kernel<kLdgFlatU>, reinterpret_cast<const uint4*>(buf),
+      CK(cudaLaunchKernelEx(&cfg, ldg_read_kernel<kLdgU>, reinterpret_cast<const uint4*>(buf),
                             c.bytes / 16, sink));
       break;
     case Kind::kBulk: {
@@ -371,7 +372,8 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&buf, max_bytes + 2 * kStageBytes));
   CK(cudaMalloc(&flush, kFlushBytes));
   CK(cudaMalloc(&sink, sizeof(uint32_t) * (1 << 20)));
-  fill_kernel<<<4 * dev.sms, 256>>>(reinterpret_cast<uint32_t*>(buf), (max_bytes + 2 * kStageBytes) / 4, 1u);
+  fill_kernel<<<4 * dev.sms, 256>>>(
+      reinterpret_cast<uint32_t*>(buf), (max_bytes + 2 * kStageBytes) / 4, 1u);
   fill_kernel<<<4 * dev.sms, 256>>>(reinterpret_cast<uint32_t*>(flush), kFlushBytes / 4, 2u);
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());

@@ -19,7 +19,7 @@ from ncu_qmm_gpu import SHAPES, weight_bytes  # noqa: E402
 
 NS = "(anonymous namespace)::"
 KERNEL_NAMES = {"empty": f"void {NS}empty_kernel(unsigned int *)",
-                "ldg_wave": f"void {NS}ldg_read_kernel<8>(const uint4 *, long, unsigned int *)",
+                "ldg_wave": f"void {NS}ldg_read_kernel<4>(const uint4 *, long, unsigned int *)",
                 "ldg_flat": f"void {NS}ldg_read_kernel<4>(const uint4 *, long, unsigned int *)",
                 "bulk": f"void {NS}bulk_read_kernel({NS}BulkProbeArgs)"}
 
