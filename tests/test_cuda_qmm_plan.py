@@ -37,12 +37,6 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
         assert gy <= 65535 and gz <= 65535
 
 
-def min_ring(M):
-    """The fewest stage buffers a bulk-kernel warp gets (where it has more
-    stages): 2 for M <= 8, 1 for M 9-16 (qmm_plan.cpp)."""
-    return 2 if M <= 8 else 1
-
-
 def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
     """Shared memory of a bulk block apart from its rings (mirrors qmm_plan.cpp),
     the stage-buffer bytes of one slot, and the stages of the busiest warp."""
@@ -90,7 +84,7 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
     assert 1 <= p["ring"] <= 4 and total == ring_off + warps * p["ring"] * slot <= 227 * 1024
     busiest = math.ceil(tpb / warps) * spp  # stages of the busiest warp
-    assert p["ring"] >= min(min_ring(M), busiest)
+    assert p["ring"] >= min(2, busiest)
     assert p["smem_bytes"] == total
 
 
@@ -112,8 +106,7 @@ def test_bulk_plan_shapes(bits, gs, sms):
                         if split <= K // stage_k:
                             fixed, slot, busiest = bulk_fixed_smem(
                                 M, K, gs, bits, split, math.ceil(N / 16), sms, 8)
-                            need = 8 * min(min_ring(M), busiest) * slot
-                            assert fixed + need > 227 * 1024, (M, N, K, split)
+                            assert fixed + 8 * min(2, busiest) * slot > 227 * 1024, (M, N, K, split)
                 assert p["kernel"] == "tensor_core", (M, N, K)
 
 
@@ -128,7 +121,7 @@ def test_bulk_plan_fills_the_gpu():
             even = math.ceil(N / 16) * p["num_steps"] / 132
             assert p["tiles_per_block"] * p["steps_per_split"] <= 1.12 * even + 1, (N, K, p)
             busiest = math.ceil(p["tiles_per_block"] / p["warps"]) * p["steps_per_split"]
-            assert p["ring"] >= min(min_ring(M), busiest), (N, K, M, p)
+            assert p["ring"] >= min(2, busiest), (N, K, M, p)
 
 
 def plan_under(knobs, expr):
@@ -154,18 +147,27 @@ def test_bulk_kernel_can_be_turned_off():
     assert plan_under({"MLX_KERNELS_QMM_BULK": None}, expr) == "tensor_core_bulk"
 
 
-def test_ring_floor_by_m_and_its_knob():
-    """M 9-16 may take one stage buffer a warp, so that 16 warps fit where x
-    fills shared memory (128256x4096 at M = 16, one k part: 16 warps, ring 1);
-    M <= 8 keeps two. MLX_KERNELS_QMM_MIN_RING=2 (A/B) forces two for every M:
-    8 warps there."""
-    expr = ("[(lambda p: (p['warps'], p['ring'], p['split_k']))("
-            "_ext.plan_cuda_quantized_matmul(M, 128256, 4096, 64, 4, True, 'float16')) "
-            "for M in (8, 16)]")
-    m8, m16 = eval(plan_under({"MLX_KERNELS_QMM_MIN_RING": None}, expr))
-    assert m8[0] == 16 and m8[1] >= 2 and m16 == (16, 1, 1)
-    m8, m16 = eval(plan_under({"MLX_KERNELS_QMM_MIN_RING": "2"}, expr))
-    assert m8[0] == 16 and m16[0] == 8 and m16[1] >= 2 and m16[2] == 1
+def test_x_first_is_an_opt_in_knob():
+    """MLX_KERNELS_QMM_X_FIRST=1 asks the bulk kernel for x's loads before the
+    weights' copies; by default it is off (the measured order), and it never
+    concerns the other kernels."""
+    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16')['x_first'] "
+            "for M, N in ((1, 14336), (16, 4096), (1, 1024), (64, 4096))]")
+    assert plan_under({"MLX_KERNELS_QMM_X_FIRST": None}, expr) == "[False, False, False, False]"
+    # bulk, bulk, tensor_core, tensor_core
+    assert plan_under({"MLX_KERNELS_QMM_X_FIRST": "1"}, expr) == "[True, True, False, False]"
+
+
+def test_min_ring_knob_lets_16_warps_fit():
+    """MLX_KERNELS_QMM_MIN_RING=1: where x fills shared memory (128256x4096 at
+    M = 16, one k part) the plan takes 16 warps with one stage buffer each
+    instead of 8 warps with two; the default keeps two."""
+    expr = ("(lambda p: (p['warps'], p['ring'], p['split_k'], p['smem_bytes']))("
+            "_ext.plan_cuda_quantized_matmul(16, 128256, 4096, 64, 4, True, 'float16'))")
+    warps, ring, split, _ = eval(plan_under({"MLX_KERNELS_QMM_MIN_RING": None}, expr))
+    assert (warps, split) == (8, 1) and ring >= 2
+    warps, ring, split, smem = eval(plan_under({"MLX_KERNELS_QMM_MIN_RING": "1"}, expr))
+    assert (warps, ring, split) == (16, 1, 1) and smem <= 227 * 1024
 
 
 def test_m_tiles_grow_with_m():

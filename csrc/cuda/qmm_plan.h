@@ -43,6 +43,9 @@ struct QmmPlan {
   // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
   int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
+  // x's first loads issued before the weights' copies instead of after them
+  // (MLX_KERNELS_QMM_X_FIRST=1; off by default until an H200 run measures it).
+  bool x_first = false;
 };
 
 constexpr int kTcWarps = 4;
@@ -88,6 +91,8 @@ constexpr int kBulkOmitMath = 1; // dequantization and mmas (waits and refills s
 constexpr int kBulkOmitXStaging = 2; // staging x and its group sums
 constexpr int kBulkOmitReduce = 4; // the cluster's split-K reduction
 constexpr int kBulkOmitAll = 7;
+// The bulk kernel's template variant for QmmPlan::x_first (not an omit mask).
+constexpr int kBulkXFirst = 8;
 int qmm_bulk_omit();
 void set_qmm_bulk_omit(int mask); // 0 .. kBulkOmitAll (checked by the caller)
 

@@ -637,9 +637,10 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
   return bits == 4 ? ((p + c) & 3) : p;
 }
 
-// kVariant: 0, or, for measurement only, the parts of the kernel left out
-// (kBulkOmit* in qmm_plan.h) so that ncu can time the rest
-// (benchmarks/ncu_qmm_omit.py; the output is then wrong).
+// kVariant (qmm_plan.h): kBulkXFirst (the plan's x_first), or, for measurement
+// only, the parts of the kernel left out (kBulkOmit*) so that ncu can time the
+// rest (benchmarks/ncu_qmm_omit.py; the output is then wrong). 0: the kernel
+// as measured in session 7.
 template <typename T, int bits, int MT, int kVariant = 0>
 __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
@@ -705,32 +706,27 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tma_load_2d(smem_u32(sl + w_bytes), &a.s_map, g0, n0, bar);
     tma_load_2d(smem_u32(sl + w_bytes + 16 * spr * int(sizeof(T))), &a.b_map, g0, n0, bar);
   };
-  // x is staged one thread a (row of x, group of this k part), the group's
-  // 16-byte pieces loaded in batches of kBatch, each batch issued before any
-  // is used (one memory round trip a batch; groups of 128 take two).
-  const T* xg = static_cast<const T*>(a.x);
-  const int x_groups = st_count * spr;
-  const int x_units = kXRows * x_groups;
-  const int x_pieces = a.group_size / 8;
-  const int64_t k_lo = int64_t(st_begin) * k_per_stage;
-  constexpr int kBatch = 8;
-  auto load_x_batch = [&](int u, int base, uint4(&raw)[kBatch]) {
-    const int m = u / x_groups;
-    const int gi = u - m * x_groups;
-    const uint4* src = reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + gi * a.group_size);
+  // kBulkXFirst (MLX_KERNELS_QMM_X_FIRST; off by default until measured): this
+  // thread's first batch of x (see the staging below) is requested BEFORE the
+  // weights' copies, so that it does not queue behind them (session 8's
+  // hypothesis for the mid shapes: issued after ~19 MB of copies, x arrives
+  // only with them, and every warp waits for x at the barrier below).
+  // Otherwise x is loaded after the copies (the kernel as measured).
+  constexpr bool kXFirst = (kVariant & kBulkXFirst) && !(kVariant & kBulkOmitXStaging);
+  constexpr int kBatch = 8; // 16-byte pieces of x a thread loads before using any
+  uint4 x_early[kBatch];
+  if constexpr (kXFirst) {
+    const int groups = st_count * spr;
+    const int m = int(threadIdx.x) / groups;
+    const int gi = int(threadIdx.x) - m * groups;
+    const int pieces = a.group_size / 8;
+    const uint4* src = reinterpret_cast<const uint4*>(
+        static_cast<const T*>(a.x) + m * a.K + int64_t(st_begin) * k_per_stage +
+        gi * a.group_size);
 #pragma unroll
     for (int q = 0; q < kBatch; ++q) {
-      raw[q] = (m < a.M && base + q < x_pieces) ? src[base + q] : make_uint4(0u, 0u, 0u, 0u);
+      x_early[q] = (m < a.M && q < pieces) ? src[q] : make_uint4(0u, 0u, 0u, 0u);
     }
-  };
-  // This thread's first batch of x is requested BEFORE the weights' copies:
-  // issued after them, it queued behind them (~19 MB over the GPU on
-  // 14336x4096) while every warp waited for x at the barrier below; first,
-  // 1-3 us faster on the benchmark shapes (ncu, session 8).
-  constexpr bool kStageX = !(kVariant & kBulkOmitXStaging);
-  uint4 x_first[kBatch];
-  if (kStageX && int(threadIdx.x) < x_units) {
-    load_x_batch(threadIdx.x, 0, x_first);
   }
 
   if (lane == 0) {
@@ -740,30 +736,43 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   }
 
   // Stage this block's rows of x for its k part (while the first weights are
-  // on their way), in fragment order, with X = the sum of each group (float32,
-  // kept as hi + lo halves). Rows past M are zeros.
+  // on their way): one thread a (row of x, group): the group's values in
+  // fragment order, and X = their sum (float32, kept as hi + lo halves).
+  // Rows past M are zeros.
+  const T* xg = static_cast<const T*>(a.x);
   unsigned char* xs = smem + a.smem_x;
   T* xhi = reinterpret_cast<T*>(smem + a.smem_xsum);
   const int xsum_pitch = a.stages_per_part * spr; // elements a row of X
   T* xlo = xhi + kXRows * xsum_pitch;
-  if constexpr (kStageX) {
-    for (int u = threadIdx.x; u < x_units; u += blockDim.x) {
-      const int m = u / x_groups;
-      const int gi = u - m * x_groups;
+  if constexpr (!(kVariant & kBulkOmitXStaging)) {
+    const int groups = st_count * spr;
+    const int64_t k_lo = int64_t(st_begin) * k_per_stage;
+    for (int u = threadIdx.x; u < kXRows * groups; u += blockDim.x) {
+      const int m = u / groups;
+      const int gi = u - m * groups;
       float sum = 0.f;
-      for (int base = 0; base < x_pieces; base += kBatch) {
+      // The group's loads in batches of kBatch pieces of 16 bytes, each batch
+      // issued before any is used (one memory round trip a batch, not one a
+      // chunk; groups of 128 take two).
+      const int pieces = a.group_size / 8;
+      const uint4* src =
+          reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + gi * a.group_size);
+      for (int base = 0; base < pieces; base += kBatch) {
         uint4 raw[kBatch];
-        if (u == int(threadIdx.x) && base == 0) {
+        if (kXFirst && u == int(threadIdx.x) && base == 0) {
 #pragma unroll
           for (int q = 0; q < kBatch; ++q) {
-            raw[q] = x_first[q];
+            raw[q] = x_early[q];
           }
         } else {
-          load_x_batch(u, base, raw);
+#pragma unroll
+          for (int q = 0; q < kBatch; ++q) {
+            raw[q] = (m < a.M && base + q < pieces) ? src[base + q] : make_uint4(0u, 0u, 0u, 0u);
+          }
         }
 #pragma unroll
         for (int q0 = 0; q0 < kBatch; q0 += kPieces) {
-          if (base + q0 < x_pieces) {
+          if (base + q0 < pieces) {
             const int kc = gi * a.group_size + (base + q0) * 8; // chunk's k in the k part
             uint32_t xr[V / 2];
 #pragma unroll
@@ -898,45 +907,26 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   }
 
   // k parts: rank r of the cluster adds, in rank order, every rank's partial
-  // sums of the block's tiles lt = r, r + split, ... and stores them. All the
-  // block's threads share the rank's (tile, float) pairs, each pair's remote
-  // reads issued before any is added, and pairs of rows past M or columns
-  // past N skipped (M = 1: 16 of a tile's 128). (One tile at a time, 128
-  // threads of 512, with every pair read: 2-3.5 us of the 33 MB shapes' 22,
-  // ncu_qmm_omit.py, session 8.)
+  // sums of the block's tiles lt with lt % split == r, and stores them.
   if (!(kVariant & kBulkOmitReduce) && a.split > 1) {
-    constexpr int kMaxSplit = 8; // a portable cluster
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();
     const int rank = int(cluster.block_rank());
-    const int mine = (tile_end - tile_begin - rank + a.split - 1) / a.split; // tiles
-    const float* rank_partials[kMaxSplit];
-#pragma unroll
-    for (int q = 0; q < kMaxSplit; ++q) {
-      rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
-    }
-    for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
-      const int lt = rank + a.split * (idx / kAccFloats);
-      const int f = idx % kAccFloats;
-      const int t = f / 128;
-      const int e = (f / 32) % 4;
-      const int ln = f % 32;
-      const int64_t n = int64_t(tile_begin + lt) * 16 + ln / 4 + 8 * (e / 2);
-      const int64_t m = 8 * t + 2 * (ln % 4) + (e % 2);
-      if (n < a.N && m < a.M) {
-        float part[kMaxSplit];
-#pragma unroll
-        for (int q = 0; q < kMaxSplit; ++q) {
-          part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
-        }
+    const int ntiles = tile_end - tile_begin;
+    for (int lt = rank; lt < ntiles; lt += a.split) {
+      for (int f = threadIdx.x; f < kAccFloats; f += blockDim.x) {
         float v = 0.f;
-#pragma unroll
-        for (int q = 0; q < kMaxSplit; ++q) {
-          if (q < a.split) {
-            v += part[q];
-          }
+        for (int q = 0; q < a.split; ++q) {
+          v += cluster.map_shared_rank(partials, q)[lt * kAccFloats + f];
         }
-        out[m * a.N + n] = from_f<T>(v);
+        const int t = f / 128;
+        const int e = (f / 32) % 4;
+        const int ln = f % 32;
+        const int64_t n = int64_t(tile_begin + lt) * 16 + ln / 4 + 8 * (e / 2);
+        const int64_t m = 8 * t + 2 * (ln % 4) + (e % 2);
+        if (n < a.N && m < a.M) {
+          out[m * a.N + n] = from_f<T>(v);
+        }
       }
     }
     cluster.sync(); // no block leaves while another reads its partial sums
@@ -1182,22 +1172,28 @@ void encode_bulk_maps(
   }
 }
 
-// The bulk kernel for m_tiles and the omit mask (qmm_plan.h; 0 in real calls):
-// masks 1-7 are compiled for float16, 4-bit only.
-template <typename T, int bits, int MT, int... kMasks>
-const void* bulk_kernel_for(int omit, std::integer_sequence<int, kMasks...>) {
+// The bulk kernel for the plan: kVariant = kBulkXFirst where the plan asks for
+// it, or an omit mask (measurement only, qmm_plan.h). Compiled: 0 and
+// kBulkXFirst for every type; the omit masks for float16, 4-bit only.
+template <typename T, int bits, int MT, int... kVariants>
+const void* bulk_kernel_for(int variant, std::integer_sequence<int, kVariants...>) {
   const void* k = nullptr;
-  ((omit == kMasks ? (k = (const void*)tc_qmm_bulk_kernel<T, bits, MT, kMasks>) : nullptr), ...);
+  ((variant == kVariants ? (k = (const void*)tc_qmm_bulk_kernel<T, bits, MT, kVariants>)
+                         : nullptr),
+   ...);
   return k;
 }
 
 template <typename T, int bits>
-const void* bulk_kernel(int m_tiles, int omit) {
-  using Masks = std::conditional_t<
-      std::is_same_v<T, __half> && bits == 4, std::make_integer_sequence<int, kBulkOmitAll + 1>,
-      std::integer_sequence<int, 0>>;
-  const void* k = m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(omit, Masks{})
-                               : bulk_kernel_for<T, bits, 2>(omit, Masks{});
+const void* bulk_kernel(const QmmPlan& plan, int omit) {
+  using Variants = std::conditional_t<
+      std::is_same_v<T, __half> && bits == 4,
+      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7, kBulkXFirst>,
+      std::integer_sequence<int, 0, kBulkXFirst>>;
+  static_assert(kBulkOmitAll == 7 && kBulkXFirst == 8);
+  const int variant = omit != 0 ? omit : plan.x_first ? kBulkXFirst : 0;
+  const void* k = plan.m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(variant, Variants{})
+                                    : bulk_kernel_for<T, bits, 2>(variant, Variants{});
   if (!k) {
     throw std::runtime_error(
         "mlx_kernels CUDA: the bulk kernel's omit variants (measurement only) exist for "
@@ -1208,7 +1204,7 @@ const void* bulk_kernel(int m_tiles, int omit) {
 
 template <typename T, int bits>
 void launch_bulk(mx::cu::CommandEncoder& enc, const QmmPlan& plan, const BulkArgs& args) {
-  const void* k = bulk_kernel<T, bits>(plan.m_tiles, qmm_bulk_omit());
+  const void* k = bulk_kernel<T, bits>(plan, qmm_bulk_omit());
   BulkArgs a = args;
   void* params[] = {&a};
   const dim3 grid(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2]));
