@@ -115,7 +115,7 @@ if has test; then
   t0=$(date +%s)
   # native backtraces of crashing workers (benchmarks/tools/segv_bt.c)
   gcc -shared -fPIC -O1 -o /tmp/segv_bt.so "$PROJ"/benchmarks/tools/segv_bt.c && export LD_PRELOAD=/tmp/segv_bt.so
-  # TEST_ENV: VAR=VALUE ... for the test processes (e.g. MLX_KERNELS_QMM_X_FIRST=1).
+  # TEST_ENV: VAR=VALUE ... for the test processes (e.g. MLX_KERNELS_QMM_CANDIDATE=1).
   # shellcheck disable=SC2086
   (cd "$PROJ"/tests && { [ -z "${TEST_ENV:-}" ] || export ${TEST_ENV}; } && \
       timeout ${TEST_T:-330} python3 -m pytest --device gpu -v -n ${NPROC:-12} -p no:cacheprovider \

@@ -147,27 +147,26 @@ def test_bulk_kernel_can_be_turned_off():
     assert plan_under({"MLX_KERNELS_QMM_BULK": None}, expr) == "tensor_core_bulk"
 
 
-def test_x_first_is_an_opt_in_knob():
-    """MLX_KERNELS_QMM_X_FIRST=1 asks the bulk kernel for x's loads before the
-    weights' copies; by default it is off (the measured order), and it never
-    concerns the other kernels."""
-    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16')['x_first'] "
-            "for M, N in ((1, 14336), (16, 4096), (1, 1024), (64, 4096))]")
-    assert plan_under({"MLX_KERNELS_QMM_X_FIRST": None}, expr) == "[False, False, False, False]"
-    # bulk, bulk, tensor_core, tensor_core
-    assert plan_under({"MLX_KERNELS_QMM_X_FIRST": "1"}, expr) == "[True, True, False, False]"
-
-
-def test_min_ring_knob_lets_16_warps_fit():
-    """MLX_KERNELS_QMM_MIN_RING=1: where x fills shared memory (128256x4096 at
-    M = 16, one k part) the plan takes 16 warps with one stage buffer each
-    instead of 8 warps with two; the default keeps two."""
-    expr = ("(lambda p: (p['warps'], p['ring'], p['split_k'], p['smem_bytes']))("
-            "_ext.plan_cuda_quantized_matmul(16, 128256, 4096, 64, 4, True, 'float16'))")
-    warps, ring, split, _ = eval(plan_under({"MLX_KERNELS_QMM_MIN_RING": None}, expr))
-    assert (warps, split) == (8, 1) and ring >= 2
-    warps, ring, split, smem = eval(plan_under({"MLX_KERNELS_QMM_MIN_RING": "1"}, expr))
-    assert (warps, ring, split) == (16, 1, 1) and smem <= 227 * 1024
+def test_candidate_is_an_opt_in_knob():
+    """MLX_KERNELS_QMM_CANDIDATE=1 asks for session 8's candidate bulk kernel
+    (x first, flat split-K reduction) and lets M 9-16 take one stage buffer a
+    warp, so that 16 warps fit where x fills shared memory (128256x4096 at
+    M = 16, one k part); off by default (the kernel measured in session 7), and
+    it never concerns the other kernels. MLX_KERNELS_QMM_MIN_RING forces one
+    ring floor for every M."""
+    expr = ("[(lambda p: (p['candidate'], p['warps'], p['ring']))("
+            "_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16')) "
+            "for M, N in ((1, 14336), (8, 128256), (16, 128256), (1, 1024), (64, 4096))]")
+    knobs = {"MLX_KERNELS_QMM_CANDIDATE": None, "MLX_KERNELS_QMM_MIN_RING": None}
+    off = eval(plan_under(knobs, expr))
+    assert [c for c, _, _ in off] == [False] * 5
+    assert off[2][1] == 8 and off[2][2] >= 2  # M = 16 on 128256x4096: 8 warps, ring >= 2
+    on = eval(plan_under(dict(knobs, MLX_KERNELS_QMM_CANDIDATE="1"), expr))
+    assert [c for c, _, _ in on] == [True, True, True, False, False]  # bulk x3, tensor_core x2
+    assert on[1][1:] == off[1][1:]  # M <= 8: same plan
+    assert on[2][1:] == (16, 1)  # M = 16: 16 warps, one stage buffer each
+    forced = eval(plan_under(dict(knobs, MLX_KERNELS_QMM_MIN_RING="1"), expr))
+    assert forced[2][1:] == (16, 1) and not forced[2][0]
 
 
 def test_m_tiles_grow_with_m():

@@ -48,12 +48,16 @@ const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulk
 const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 16), 16);
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
 // The fewest stage buffers a warp (where a warp has more than one stage):
-// 2 keeps one copy in flight while a warp computes; 1 (an A/B knob) lets
-// 16 warps fit where x fills shared memory (M 9-16 on K = 4096 with one k
-// part), trading each warp's overlap for twice the warps.
-const int64_t kBulkMinRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 2), 2);
-// x's loads before the weights' copies (see QmmPlan::x_first): an A/B knob.
-const bool kXFirstWanted = tuning("MLX_KERNELS_QMM_X_FIRST", 0) != 0;
+// 2 keeps one copy in flight while a warp computes. The candidate plan
+// allows 1 at M 9-16, where it lets 16 warps fit next to twice the staged x.
+// H200, ncu, session 8 (MLX_KERNELS_QMM_MIN_RING=1 for every M against 2):
+// 128256x4096 M 12-16 135-137 -> 120-122 us (16 warps instead of 8),
+// 4096x14336 M 12-16 34-35 -> 30 us, no other M 12-16 case slower; but
+// 4096x14336 M 1-8 22-24 -> 27-33 us. MLX_KERNELS_QMM_MIN_RING=1 or 2 forces
+// one floor for every M (A/B runs).
+const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 0), 2);
+// Session 8's candidate (QmmPlan::candidate): off until its GPU parity run.
+const bool kCandidate = tuning("MLX_KERNELS_QMM_CANDIDATE", 0) != 0;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -80,6 +84,9 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
     return false;
   }
   const int64_t m_tiles = p.M <= 8 ? 1 : 2;
+  const int64_t min_ring = kBulkMinRingKnob > 0 ? kBulkMinRingKnob
+      : (kCandidate && m_tiles == 2)           ? 1
+                                               : 2;
   const int64_t x_rows = 8 * m_tiles;
   const int64_t groups_per_stage = k_per_stage / p.group_size;
   const int64_t slot_bytes = 16 * (row_bytes + 2 * groups_per_stage * 2);
@@ -108,9 +115,8 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       while (ring > 0 && off_ring + warps * ring * slot_bytes > kBulkMaxSmem) {
         --ring;
       }
-      // At least two stage buffers a warp (one in flight while it computes
-      // one) unless a warp has a single stage (or kBulkMinRing is 1).
-      if (ring < std::min<int64_t>(kBulkMinRing, stages_a_warp)) {
+      // At least min_ring stage buffers a warp, unless it has fewer stages.
+      if (ring < std::min<int64_t>(min_ring, stages_a_warp)) {
         continue;
       }
       const int64_t cost = tpb * spp;
@@ -145,7 +151,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
     return false;
   }
   plan.kernel = QmmKernel::kTensorCoreBulk;
-  plan.x_first = kXFirstWanted;
+  plan.candidate = kCandidate;
   plan.m_tiles = static_cast<int>(m_tiles);
   plan.row_tiles = 1;
   plan.k_step = static_cast<int>(k_per_stage);

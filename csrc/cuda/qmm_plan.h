@@ -43,9 +43,11 @@ struct QmmPlan {
   // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
   int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
-  // x's first loads issued before the weights' copies instead of after them
-  // (MLX_KERNELS_QMM_X_FIRST=1; off by default until an H200 run measures it).
-  bool x_first = false;
+  // Session 8's candidate bulk kernel (MLX_KERNELS_QMM_CANDIDATE=1; off by
+  // default until its GPU parity run): x's first loads before the weights'
+  // copies, a flat split-K reduction, and one stage buffer a warp allowed at
+  // M 9-16 (faster on the H200 in session 8, not yet checked for parity).
+  bool candidate = false;
 };
 
 constexpr int kTcWarps = 4;
@@ -91,8 +93,8 @@ constexpr int kBulkOmitMath = 1; // dequantization and mmas (waits and refills s
 constexpr int kBulkOmitXStaging = 2; // staging x and its group sums
 constexpr int kBulkOmitReduce = 4; // the cluster's split-K reduction
 constexpr int kBulkOmitAll = 7;
-// The bulk kernel's template variant for QmmPlan::x_first (not an omit mask).
-constexpr int kBulkXFirst = 8;
+// The bulk kernel's template variant for QmmPlan::candidate (not an omit mask).
+constexpr int kBulkCandidate = 8;
 int qmm_bulk_omit();
 void set_qmm_bulk_omit(int mask); // 0 .. kBulkOmitAll (checked by the caller)
 

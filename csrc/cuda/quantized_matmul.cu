@@ -637,10 +637,11 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
   return bits == 4 ? ((p + c) & 3) : p;
 }
 
-// kVariant (qmm_plan.h): kBulkXFirst (the plan's x_first), or, for measurement
-// only, the parts of the kernel left out (kBulkOmit*) so that ncu can time the
-// rest (benchmarks/ncu_qmm_omit.py; the output is then wrong). 0: the kernel
-// as measured in session 7.
+// kVariant (qmm_plan.h): 0, the kernel as measured in session 7;
+// kBulkCandidate (the plan's candidate: x first, a flat split-K reduction);
+// or, for measurement only, the parts of the kernel left out (kBulkOmit*) so
+// that ncu can time the rest (benchmarks/ncu_qmm_omit.py; the output is then
+// wrong).
 template <typename T, int bits, int MT, int kVariant = 0>
 __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
@@ -706,13 +707,12 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tma_load_2d(smem_u32(sl + w_bytes), &a.s_map, g0, n0, bar);
     tma_load_2d(smem_u32(sl + w_bytes + 16 * spr * int(sizeof(T))), &a.b_map, g0, n0, bar);
   };
-  // kBulkXFirst (MLX_KERNELS_QMM_X_FIRST; off by default until measured): this
-  // thread's first batch of x (see the staging below) is requested BEFORE the
-  // weights' copies, so that it does not queue behind them (session 8's
-  // hypothesis for the mid shapes: issued after ~19 MB of copies, x arrives
-  // only with them, and every warp waits for x at the barrier below).
-  // Otherwise x is loaded after the copies (the kernel as measured).
-  constexpr bool kXFirst = (kVariant & kBulkXFirst) && !(kVariant & kBulkOmitXStaging);
+  // The candidate: this thread's first batch of x (see the staging below) is
+  // requested BEFORE the weights' copies: issued after them, it queues behind
+  // them (~19 MB over the GPU on 14336x4096) while every warp waits for x at
+  // the barrier below (1-3 us faster on the benchmark shapes, ncu, session 8).
+  constexpr bool kCandidate = kVariant & kBulkCandidate;
+  constexpr bool kXFirst = kCandidate && !(kVariant & kBulkOmitXStaging);
   constexpr int kBatch = 8; // 16-byte pieces of x a thread loads before using any
   uint4 x_early[kBatch];
   if constexpr (kXFirst) {
@@ -907,25 +907,64 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   }
 
   // k parts: rank r of the cluster adds, in rank order, every rank's partial
-  // sums of the block's tiles lt with lt % split == r, and stores them.
+  // sums of the block's tiles lt = r, r + split, ... and stores them.
   if (!(kVariant & kBulkOmitReduce) && a.split > 1) {
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();
     const int rank = int(cluster.block_rank());
     const int ntiles = tile_end - tile_begin;
-    for (int lt = rank; lt < ntiles; lt += a.split) {
-      for (int f = threadIdx.x; f < kAccFloats; f += blockDim.x) {
-        float v = 0.f;
-        for (int q = 0; q < a.split; ++q) {
-          v += cluster.map_shared_rank(partials, q)[lt * kAccFloats + f];
-        }
+    if constexpr (kCandidate) {
+      // All the block's threads share the rank's (tile, float) pairs, each
+      // pair's remote reads issued before any is added, pairs of rows past M
+      // or columns past N skipped (M = 1: 16 of a tile's 128). The loop below
+      // (one tile at a time, 128 of 512 threads, every pair read) cost 2-3.5
+      // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8).
+      constexpr int kMaxSplit = 8; // a portable cluster
+      const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
+      const float* rank_partials[kMaxSplit];
+#pragma unroll
+      for (int q = 0; q < kMaxSplit; ++q) {
+        rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
+      }
+      for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
+        const int lt = rank + a.split * (idx / kAccFloats);
+        const int f = idx % kAccFloats;
         const int t = f / 128;
         const int e = (f / 32) % 4;
         const int ln = f % 32;
         const int64_t n = int64_t(tile_begin + lt) * 16 + ln / 4 + 8 * (e / 2);
         const int64_t m = 8 * t + 2 * (ln % 4) + (e % 2);
         if (n < a.N && m < a.M) {
+          float part[kMaxSplit];
+#pragma unroll
+          for (int q = 0; q < kMaxSplit; ++q) {
+            part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
+          }
+          float v = 0.f;
+#pragma unroll
+          for (int q = 0; q < kMaxSplit; ++q) {
+            if (q < a.split) {
+              v += part[q];
+            }
+          }
           out[m * a.N + n] = from_f<T>(v);
+        }
+      }
+    } else {
+      for (int lt = rank; lt < ntiles; lt += a.split) {
+        for (int f = threadIdx.x; f < kAccFloats; f += blockDim.x) {
+          float v = 0.f;
+          for (int q = 0; q < a.split; ++q) {
+            v += cluster.map_shared_rank(partials, q)[lt * kAccFloats + f];
+          }
+          const int t = f / 128;
+          const int e = (f / 32) % 4;
+          const int ln = f % 32;
+          const int64_t n = int64_t(tile_begin + lt) * 16 + ln / 4 + 8 * (e / 2);
+          const int64_t m = 8 * t + 2 * (ln % 4) + (e % 2);
+          if (n < a.N && m < a.M) {
+            out[m * a.N + n] = from_f<T>(v);
+          }
         }
       }
     }
@@ -1172,9 +1211,9 @@ void encode_bulk_maps(
   }
 }
 
-// The bulk kernel for the plan: kVariant = kBulkXFirst where the plan asks for
-// it, or an omit mask (measurement only, qmm_plan.h). Compiled: 0 and
-// kBulkXFirst for every type; the omit masks for float16, 4-bit only.
+// The bulk kernel for the plan: kVariant = kBulkCandidate where the plan asks
+// for it, or an omit mask (measurement only, qmm_plan.h). Compiled: 0 and
+// kBulkCandidate for every type; the omit masks for float16, 4-bit only.
 template <typename T, int bits, int MT, int... kVariants>
 const void* bulk_kernel_for(int variant, std::integer_sequence<int, kVariants...>) {
   const void* k = nullptr;
@@ -1188,10 +1227,10 @@ template <typename T, int bits>
 const void* bulk_kernel(const QmmPlan& plan, int omit) {
   using Variants = std::conditional_t<
       std::is_same_v<T, __half> && bits == 4,
-      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7, kBulkXFirst>,
-      std::integer_sequence<int, 0, kBulkXFirst>>;
-  static_assert(kBulkOmitAll == 7 && kBulkXFirst == 8);
-  const int variant = omit != 0 ? omit : plan.x_first ? kBulkXFirst : 0;
+      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7, kBulkCandidate>,
+      std::integer_sequence<int, 0, kBulkCandidate>>;
+  static_assert(kBulkOmitAll == 7 && kBulkCandidate == 8);
+  const int variant = omit != 0 ? omit : plan.candidate ? kBulkCandidate : 0;
   const void* k = plan.m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(variant, Variants{})
                                     : bulk_kernel_for<T, bits, 2>(variant, Variants{});
   if (!k) {
