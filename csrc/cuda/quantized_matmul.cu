@@ -630,6 +630,17 @@ __device__ __forceinline__ void mma1688(
   }
 }
 
+// The output (column n, row m of x) of float f of a tile's stored partial
+// sums [MT][4 accumulators][32 lanes] (the m16n8 C layout): c0, c1 -> (row g
+// of the tile, m = 2c, 2c + 1), c2, c3 -> (row g + 8).
+__device__ __forceinline__ void partial_coords(int f, int64_t tile, int64_t& n, int64_t& m) {
+  const int t = f / 128;
+  const int e = (f / 32) % 4;
+  const int ln = f % 32;
+  n = tile * 16 + ln / 4 + 8 * (e / 2);
+  m = 8 * t + 2 * (ln % 4) + (e % 2);
+}
+
 // Where piece p (16 bytes) of lane c's staged x chunk sits: 4-bit chunks are
 // 64 bytes, and lanes c and c + 2 would hit the same banks without the turn.
 template <int bits>
@@ -929,11 +940,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
         const int lt = rank + a.split * (idx / kAccFloats);
         const int f = idx % kAccFloats;
-        const int t = f / 128;
-        const int e = (f / 32) % 4;
-        const int ln = f % 32;
-        const int64_t n = int64_t(tile_begin + lt) * 16 + ln / 4 + 8 * (e / 2);
-        const int64_t m = 8 * t + 2 * (ln % 4) + (e % 2);
+        int64_t n, m;
+        partial_coords(f, tile_begin + lt, n, m);
         if (n < a.N && m < a.M) {
           float part[kMaxSplit];
 #pragma unroll
@@ -957,11 +965,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
           for (int q = 0; q < a.split; ++q) {
             v += cluster.map_shared_rank(partials, q)[lt * kAccFloats + f];
           }
-          const int t = f / 128;
-          const int e = (f / 32) % 4;
-          const int ln = f % 32;
-          const int64_t n = int64_t(tile_begin + lt) * 16 + ln / 4 + 8 * (e / 2);
-          const int64_t m = 8 * t + 2 * (ln % 4) + (e % 2);
+          int64_t n, m;
+          partial_coords(f, tile_begin + lt, n, m);
           if (n < a.N && m < a.M) {
             out[m * a.N + n] = from_f<T>(v);
           }
