@@ -151,11 +151,10 @@ def parse(args):
         p = c["plan"]
         rows.append([f"{c['N']}x{c['K']}", str(c["M"]), f"{p['split_k']}/{p['warps']}/{p['ring']}"]
                     + [f"{c['us'][str(m)]:.1f}" for m in masks])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    from _common import print_table
+
     print("ncu us (caches flushed); a part's cost = whole - 'no part'")
-    print("  ".join(h.rjust(w) for h, w in zip(head, widths)))
-    for r in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    print_table(head, rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {

@@ -14,6 +14,10 @@ export PYTHONUNBUFFERED=1
 ROOT=$(pwd)
 PROJ=${PROJ:-$([ -d .cudawork ] && echo .cudawork || echo .)}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
+# The ncu flags of every kernel-time stage: durations only, caches flushed
+# before each kernel, clocks left alone, only the script's profiling range.
+NCU_TIME=(--csv --page raw --print-units base --metrics gpu__time_duration.sum
+          --cache-control all --clock-control none --profile-from-start off)
 # PACK=1: everything under $OUT leaves as one out.tgz (the device tool brings
 # back at most 8 files).
 pack() { tar -C "$OUT" -czf /tmp/out.tgz . && find "$OUT" -mindepth 1 -delete && mv /tmp/out.tgz "$OUT/"; }
@@ -171,9 +175,8 @@ fi
 ncu_qmm() {
   local dir=$1 limit=$2; shift 2
   local t0; t0=$(date +%s)
-  (cd "$PROJ"/benchmarks && timeout "$limit" ncu --csv --page raw --print-units base \
-      --metrics gpu__time_duration.sum --cache-control all --clock-control none \
-      --profile-from-start off python3 ncu_qmm_gpu.py run --cases "$dir/qmm_ncu_cases.json" \
+  (cd "$PROJ"/benchmarks && timeout "$limit" ncu "${NCU_TIME[@]}" \
+      python3 ncu_qmm_gpu.py run --cases "$dir/qmm_ncu_cases.json" \
       "$@") > "$dir/qmm_ncu.csv" 2> "$dir/qmm_ncu.err"
   echo "ncu rc=$? in $(( $(date +%s) - t0 )) s"; tail -3 "$dir/qmm_ncu.err"
   (cd "$PROJ"/benchmarks && python3 ncu_qmm_gpu.py parse --cases "$dir/qmm_ncu_cases.json" \
@@ -207,9 +210,8 @@ if has omit; then
   # (benchmarks/ncu_qmm_omit.py); OMIT_ARGS: its run arguments (--cases, --masks).
   t0=$(date +%s)
   # shellcheck disable=SC2086
-  (cd "$PROJ/benchmarks" && timeout ${OMIT_T:-240} ncu --csv --page raw --print-units base \
-      --metrics gpu__time_duration.sum --cache-control all --clock-control none \
-      --profile-from-start off python3 ncu_qmm_omit.py run --cases-json /tmp/omit_cases.json \
+  (cd "$PROJ/benchmarks" && timeout ${OMIT_T:-240} ncu "${NCU_TIME[@]}" \
+      python3 ncu_qmm_omit.py run --cases-json /tmp/omit_cases.json \
       ${OMIT_ARGS:-}) > /tmp/omit.csv 2> "$OUT/omit.err"
   echo "omit rc=$? in $(( $(date +%s) - t0 )) s"; grep -E "WARNING|Error" "$OUT/omit.err" | head -5
   (cd "$PROJ/benchmarks" && python3 ncu_qmm_omit.py parse --cases-json /tmp/omit_cases.json \
