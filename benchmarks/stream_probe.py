@@ -7,6 +7,7 @@ CUDA program.
 
     python3 stream_probe.py all --work /tmp/probe --out DIR    # build, events, ncu, parse
     python3 stream_probe.py parse --work /tmp/probe --out DIR  # again from the raw files
+    python3 stream_probe.py plot --out DIR                     # the PNG from DIR's JSON
 
 `all` builds benchmarks/stream_probe.cu for sm_90a, runs it once with CUDA
 events (L2 flushed by reading 512 MB before each launch; median of 15) and once
@@ -152,6 +153,51 @@ def machine():
     return info
 
 
+def plot(payload: dict, out: Path):
+    """stream_probe_h200.png: share of the copy bandwidth against bytes for each
+    read kernel (ncu), with the 70% goal and our M = 1 kernels; and the bulk
+    ring's time against synthetic FMAs a KB. Nothing without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:  # noqa: BLE001
+        return
+    bw, cases = payload["copy_bandwidth_Bps"], payload["cases"]
+    frac = lambda b, us: b / (us * 1e-6) / bw  # noqa: E731
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    names = {("ldg_wave", 0): "16-byte reads, one wave", ("ldg_flat", 0): "16-byte reads, flat grid",
+             ("bulk", 2): "bulk-copy ring 2 (transport only)", ("bulk", 3): "bulk-copy ring 3"}
+    for (kind, ring), label in names.items():
+        rs = sorted((c for c in cases if c["kind"] == kind and c["fma_per_kb"] == 0
+                     and (kind != "bulk" or c["ring"] == ring)), key=lambda c: c["bytes"])
+        ax.plot([c["bytes"] / 1e6 for c in rs], [100 * frac(c["bytes"], c["ncu_us"]) for c in rs],
+                "o-", label=label)
+    ours = [(r["bytes"], o["us"]) for r in payload["summary"] for o in r.get("ours_m1", [])]
+    if ours:
+        ax.plot([b / 1e6 for b, _ in ours], [100 * frac(b, us) for b, us in ours], "k*", ms=9,
+                label="ours, M = 1 (qmm_h200_ncu.json)")
+    ax.axhline(70, color="r", ls=":", label="goal: 70% (weights >= 30 MB)")
+    ax.set_xscale("log")
+    ax.set_xlabel("MB read")
+    ax.set_ylabel("% of copy bandwidth (ncu)")
+    ax.legend(fontsize=7)
+    for b in sorted({c["bytes"] for c in cases if c["fma_per_kb"] > 0}):
+        rs = sorted((c for c in cases if c["kind"] == "bulk" and c["ring"] == 2 and c["bytes"] == b),
+                    key=lambda c: c["fma_per_kb"])
+        base = rs[0]["ncu_us"]
+        ax2.plot([c["fma_per_kb"] for c in rs], [c["ncu_us"] / base for c in rs], "o-",
+                 label=f"{b / 1e6:.0f} MB ({base:.1f} us without FMAs)")
+    ax2.set_xlabel("synthetic FMAs a KB of weights (16 warps an SM)")
+    ax2.set_ylabel("time / time without FMAs")
+    ax2.legend(fontsize=7)
+    fig.suptitle(f"stream_probe on {payload.get('machine', {}).get('gpu', 'GPU')}: copy bandwidth "
+                 f"{bw / 1e12:.2f} TB/s", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "stream_probe_h200.png", dpi=110)
+    plt.close(fig)
+
+
 def parse(work: Path, out: Path, ours_json: Path):
     events = json.loads((work / "stream_probe_events.json").read_text())
     ncu_cases = json.loads((work / "stream_probe_ncu_cases.json").read_text())
@@ -171,12 +217,13 @@ def parse(work: Path, out: Path, ours_json: Path):
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "stream_probe_h200.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot(payload, out)
     return payload
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["all", "parse", "sizes"])
+    ap.add_argument("mode", choices=["all", "parse", "plot", "sizes"])
     ap.add_argument("--work", default="/tmp/stream_probe", help="the program and raw outputs")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/stream_probe"),
                     help="stream_probe_h200.json")
@@ -187,6 +234,9 @@ def main():
     work, out = Path(args.work), Path(args.out)
     if args.mode == "sizes":
         sys.stdout.write(probe_sizes())
+        return
+    if args.mode == "plot":  # again from a stream_probe_h200.json in --out
+        plot(json.loads((out / "stream_probe_h200.json").read_text()), out)
         return
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
