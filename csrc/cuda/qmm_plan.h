@@ -48,9 +48,16 @@ struct QmmPlan {
   // copies, a flat split-K reduction, and one stage buffer a warp allowed at
   // M 9-16 (faster on the H200 in session 8, not yet checked for parity).
   bool candidate = false;
+  // kTensorCore: k-steps a warp loads before it computes (0: the variant's
+  // own, TcShape in quantized_matmul.cu). kTcDeepBatch is session 9's
+  // candidate for small weights (MLX_KERNELS_QMM_TC_DEEP=1, off by default):
+  // a whole K of 1024 (4-bit) in one round of loads, so no split-K cluster.
+  int tc_batch = 0;
 };
 
 constexpr int kTcWarps = 4;
+// The deep batch (QmmPlan::tc_batch), compiled for row_tiles = m_tiles = 1.
+constexpr int kTcDeepBatch = 8;
 
 // The (row_tiles, m_tiles) pairs the tensor-core kernel is compiled for
 // (quantized_matmul.cu instantiates exactly these); the plan picks only these.
