@@ -42,6 +42,16 @@ export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
 python3 -c "import scikit_build_core, pytest, nanobind; print('skbuild', scikit_build_core.__version__, 'pytest', pytest.__version__, 'nanobind', nanobind.__version__)"
 
+if has basebuild; then
+  # The checkout itself (PROJ being another tree) into /tmp/projbase, in the
+  # background next to the build below: a tune setting
+  # "PYTHONPATH=/tmp/projbase:/tmp/site" then times it in the same run.
+  ( t0=$(date +%s); rm -rf /tmp/projbase && python3 -m pip install -q --no-build-isolation \
+      --no-deps --target /tmp/projbase . > "$OUT/basebuild.log" 2>&1
+    echo "basebuild rc=$? in $(( $(date +%s) - t0 )) s" >> "$OUT/basebuild.log" ) &
+  basebuild_pid=$!
+fi
+
 if has build; then
   t0=$(date +%s)
   (rm -rf /tmp/proj && cd "$PROJ" && python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/proj . ) > "$OUT/build.log" 2>&1
@@ -187,6 +197,10 @@ if has ncu; then
   # Kernel times of ours and MLX's quantized_matmul; NCU_ARGS: ncu_qmm_gpu.py run arguments.
   # shellcheck disable=SC2086
   ncu_qmm "$OUT" "${NCU_T:-240}" ${NCU_ARGS:-} | tail -34
+fi
+
+if [ -n "${basebuild_pid:-}" ]; then
+  wait "$basebuild_pid"; tail -1 "$OUT/basebuild.log"
 fi
 
 if has tune; then
