@@ -170,7 +170,6 @@ NB_MODULE(_ext, m) {
         d["smem"] = std::make_tuple(
             plan.smem_x, plan.smem_xsum, plan.smem_partials, plan.smem_ring, plan.smem_bytes);
         d["smem_bytes"] = plan.smem_bytes;
-        d["candidate"] = plan.candidate;
         d["tc_batch"] = plan.tc_batch;
         return d;
       },

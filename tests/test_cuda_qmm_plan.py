@@ -84,8 +84,13 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
     assert 1 <= p["ring"] <= 4 and total == ring_off + warps * p["ring"] * slot <= 227 * 1024
     busiest = math.ceil(tpb / warps) * spp  # stages of the busiest warp
-    assert p["ring"] >= min(2, busiest)
+    assert p["ring"] >= min(ring_floor(M), busiest)
     assert p["smem_bytes"] == total
+
+
+def ring_floor(M):
+    """The fewest stage buffers a warp the plan accepts (qmm_plan.cpp)."""
+    return 2 if M <= 8 else 1
 
 
 @pytest.mark.parametrize("bits,gs", [(4, 32), (4, 64), (4, 128), (8, 32), (8, 64), (8, 128)])
@@ -101,19 +106,20 @@ def test_bulk_plan_shapes(bits, gs, sms):
                     if p["kernel"] == "tensor_core_bulk":
                         check_bulk_plan(p, M, N, K, gs, bits, sms)
                         continue
-                    # only when no k split leaves room for two stage buffers a warp
+                    # only when no k split leaves room for the ring floor
                     for split in (1, 2, 4, 8):
                         if split <= K // stage_k:
                             fixed, slot, busiest = bulk_fixed_smem(
                                 M, K, gs, bits, split, math.ceil(N / 16), sms, 8)
-                            assert fixed + 8 * min(2, busiest) * slot > 227 * 1024, (M, N, K, split)
+                            floor = min(ring_floor(M), busiest)
+                            assert fixed + 8 * floor * slot > 227 * 1024, (M, N, K, split)
                 assert p["kernel"] == "tensor_core", (M, N, K)
 
 
 def test_bulk_plan_fills_the_gpu():
     """Llama-3-8B shapes at M = 1 and 16 on 132 SMs: the bulk kernel, with the work
     of an SM (row tiles a block x stages a k part) within 12% of an even share, and
-    at least two stage buffers a warp."""
+    at least the ring floor (two stage buffers a warp at M <= 8, one above)."""
     for N, K in [(4096, 4096), (14336, 4096), (4096, 14336), (128256, 4096), (151936, 1024)]:
         for M in (1, 16):
             p = _ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, "float16", 132)
@@ -121,7 +127,7 @@ def test_bulk_plan_fills_the_gpu():
             even = math.ceil(N / 16) * p["num_steps"] / 132
             assert p["tiles_per_block"] * p["steps_per_split"] <= 1.12 * even + 1, (N, K, p)
             busiest = math.ceil(p["tiles_per_block"] / p["warps"]) * p["steps_per_split"]
-            assert p["ring"] >= min(2, busiest), (N, K, M, p)
+            assert p["ring"] >= min(ring_floor(M), busiest), (N, K, M, p)
 
 
 def plan_under(knobs, expr):
@@ -147,26 +153,23 @@ def test_bulk_kernel_can_be_turned_off():
     assert plan_under({"MLX_KERNELS_QMM_BULK": None}, expr) == "tensor_core_bulk"
 
 
-def test_candidate_is_an_opt_in_knob():
-    """MLX_KERNELS_QMM_CANDIDATE=1 asks for session 8's candidate bulk kernel
-    (x first, flat split-K reduction) and lets M 9-16 take one stage buffer a
-    warp, so that 16 warps fit where x fills shared memory (128256x4096 at
-    M = 16, one k part); off by default (the kernel measured in session 7), and
-    it never concerns the other kernels. MLX_KERNELS_QMM_MIN_RING forces one
-    ring floor for every M."""
-    expr = ("[(lambda p: (p['candidate'], p['warps'], p['ring']))("
+def test_ring_floor_by_m():
+    """Two stage buffers a warp at M <= 8, one at M 9-16: there 16 warps fit
+    next to twice the staged x (128256x4096 at M = 16, one k part; 8 warps of
+    two buffers were 15% slower on the H200, session 8).
+    MLX_KERNELS_QMM_MIN_RING forces one floor for every M."""
+    expr = ("[(lambda p: (p['warps'], p['ring']))("
             "_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16')) "
-            "for M, N in ((1, 14336), (8, 128256), (16, 128256), (1, 1024), (64, 4096))]")
-    knobs = {"MLX_KERNELS_QMM_CANDIDATE": None, "MLX_KERNELS_QMM_MIN_RING": None}
-    off = eval(plan_under(knobs, expr))
-    assert [c for c, _, _ in off] == [False] * 5
-    assert off[2][1] == 8 and off[2][2] >= 2  # M = 16 on 128256x4096: 8 warps, ring >= 2
-    on = eval(plan_under(dict(knobs, MLX_KERNELS_QMM_CANDIDATE="1"), expr))
-    assert [c for c, _, _ in on] == [True, True, True, False, False]  # bulk x3, tensor_core x2
-    assert on[1][1:] == off[1][1:]  # M <= 8: same plan
-    assert on[2][1:] == (16, 1)  # M = 16: 16 warps, one stage buffer each
-    forced = eval(plan_under(dict(knobs, MLX_KERNELS_QMM_MIN_RING="1"), expr))
-    assert forced[2][1:] == (16, 1) and not forced[2][0]
+            "for M, N in ((1, 14336), (8, 128256), (16, 128256))]")
+    knobs = {"MLX_KERNELS_QMM_MIN_RING": None}
+    default = eval(plan_under(knobs, expr))
+    assert default[1][1] >= 2  # M = 8: at least two buffers
+    assert default[2] == (16, 1)  # M = 16: 16 warps, one stage buffer each
+    two = eval(plan_under(dict(knobs, MLX_KERNELS_QMM_MIN_RING="2"), expr))
+    assert two[2][0] == 8 and two[2][1] >= 2  # forced floor 2: only 8 warps fit
+    assert two[:2] == default[:2]
+    one = eval(plan_under(dict(knobs, MLX_KERNELS_QMM_MIN_RING="1"), expr))
+    assert one[2] == (16, 1)
 
 
 def test_tc_deep_is_an_opt_in_knob():

@@ -48,16 +48,13 @@ const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulk
 const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 16), 16);
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
 // The fewest stage buffers a warp (where a warp has more than one stage):
-// 2 keeps one copy in flight while a warp computes. The candidate plan
-// allows 1 at M 9-16, where it lets 16 warps fit next to twice the staged x.
-// H200, ncu, session 8 (MLX_KERNELS_QMM_MIN_RING=1 for every M against 2):
-// 128256x4096 M 12-16 135-137 -> 120-122 us (16 warps instead of 8),
-// 4096x14336 M 12-16 34-35 -> 30 us, no other M 12-16 case slower; but
-// 4096x14336 M 1-8 22-24 -> 27-33 us. MLX_KERNELS_QMM_MIN_RING=1 or 2 forces
-// one floor for every M (A/B runs).
+// 2 at M <= 8 keeps one copy in flight while a warp computes; 1 at M 9-16,
+// where it lets 16 warps fit next to twice the staged x. H200, ncu, session
+// 8 (MLX_KERNELS_QMM_MIN_RING=1 for every M against 2): 128256x4096 M 12-16
+// 135-137 -> 120-122 us (16 warps instead of 8), 4096x14336 M 12-16 34-35 ->
+// 30 us, no other M 12-16 case slower; but 4096x14336 M 1-8 22-24 -> 27-33
+// us. MLX_KERNELS_QMM_MIN_RING=1 or 2 forces one floor for every M (A/B runs).
 const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 0), 2);
-// Session 8's candidate (QmmPlan::candidate): off until its GPU parity run.
-const bool kCandidate = tuning("MLX_KERNELS_QMM_CANDIDATE", 0) != 0;
 // Session 9's candidate for small weights at M <= 8 (QmmPlan::tc_batch): the
 // tensor-core kernel with kTcDeepBatch k-steps a batch and splits of at least
 // one batch. Hypothesis: the small Qwen3 shapes' 5.3-5.9 us at M = 1 (MLX
@@ -79,7 +76,7 @@ int64_t align128(int64_t n) {
 // (row tiles a block x stages a k part), a larger split only for 3% less work
 // or for more busy warps at no more work. Every block stages its rows of x
 // for its k part, so the split must also make those fit in shared memory next
-// to two stage buffers a warp; none fitting leaves the shape to the
+// to the ring floor (min_ring below); none fitting leaves the shape to the
 // tensor-core kernel.
 bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, QmmPlan& plan) {
   const int64_t row_bytes = bulk_row_bytes(p.bits, p.group_size);
@@ -90,9 +87,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
     return false;
   }
   const int64_t m_tiles = p.M <= 8 ? 1 : 2;
-  const int64_t min_ring = kBulkMinRingKnob > 0 ? kBulkMinRingKnob
-      : (kCandidate && m_tiles == 2)           ? 1
-                                               : 2;
+  const int64_t min_ring = kBulkMinRingKnob > 0 ? kBulkMinRingKnob : m_tiles == 2 ? 1 : 2;
   const int64_t x_rows = 8 * m_tiles;
   const int64_t groups_per_stage = k_per_stage / p.group_size;
   const int64_t slot_bytes = 16 * (row_bytes + 2 * groups_per_stage * 2);
@@ -157,7 +152,6 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
     return false;
   }
   plan.kernel = QmmKernel::kTensorCoreBulk;
-  plan.candidate = kCandidate;
   plan.m_tiles = static_cast<int>(m_tiles);
   plan.row_tiles = 1;
   plan.k_step = static_cast<int>(k_per_stage);

@@ -43,11 +43,6 @@ struct QmmPlan {
   // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
   int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
-  // Session 8's candidate bulk kernel (MLX_KERNELS_QMM_CANDIDATE=1; off by
-  // default until its GPU parity run): x's first loads before the weights'
-  // copies, a flat split-K reduction, and one stage buffer a warp allowed at
-  // M 9-16 (faster on the H200 in session 8, not yet checked for parity).
-  bool candidate = false;
   // kTensorCore: k-steps a warp loads before it computes (0: the variant's
   // own, TcShape in quantized_matmul.cu). kTcDeepBatch is session 9's
   // candidate for small weights (MLX_KERNELS_QMM_TC_DEEP=1, off by default):
@@ -100,8 +95,6 @@ constexpr int kBulkOmitMath = 1; // dequantization and mmas (waits and refills s
 constexpr int kBulkOmitXStaging = 2; // staging x and its group sums
 constexpr int kBulkOmitReduce = 4; // the cluster's split-K reduction
 constexpr int kBulkOmitAll = 7;
-// The bulk kernel's template variant for QmmPlan::candidate (not an omit mask).
-constexpr int kBulkCandidate = 8;
 int qmm_bulk_omit();
 void set_qmm_bulk_omit(int mask); // 0 .. kBulkOmitAll (checked by the caller)
 

@@ -648,11 +648,9 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
   return bits == 4 ? ((p + c) & 3) : p;
 }
 
-// kVariant (qmm_plan.h): 0, the kernel as measured in session 7;
-// kBulkCandidate (the plan's candidate: x first, a flat split-K reduction);
-// or, for measurement only, the parts of the kernel left out (kBulkOmit*) so
-// that ncu can time the rest (benchmarks/ncu_qmm_omit.py; the output is then
-// wrong).
+// kVariant (qmm_plan.h): 0, the kernel; or, for measurement only, the parts
+// of the kernel left out (kBulkOmit*) so that ncu can time the rest
+// (benchmarks/ncu_qmm_omit.py; the output is then wrong).
 template <typename T, int bits, int MT, int kVariant = 0>
 __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
@@ -718,26 +716,34 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tma_load_2d(smem_u32(sl + w_bytes), &a.s_map, g0, n0, bar);
     tma_load_2d(smem_u32(sl + w_bytes + 16 * spr * int(sizeof(T))), &a.b_map, g0, n0, bar);
   };
-  // The candidate: this thread's first batch of x (see the staging below) is
-  // requested BEFORE the weights' copies: issued after them, it queues behind
-  // them (~19 MB over the GPU on 14336x4096) while every warp waits for x at
-  // the barrier below (1-3 us faster on the benchmark shapes, ncu, session 8).
-  constexpr bool kCandidate = kVariant & kBulkCandidate;
-  constexpr bool kXFirst = kCandidate && !(kVariant & kBulkOmitXStaging);
-  constexpr int kBatch = 8; // 16-byte pieces of x a thread loads before using any
-  uint4 x_early[kBatch];
-  if constexpr (kXFirst) {
-    const int groups = st_count * spr;
-    const int m = int(threadIdx.x) / groups;
-    const int gi = int(threadIdx.x) - m * groups;
-    const int pieces = a.group_size / 8;
-    const uint4* src = reinterpret_cast<const uint4*>(
-        static_cast<const T*>(a.x) + m * a.K + int64_t(st_begin) * k_per_stage +
-        gi * a.group_size);
+  // x is staged one thread a (row of x, group of the k part), task
+  // u = m * groups + gi, in batches of kBatch 16-byte pieces, each batch
+  // loaded before any is used (one memory round trip a batch, not one a
+  // chunk; groups of 128 take two). Rows past M are zeros.
+  constexpr bool kStageX = !(kVariant & kBulkOmitXStaging);
+  constexpr int kBatch = 8;
+  const T* xg = static_cast<const T*>(a.x);
+  const int x_groups = st_count * spr;
+  const int x_pieces = a.group_size / 8; // of a group
+  const int64_t k_lo = int64_t(st_begin) * k_per_stage;
+  // Task u's group of x (row m = u / x_groups) as 16-byte pieces.
+  auto x_group_src = [&](int m, int gi) {
+    return reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + gi * a.group_size);
+  };
+  auto load_x_batch = [&](const uint4* src, int m, int base, uint4(&raw)[kBatch]) {
 #pragma unroll
     for (int q = 0; q < kBatch; ++q) {
-      x_early[q] = (m < a.M && q < pieces) ? src[q] : make_uint4(0u, 0u, 0u, 0u);
+      raw[q] = (m < a.M && base + q < x_pieces) ? src[base + q] : make_uint4(0u, 0u, 0u, 0u);
     }
+  };
+  // This thread's first batch is requested BEFORE the weights' copies: issued
+  // after them, it queued behind them (~19 MB over the GPU on 14336x4096)
+  // while every warp waited for x at the barrier below (1-3 us faster on the
+  // benchmark shapes, ncu, session 8).
+  uint4 x_first[kBatch];
+  if constexpr (kStageX) {
+    const int m = int(threadIdx.x) / x_groups;
+    load_x_batch(x_group_src(m, int(threadIdx.x) - m * x_groups), m, 0, x_first);
   }
 
   if (lane == 0) {
@@ -747,43 +753,31 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   }
 
   // Stage this block's rows of x for its k part (while the first weights are
-  // on their way): one thread a (row of x, group): the group's values in
-  // fragment order, and X = their sum (float32, kept as hi + lo halves).
-  // Rows past M are zeros.
-  const T* xg = static_cast<const T*>(a.x);
+  // on their way): a group's values in fragment order, and X = their sum
+  // (float32, kept as hi + lo halves).
   unsigned char* xs = smem + a.smem_x;
   T* xhi = reinterpret_cast<T*>(smem + a.smem_xsum);
   const int xsum_pitch = a.stages_per_part * spr; // elements a row of X
   T* xlo = xhi + kXRows * xsum_pitch;
-  if constexpr (!(kVariant & kBulkOmitXStaging)) {
-    const int groups = st_count * spr;
-    const int64_t k_lo = int64_t(st_begin) * k_per_stage;
-    for (int u = threadIdx.x; u < kXRows * groups; u += blockDim.x) {
-      const int m = u / groups;
-      const int gi = u - m * groups;
+  if constexpr (kStageX) {
+    for (int u = threadIdx.x; u < kXRows * x_groups; u += blockDim.x) {
+      const int m = u / x_groups;
+      const int gi = u - m * x_groups;
       float sum = 0.f;
-      // The group's loads in batches of kBatch pieces of 16 bytes, each batch
-      // issued before any is used (one memory round trip a batch, not one a
-      // chunk; groups of 128 take two).
-      const int pieces = a.group_size / 8;
-      const uint4* src =
-          reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + gi * a.group_size);
-      for (int base = 0; base < pieces; base += kBatch) {
+      const uint4* src = x_group_src(m, gi);
+      for (int base = 0; base < x_pieces; base += kBatch) {
         uint4 raw[kBatch];
-        if (kXFirst && u == int(threadIdx.x) && base == 0) {
+        if (u == int(threadIdx.x) && base == 0) {
 #pragma unroll
           for (int q = 0; q < kBatch; ++q) {
-            raw[q] = x_early[q];
+            raw[q] = x_first[q];
           }
         } else {
-#pragma unroll
-          for (int q = 0; q < kBatch; ++q) {
-            raw[q] = (m < a.M && base + q < pieces) ? src[base + q] : make_uint4(0u, 0u, 0u, 0u);
-          }
+          load_x_batch(src, m, base, raw);
         }
 #pragma unroll
         for (int q0 = 0; q0 < kBatch; q0 += kPieces) {
-          if (base + q0 < pieces) {
+          if (base + q0 < x_pieces) {
             const int kc = gi * a.group_size + (base + q0) * 8; // chunk's k in the k part
             uint32_t xr[V / 2];
 #pragma unroll
@@ -924,53 +918,37 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     cluster.sync();
     const int rank = int(cluster.block_rank());
     const int ntiles = tile_end - tile_begin;
-    if constexpr (kCandidate) {
-      // All the block's threads share the rank's (tile, float) pairs, each
-      // pair's remote reads issued before any is added, pairs of rows past M
-      // or columns past N skipped (M = 1: 16 of a tile's 128). The loop below
-      // (one tile at a time, 128 of 512 threads, every pair read) cost 2-3.5
-      // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8).
-      constexpr int kMaxSplit = 8; // a portable cluster
-      const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
-      const float* rank_partials[kMaxSplit];
+    // All the block's threads share the rank's (tile, float) pairs, each
+    // pair's remote reads issued before any is added, pairs of rows past M
+    // or columns past N skipped (M = 1: 16 of a tile's 128). Session 7's loop
+    // (one tile at a time, 128 of 512 threads, every pair read) cost 2-3.5
+    // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8).
+    constexpr int kMaxSplit = 8; // a portable cluster
+    const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
+    const float* rank_partials[kMaxSplit];
 #pragma unroll
-      for (int q = 0; q < kMaxSplit; ++q) {
-        rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
-      }
-      for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
-        const int lt = rank + a.split * (idx / kAccFloats);
-        const int f = idx % kAccFloats;
-        int64_t n, m;
-        partial_coords(f, tile_begin + lt, n, m);
-        if (n < a.N && m < a.M) {
-          float part[kMaxSplit];
+    for (int q = 0; q < kMaxSplit; ++q) {
+      rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
+    }
+    for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
+      const int lt = rank + a.split * (idx / kAccFloats);
+      const int f = idx % kAccFloats;
+      int64_t n, m;
+      partial_coords(f, tile_begin + lt, n, m);
+      if (n < a.N && m < a.M) {
+        float part[kMaxSplit];
 #pragma unroll
-          for (int q = 0; q < kMaxSplit; ++q) {
-            part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
-          }
-          float v = 0.f;
-#pragma unroll
-          for (int q = 0; q < kMaxSplit; ++q) {
-            if (q < a.split) {
-              v += part[q];
-            }
-          }
-          out[m * a.N + n] = from_f<T>(v);
+        for (int q = 0; q < kMaxSplit; ++q) {
+          part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
         }
-      }
-    } else {
-      for (int lt = rank; lt < ntiles; lt += a.split) {
-        for (int f = threadIdx.x; f < kAccFloats; f += blockDim.x) {
-          float v = 0.f;
-          for (int q = 0; q < a.split; ++q) {
-            v += cluster.map_shared_rank(partials, q)[lt * kAccFloats + f];
-          }
-          int64_t n, m;
-          partial_coords(f, tile_begin + lt, n, m);
-          if (n < a.N && m < a.M) {
-            out[m * a.N + n] = from_f<T>(v);
+        float v = 0.f;
+#pragma unroll
+        for (int q = 0; q < kMaxSplit; ++q) {
+          if (q < a.split) {
+            v += part[q];
           }
         }
+        out[m * a.N + n] = from_f<T>(v);
       }
     }
     cluster.sync(); // no block leaves while another reads its partial sums
@@ -1219,9 +1197,8 @@ void encode_bulk_maps(
   }
 }
 
-// The bulk kernel for the plan: kVariant = kBulkCandidate where the plan asks
-// for it, or an omit mask (measurement only, qmm_plan.h). Compiled: 0 and
-// kBulkCandidate for every type; the omit masks for float16, 4-bit only.
+// The bulk kernel, or an omit variant (measurement only, qmm_plan.h):
+// compiled for float16 x and 4-bit weights only.
 template <typename T, int bits, int MT, int... kVariants>
 const void* bulk_kernel_for(int variant, std::integer_sequence<int, kVariants...>) {
   const void* k = nullptr;
@@ -1235,10 +1212,9 @@ template <typename T, int bits>
 const void* bulk_kernel(const QmmPlan& plan, int omit) {
   using Variants = std::conditional_t<
       std::is_same_v<T, __half> && bits == 4,
-      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7, kBulkCandidate>,
-      std::integer_sequence<int, 0, kBulkCandidate>>;
-  static_assert(kBulkOmitAll == 7 && kBulkCandidate == 8);
-  const int variant = omit != 0 ? omit : plan.candidate ? kBulkCandidate : 0;
+      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7>, std::integer_sequence<int, 0>>;
+  static_assert(kBulkOmitAll == 7);
+  const int variant = omit;
   const void* k = plan.m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(variant, Variants{})
                                     : bulk_kernel_for<T, bits, 2>(variant, Variants{});
   if (!k) {
