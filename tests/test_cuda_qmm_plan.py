@@ -172,28 +172,6 @@ def test_ring_floor_by_m():
     assert one[2] == (16, 1)
 
 
-def test_tc_deep_is_an_opt_in_knob():
-    """MLX_KERNELS_QMM_TC_DEEP=1 gives the tensor-core kernel's single-tile
-    plans (small weights, M <= 8) batches of 8 k-steps and splits of at least
-    one batch: 1024x1024 at M = 1 is then one block a 64-row slice (no split-K
-    cluster) instead of a cluster of 2; off by default, and it never concerns
-    the bulk kernel or M > 8."""
-    expr = ("[(lambda p: (p['kernel'], p['tc_batch'], p['split_k'], p['steps_per_split']))("
-            "_ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, 'float16')) "
-            "for M, N, K, bits in ((1, 1024, 1024, 4), (8, 1024, 3072, 4), (1, 1024, 1024, 8), "
-            "(16, 1024, 1024, 4), (1, 14336, 4096, 4))]")
-    knobs = {"MLX_KERNELS_QMM_TC_DEEP": None, "MLX_KERNELS_QMM_MIN_STEPS": None}
-    off = eval(plan_under(knobs, expr))
-    assert [b for _, b, _, _ in off] == [0] * 5
-    assert off[0][2] == 2  # 1024x1024 M = 1: a cluster of 2 by default
-    on = eval(plan_under(dict(knobs, MLX_KERNELS_QMM_TC_DEEP="1"), expr))
-    assert [b for _, b, _, _ in on] == [8, 8, 8, 0, 0]
-    assert on[0][2:] == (1, 8)  # K = 1024 (8 steps of 128): one batch, no split
-    assert on[1][2:] == (3, 8)  # K = 3072: 24 steps, 3 blocks of one batch
-    assert on[2][2:] == (2, 8)  # 8-bit: steps of 64 k, 16 of them
-    assert on[3] == off[3] and on[4] == off[4]  # M = 16 and the bulk kernel untouched
-
-
 def test_m_tiles_grow_with_m():
     # K = 4000 is no whole number of bulk stages: the mma kernel at every M
     mts = [_ext.plan_cuda_quantized_matmul(M, 4096, 4000, 64, 4, True, "float16")["m_tiles"]

@@ -55,12 +55,6 @@ const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PE
 // 30 us, no other M 12-16 case slower; but 4096x14336 M 1-8 22-24 -> 27-33
 // us. MLX_KERNELS_QMM_MIN_RING=1 or 2 forces one floor for every M (A/B runs).
 const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 0), 2);
-// Session 9's candidate for small weights at M <= 8 (QmmPlan::tc_batch): the
-// tensor-core kernel with kTcDeepBatch k-steps a batch and splits of at least
-// one batch. Hypothesis: the small Qwen3 shapes' 5.3-5.9 us at M = 1 (MLX
-// 3.8-6.2, a pure read of their bytes 2.6-3.1) are a split-K cluster
-// reduction plus a second round of loads, not bandwidth.
-const bool kTcDeep = tuning("MLX_KERNELS_QMM_TC_DEEP", 0) != 0;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -234,8 +228,6 @@ QmmPlan plan_cuda_qmm(
   // Compiled for MT <= 2 only (registers: RT = 2 with MT = 4 would need ~200).
   plan.row_tiles =
       plan.m_tiles <= 2 && ceil_div(p.N, rows_rt2) * m_chunks >= target_blocks ? 2 : 1;
-  plan.tc_batch = kTcDeep && plan.row_tiles == 1 && plan.m_tiles == 1 ? kTcDeepBatch : 0;
-  const int64_t min_steps_per_split = std::max<int64_t>(kMinStepsPerSplit, plan.tc_batch);
   const int64_t rows_per_block = 16 * plan.row_tiles * kTcWarps;
   plan.k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
   plan.num_steps = ceil_div(p.K, plan.k_step);
@@ -243,7 +235,7 @@ QmmPlan plan_cuda_qmm(
   const int64_t base = row_blocks * m_chunks;
   const int64_t target = kBlocksPerSm * std::max<int64_t>(num_sms, 1);
   int64_t split = std::max<int64_t>(1, ceil_div(target, base));
-  split = std::min(split, std::max<int64_t>(1, plan.num_steps / min_steps_per_split));
+  split = std::min(split, std::max<int64_t>(1, plan.num_steps / kMinStepsPerSplit));
   split = std::min<int64_t>(split, kMaxClusterSplit);
   plan.steps_per_split = ceil_div(plan.num_steps, split);
   plan.split_k = static_cast<int>(ceil_div(plan.num_steps, plan.steps_per_split));

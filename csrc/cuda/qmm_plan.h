@@ -43,16 +43,9 @@ struct QmmPlan {
   // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
   int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
-  // kTensorCore: k-steps a warp loads before it computes (0: the variant's
-  // own, TcShape in quantized_matmul.cu). kTcDeepBatch is session 9's
-  // candidate for small weights (MLX_KERNELS_QMM_TC_DEEP=1, off by default):
-  // a whole K of 1024 (4-bit) in one round of loads, so no split-K cluster.
-  int tc_batch = 0;
 };
 
 constexpr int kTcWarps = 4;
-// The deep batch (QmmPlan::tc_batch), compiled for row_tiles = m_tiles = 1.
-constexpr int kTcDeepBatch = 8;
 
 // The (row_tiles, m_tiles) pairs the tensor-core kernel is compiled for
 // (quantized_matmul.cu instantiates exactly these); the plan picks only these.

@@ -272,13 +272,13 @@ __device__ __forceinline__ bool add_cluster_partials(
   return rank0;
 }
 
-// Batching and shared memory of tc_qmm_kernel<T, bits, RT, MT, KU>.
-template <int bits, int RT, int MT, int KU>
+// Batching and shared memory of tc_qmm_kernel<T, bits, RT, MT>.
+template <int bits, int RT, int MT>
 struct TcShape {
   static constexpr int kStep = 4 * (128 / bits); // k values a warp takes a step
   // k-steps per batch: as many as registers (raw weights) and shared memory
-  // (x, double-buffered) allow; KU > 0 asks for that many (QmmPlan::tc_batch).
-  static constexpr int kU = KU > 0 ? KU : MT >= 8 ? 1 : MT == 4 ? 2 : (RT == 1 ? 4 : 2);
+  // (x, double-buffered) allow.
+  static constexpr int kU = MT >= 8 ? 1 : MT == 4 ? 2 : (RT == 1 ? 4 : 2);
   static constexpr int kXCols = kU * kStep; // k values of x a batch
   // Row pitch in elements of 2 bytes: 32 bytes (4-bit) or 16 bytes (8-bit)
   // past a multiple of 128 bytes, which with swizzle() makes each
@@ -296,7 +296,7 @@ struct TcShape {
   }
 };
 
-template <typename T, int bits, int RT, int MT, int KU>
+template <typename T, int bits, int RT, int MT>
 __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
@@ -348,7 +348,7 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   // the 4 warps: each warp used to load its own B fragments from global
   // memory right before its mmas, which left that latency exposed and made x,
   // not w, the largest stream through L1 for M > 8 (ncu, H200 session 4).
-  using Shape = TcShape<bits, RT, MT, KU>;
+  using Shape = TcShape<bits, RT, MT>;
   constexpr int kU = Shape::kU;
   constexpr int kXCols = Shape::kXCols;
   constexpr int kXPitch = Shape::kXPitch;
@@ -1138,13 +1138,10 @@ void launch_tc(
   // Exactly the variants of kTcVariants (qmm_plan.h).
 #define MK_TC(RT, MT)                                          \
   static_assert(tc_variant_compiled(RT, MT));                  \
-  if (plan.row_tiles == RT && plan.m_tiles == MT && plan.tc_batch == 0) \
-    k = (const void*)tc_qmm_kernel<T, bits, RT, MT, 0>;
+  if (plan.row_tiles == RT && plan.m_tiles == MT)              \
+    k = (const void*)tc_qmm_kernel<T, bits, RT, MT>;
   MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)
 #undef MK_TC
-  if (plan.row_tiles == 1 && plan.m_tiles == 1 && plan.tc_batch == kTcDeepBatch) {
-    k = (const void*)tc_qmm_kernel<T, bits, 1, 1, kTcDeepBatch>;
-  }
   if (!k) {
     throw std::runtime_error("mlx_kernels CUDA: no tensor-core kernel for this plan");
   }
