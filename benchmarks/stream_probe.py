@@ -128,7 +128,7 @@ def print_tables(cases, rows, bw):
               f"{frac * 100:9.0f}%")
     print()
     print(f"{'MB':>8s} {'best read us':>13s} {'of copy bw':>10s} {'70% goal us':>12s}  "
-          f"{'best read kernel':28s} ours M=1 (float16, qmm_h200_ncu.json)")
+          f"{'best read kernel':28s} ours M=1 (float16, --ours)")
     for r in rows:
         ours = ", ".join(f"{o['shape']} {o['us']:.1f} us" for o in r.get("ours_m1", [])) or "-"
         print(f"{r['bytes'] / 1e6:8.2f} {r['best_read_us']:13.2f} {r['best_read_bw_frac'] * 100:9.0f}% "
@@ -176,7 +176,7 @@ def plot(payload: dict, out: Path):
     ours = [(r["bytes"], o["us"]) for r in payload["summary"] for o in r.get("ours_m1", [])]
     if ours:
         ax.plot([b / 1e6 for b, _ in ours], [100 * frac(b, us) for b, us in ours], "k*", ms=9,
-                label="ours, M = 1 (qmm_h200_ncu.json)")
+                label="ours, M = 1 (float16, ncu)")
     ax.axhline(70, color="r", ls=":", label="goal: 70% (weights >= 30 MB)")
     ax.set_xscale("log")
     ax.set_xlabel("MB read")
