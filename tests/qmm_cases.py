@@ -44,6 +44,14 @@ def poison(shape, dtype):
 # benchmarks/results/qmm_h200_notes.md). There MLX's CPU op is the reference.
 # Ours is always checked against the float64 reference as well.
 MLX_BROKEN_ERR = 0.25  # far beyond any rounding error of MLX (bf16 CPU: 7e-2)
+# What MLX's GPU op raises where it is broken (checked when its output is read).
+MLX_GPU_ERRORS = (RuntimeError, IndexError, ValueError)
+
+
+def _warn_cpu_reference(reason):
+    import warnings
+
+    warnings.warn(f"MLX GPU quantized_matmul broken here ({reason}); MLX CPU op used as reference")
 
 
 def _mlx_gpu_problem(x, w, scales, biases, kw, ref64):
@@ -55,7 +63,7 @@ def _mlx_gpu_problem(x, w, scales, biases, kw, ref64):
     try:
         ref = mx.quantized_matmul(x, w, scales, biases, stream=mx.gpu, **kw)
         m = np.array(ref.astype(mx.float32)).astype(np.float64)
-    except (RuntimeError, IndexError, ValueError) as e:
+    except MLX_GPU_ERRORS as e:
         return f"{type(e).__name__}: {str(e)[:80]}", None
     if not np.all(np.isfinite(m)):
         return "non-finite output", None
@@ -74,7 +82,22 @@ def mlx_reference(x, w, scales, biases, transpose, group_size, bits, stream, ref
     reason, ref = _mlx_gpu_problem(x, w, scales, biases, kw, ref64)
     if reason is None:
         return ref
-    import warnings
-
-    warnings.warn(f"MLX GPU quantized_matmul broken here ({reason}); MLX CPU op used as reference")
+    _warn_cpu_reference(reason)
     return mx.quantized_matmul(x, w, scales, biases, stream=mx.cpu, **kw)
+
+
+def mlx_layer_reference(layer, x, stream):
+    """MLX's own layer (an mlx.nn quantized layer) applied to x on `stream`,
+    evaluated; on the GPU, where MLX's op raises (1-D x, see above), its
+    output on the CPU stream instead, as mlx_reference does."""
+    with mx.stream(stream):
+        out = layer(x)
+    try:
+        mx.eval(out)
+        return out
+    except MLX_GPU_ERRORS as e:
+        if stream != mx.gpu:
+            raise
+        _warn_cpu_reference(f"{type(e).__name__}: {str(e)[:80]}")
+    with mx.stream(mx.cpu):
+        return layer(x)

@@ -11,20 +11,12 @@ import pytest
 from mlx.utils import tree_flatten
 
 import mlx_kernels as mk
+from qmm_cases import mlx_layer_reference
 from tolerances import MLX_FLOOR, rel_err, to_np64
 
 
 def flat(tree):
     return {k: (v.shape, v.dtype) for k, v in tree_flatten(tree)}
-
-
-def mlx_layer_output(layer, x, device):
-    """MLX's own layer on `device`, the parity target; for 1-D x on the GPU
-    its output on the CPU stream: MLX 0.32.4's CUDA quantized_matmul raises
-    "SmallVector out of range" for 1-D x (qmm_cases.py; seen on the H100 in
-    session 10). Ours still runs on `device`."""
-    with mx.stream(mx.cpu if device == mx.gpu and x.ndim == 1 else device):
-        return layer(x)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -62,7 +54,7 @@ def test_from_linear_forward_matches_mlx(bits, dtype, device):
         x = mx.random.normal(shape).astype(dtype)
         with mx.stream(device):
             y = ours(x)
-        ref = mlx_layer_output(theirs, x, device)
+        ref = mlx_layer_reference(theirs, x, device)
         assert y.shape == ref.shape and y.dtype == ref.dtype
         assert rel_err(to_np64(y), to_np64(ref)) <= 2 * MLX_FLOOR[dtype], shape
 
