@@ -23,6 +23,9 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
         if p["kernel"] == "tensor_core_bulk":
             check_bulk_plan(p, M, N, K, 64, bits)
             continue
+        if p["kernel"] == "tensor_core_kslice":
+            check_kslice_plan(p, M, N, K, bits)
+            continue
         assert p["kernel"] == "tensor_core"
         # only variants that exist in the binary (a missing one raised at run time)
         assert p["compiled"], (M, p)
@@ -35,6 +38,32 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
         assert p["num_steps"] == math.ceil(K / p["k_step"])
         assert (gx - 1) * p["steps_per_split"] < p["num_steps"] <= gx * p["steps_per_split"]
         assert gy <= 65535 and gz <= 65535
+
+
+KSLICE_MAX_WARPS, KSLICE_BATCH = 8, 4  # qmm_plan.h
+
+
+def expected_non_bulk(M, K, bits):
+    """The kernel of a float16 transpose=true plan the bulk kernel did not take
+    (qmm_plan.cpp, default knobs): the k-slice kernel at M <= 8 when K is at most
+    KSLICE_BATCH * KSLICE_MAX_WARPS k-steps, else tc_qmm."""
+    steps = math.ceil(K / (4 * 128 // bits))
+    return ("tensor_core_kslice" if M <= 8 and steps <= KSLICE_BATCH * KSLICE_MAX_WARPS
+            else "tensor_core")
+
+
+def check_kslice_plan(p, M, N, K, bits):
+    """One block per 16-row tile; its warps cover every k-step once, each at
+    most KSLICE_BATCH of them (one round of loads); no cluster."""
+    assert p["kernel"] == expected_non_bulk(M, K, bits) == "tensor_core_kslice", (M, N, K, p)
+    assert p["grid"] == (math.ceil(N / 16), 1, 1)
+    assert p["split_k"] == 1 and p["m_tiles"] == 1 and p["row_tiles"] == 1
+    assert p["k_step"] == 4 * 128 // bits
+    assert p["num_steps"] == math.ceil(K / p["k_step"])
+    w = p["warps"]
+    assert 1 <= w <= KSLICE_MAX_WARPS and p["block"] == 32 * w
+    assert w <= p["num_steps"]  # no warp without a k-step
+    assert p["steps_per_split"] == math.ceil(p["num_steps"] / w) <= KSLICE_BATCH
 
 
 def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
@@ -113,7 +142,7 @@ def test_bulk_plan_shapes(bits, gs, sms):
                                 M, K, gs, bits, split, math.ceil(N / 16), sms, 8)
                             floor = min(ring_floor(M), busiest)
                             assert fixed + 8 * floor * slot > 227 * 1024, (M, N, K, split)
-                assert p["kernel"] == "tensor_core", (M, N, K)
+                assert p["kernel"] == expected_non_bulk(M, K, bits), (M, N, K)
 
 
 def test_bulk_plan_fills_the_gpu():
@@ -149,8 +178,31 @@ def plan_under(knobs, expr):
 
 def test_bulk_kernel_can_be_turned_off():
     expr = "_ext.plan_cuda_quantized_matmul(1, 4096, 4096, 64, 4, True, 'float16')['kernel']"
-    assert plan_under({"MLX_KERNELS_QMM_BULK": "0"}, expr) == "tensor_core"
+    knobs = {"MLX_KERNELS_QMM_BULK": "0", "MLX_KERNELS_QMM_KSLICE": None}
+    assert plan_under(knobs, expr) == "tensor_core_kslice"  # K = 4096: 32 k-steps
+    assert plan_under(dict(knobs, MLX_KERNELS_QMM_KSLICE="0"), expr) == "tensor_core"
     assert plan_under({"MLX_KERNELS_QMM_BULK": None}, expr) == "tensor_core_bulk"
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_kslice_plan_where_weights_are_small(bits):
+    """The Qwen3-0.6B shapes and 1024x4096 at M <= 8: the k-slice kernel (small
+    weights, at most 32 k-steps); from M = 9, or past 32 k-steps, tc_qmm."""
+    for N, K in [(1024, 1024), (2048, 1024), (1024, 2048), (3072, 1024), (1024, 3072),
+                 (1024, 4096), (16, 64), (40, 8192), (1000, 4000)]:
+        for M in (1, 2, 3, 4, 6, 8, 9, 16):
+            for dtype in ("float16", "bfloat16"):
+                p = _ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dtype, 132)
+                if p["kernel"] == "tensor_core_bulk":  # 8-bit 1024x4096: 4 MB
+                    check_bulk_plan(p, M, N, K, 64, bits)
+                    continue
+                assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, p["kernel"])
+                if p["kernel"] == "tensor_core_kslice":
+                    check_kslice_plan(p, M, N, K, bits)
+    # the warps knob (A/B runs): fewer warps, each with more k-steps
+    expr = "_ext.plan_cuda_quantized_matmul(1, 1024, 1024, 64, 4, True, 'float16')['warps']"
+    assert plan_under({"MLX_KERNELS_QMM_KSLICE_WARPS": None}, expr) == "8"
+    assert plan_under({"MLX_KERNELS_QMM_KSLICE_WARPS": "4"}, expr) == "4"
 
 
 def test_ring_floor_by_m():

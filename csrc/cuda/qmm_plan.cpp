@@ -15,6 +15,12 @@
 //   the H200 run in the notes (first guess: 6 blocks/SM, 4 steps); session 5
 //   (run 4, ncu) tried 1 and 2 steps and 12 blocks/SM through the knobs
 //   below: no shape got faster beyond noise, 14336x4096 got slower at 12.
+// - k-slice kernel for M <= 8 where the bulk kernel does not take the
+//   weights (under ~4 MB on 132 SMs) and K is at most 32 k-steps (4096 at
+//   4-bit, 2048 at 8-bit): these are latency-bound (the Qwen3-0.6B shapes
+//   took ~5.9 us under tc_qmm whatever their size, H100 session 10), so a
+//   block's warps split K (one round of loads each) and add their sums
+//   through shared memory instead of a cluster of blocks.
 // - float32 x goes to the SIMT kernel: the float32 parity bound (1e-5 against
 //   float64) rules out tf32 and bf16 operands.
 #include "cuda/qmm_plan.h"
@@ -55,6 +61,13 @@ const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PE
 // 30 us, no other M 12-16 case slower; but 4096x14336 M 1-8 22-24 -> 27-33
 // us. MLX_KERNELS_QMM_MIN_RING=1 or 2 forces one floor for every M (A/B runs).
 const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 0), 2);
+// The k-slice kernel for small weights at M <= 8 (MLX_KERNELS_QMM_KSLICE=0
+// turns it off, for an A/B on one build) and its warps a block
+// (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps).
+const bool kKSliceEnabled = std::getenv("MLX_KERNELS_QMM_KSLICE") == nullptr ||
+    std::atoll(std::getenv("MLX_KERNELS_QMM_KSLICE")) != 0;
+const int64_t kKSliceWarps =
+    std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_WARPS", kKSliceMaxWarps), kKSliceMaxWarps);
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -181,6 +194,7 @@ const char* qmm_kernel_name(QmmKernel k) {
     case QmmKernel::kNone: return "none";
     case QmmKernel::kTensorCore: return "tensor_core";
     case QmmKernel::kTensorCoreBulk: return "tensor_core_bulk";
+    case QmmKernel::kTensorCoreKSlice: return "tensor_core_kslice";
     case QmmKernel::kSimt: return "simt";
     case QmmKernel::kSimtNoTranspose: return "simt_no_transpose";
   }
@@ -213,6 +227,20 @@ QmmPlan plan_cuda_qmm(
     return plan;
   }
   if (plan_bulk(p, num_sms, cluster_capacity, plan)) {
+    return plan;
+  }
+  const int64_t tc_k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
+  const int64_t tc_steps = ceil_div(p.K, tc_k_step);
+  if (kKSliceEnabled && p.M <= 8 && tc_steps <= kKSliceBatch * kKSliceWarps) {
+    // Latency-bound (at most a few MB of weights): one round of loads a
+    // warp, no cluster, one block barrier.
+    const int64_t warps = std::min<int64_t>(kKSliceWarps, tc_steps);
+    plan.kernel = QmmKernel::kTensorCoreKSlice;
+    plan.block = static_cast<int>(32 * warps);
+    plan.k_step = static_cast<int>(tc_k_step);
+    plan.num_steps = tc_steps;
+    plan.steps_per_split = ceil_div(tc_steps, warps);
+    plan.grid[0] = ceil_div(p.N, 16);
     return plan;
   }
   plan.kernel = QmmKernel::kTensorCore;

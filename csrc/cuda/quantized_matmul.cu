@@ -34,6 +34,10 @@
 //   tiles through a ring of shared-memory stages filled by TMA tensor copies;
 //   x staged once a block; the mma takes q * s and the biases enter through
 //   group sums of x (layout, math and mapping above the kernel).
+// - tc_qmm_kslice (transpose=true, float16/bfloat16 x, M <= 8 on small
+//   weights and K <= 32 k-steps): tc_qmm's mma, with a block's warps
+//   splitting K over one 16-row tile and adding their sums in shared memory
+//   (latency-bound sizes: one round of loads a warp, no cluster).
 // - simt_qmm (transpose=true, float32 x): one warp per weight row, lanes over
 //   16-byte chunks of the row, dequantized in float32 and applied to 8 rows
 //   of x; a warp reduction (__shfl_xor_sync). Float32-exact; w is read once
@@ -486,6 +490,134 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
           out[m * a.N + n] = from_f<T>(acc[r][t][e]);
         }
       }
+}
+
+// ---------------------------------------------------------------------------
+// k-slice path (M <= 8, small weights; see qmm_plan.cpp): tc_qmm's math with
+// the k split inside a block instead of over a cluster.
+//
+// Layout and mapping: block x owns the 16 weight rows n0 = 16 x .. n0 + 15;
+// its W warps (blockDim.x / 32) split the k-steps (kStep = 4 chunks of 16
+// bytes = 4 V values): warp w takes steps w, w + W, ... . Lane (g, c) loads,
+// for each of its steps, the 16-byte chunks of rows n0 + g and n0 + g + 8 at
+// k = step * kStep + c * V with their scale and bias, and the same V values
+// of x row g straight from global memory (rows of x are the mma's N side:
+// g < M, zeros past M and K); all kKSliceBatch steps of a warp are loaded
+// before the first is used, so a warp's time is one round of loads. The
+// mmas alternate between two accumulator sets (two dependent chains). The W
+// partial sums meet in shared memory and warp 0 adds them in warp order and
+// stores: one barrier, no cluster, no staging of x.
+template <typename T, int bits>
+__global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcArgs a) {
+  constexpr int V = 128 / bits; // values per 16-byte chunk
+  constexpr int NI = V / 4; // mmas per chunk
+  constexpr int kStep = 4 * V;
+  constexpr int kU = kKSliceBatch;
+  const int warps = blockDim.x / 32;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int c = lane % 4;
+  const T* scales = static_cast<const T*>(a.scales);
+  const T* biases = static_cast<const T*>(a.biases);
+  const int64_t words_per_row = a.K * bits / 32;
+  const int64_t n_base = int64_t(blockIdx.x) * 16;
+
+  const uint4* wrow[2];
+  const T* srow[2];
+  const T* brow[2];
+  bool row_ok[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t n = n_base + g + 8 * h;
+    row_ok[h] = n < a.N;
+    const int64_t nn = row_ok[h] ? n : 0;
+    wrow[h] = reinterpret_cast<const uint4*>(a.w + nn * words_per_row);
+    srow[h] = scales + nn * a.groups;
+    brow[h] = biases + nn * a.groups;
+  }
+  const bool x_ok = g < a.M;
+  const T* xrow = static_cast<const T*>(a.x) + (x_ok ? g : 0) * a.K;
+
+  const int K32 = int(a.K);
+  const int steps = int(a.num_steps);
+  float acc[2][4] = {};
+  for (int s0 = warp; s0 < steps; s0 += kU * warps) {
+    uint4 raw[kU][2];
+    T sc[kU][2], bi[kU][2];
+    uint4 xv[kU][V / 8];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int k = (s0 + u * warps) * kStep + c * V;
+      const bool k_ok = s0 + u * warps < steps && k < K32;
+      const int chunk = k / V;
+      const int grp = k >> a.group_shift;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const bool ok = k_ok && row_ok[h];
+        raw[u][h] = ok ? __ldg(wrow[h] + chunk) : make_uint4(0, 0, 0, 0);
+        sc[u][h] = ok ? srow[h][grp] : from_f<T>(0.f);
+        bi[u][h] = ok ? brow[h][grp] : from_f<T>(0.f);
+      }
+      const uint4* xp = reinterpret_cast<const uint4*>(xrow + (k_ok ? k : 0));
+#pragma unroll
+      for (int q = 0; q < V / 8; ++q) {
+        xv[u][q] = k_ok && x_ok ? __ldg(xp + q) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      if (s0 + u * warps >= steps) {
+        break;
+      }
+      uint32_t frag[2][NI][2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        dequant_chunk<T, bits>(raw[u][h], sc[u][h], bi[u][h], frag[h]);
+      }
+      uint32_t xr[V / 2];
+#pragma unroll
+      for (int q = 0; q < V / 8; ++q) {
+        xr[4 * q + 0] = xv[u][q].x;
+        xr[4 * q + 1] = xv[u][q].y;
+        xr[4 * q + 2] = xv[u][q].z;
+        xr[4 * q + 3] = xv[u][q].w;
+      }
+      uint32_t xb[V / 2];
+      x_pairs_in_chunk_order<bits>(xr, xb);
+#pragma unroll
+      for (int i = 0; i < NI; ++i) {
+        mma16816<T>(
+            acc[i & 1], frag[0][i][0], frag[1][i][0], frag[0][i][1], frag[1][i][1],
+            xb[2 * i], xb[2 * i + 1]);
+      }
+    }
+  }
+
+  // The warps' partial sums, added by warp 0 in warp order (deterministic).
+  __shared__ float partial[kKSliceMaxWarps][4][32];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    partial[warp][e][lane] = acc[0][e] + acc[1][e];
+  }
+  __syncthreads();
+  if (warp != 0) {
+    return;
+  }
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    float sum = partial[0][e][lane];
+    for (int w = 1; w < warps; ++w) {
+      sum += partial[w][e][lane];
+    }
+    // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
+    const int64_t n = n_base + g + 8 * (e / 2);
+    const int64_t m = 2 * c + (e % 2);
+    if (n < a.N && m < a.M) {
+      out[m * a.N + n] = from_f<T>(sum);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1155,6 +1287,16 @@ void launch_tc(
   }
 }
 
+template <typename T, int bits>
+void launch_kslice(
+    mx::cu::CommandEncoder& enc, const QmmPlan& plan, const TcArgs& args) {
+  TcArgs a = args;
+  void* params[] = {&a};
+  enc.add_kernel_node_raw(
+      func_of((const void*)tc_qmm_kslice_kernel<T, bits>), dim3(unsigned(plan.grid[0])),
+      dim3(plan.block), dim3(), 0, params);
+}
+
 // The three tensor maps of the bulk kernel (see BulkArgs). The weights are a
 // 3-D uint8 view of 64-byte pieces: the step-major view (64 B, N, pieces),
 // whose strides do not grow with the dimension, where the driver accepts it
@@ -1320,7 +1462,7 @@ void dispatch(
       return;
     }
   }
-  if (plan.kernel == QmmKernel::kTensorCore) {
+  if (plan.kernel == QmmKernel::kTensorCore || plan.kernel == QmmKernel::kTensorCoreKSlice) {
     if constexpr (!std::is_same_v<T, float>) {
       const int64_t mt_total = (p.M + 7) / 8;
       TcArgs ta{};
@@ -1334,7 +1476,11 @@ void dispatch(
       ta.mt_total = mt_total;
       ta.split = plan.split_k;
       register_io();
-      (p.bits == 4 ? launch_tc<T, 4> : launch_tc<T, 8>)(enc, plan, ta);
+      if (plan.kernel == QmmKernel::kTensorCoreKSlice) {
+        (p.bits == 4 ? launch_kslice<T, 4> : launch_kslice<T, 8>)(enc, plan, ta);
+      } else {
+        (p.bits == 4 ? launch_tc<T, 4> : launch_tc<T, 8>)(enc, plan, ta);
+      }
       return;
     }
   }
