@@ -96,6 +96,33 @@ def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
         mk._ext.set_cuda_quantized_matmul_plan_sms(0)
 
 
+# --- Decode rows on small weights: the CUDA k-slice kernel's territory --------
+# (M <= 8, weights below the bulk kernel's share, at most 32 k-steps of 4 x 16
+# bytes a row: a block's warps split K over one 16-row tile). The cases vary
+# the warps a block (1-8), the k-steps a warp (1-4, uneven), partial last
+# steps and row tails.
+KSLICE_CASES = [
+    (24, 32, 32, 4),  # one partial k-step, one warp, 8 of 16 rows
+    (72, 96, 32, 8),  # 8-bit: 2 k-steps of 64 values, the last one partial
+    (1000, 1088, 64, 4),  # 9 k-steps over 8 warps (warp 0 takes two), row tail
+    (136, 3072, 64, 4),  # 24 k-steps: 3 a warp
+    (40, 2048, 128, 8),  # 8-bit: 32 k-steps, a full batch of 4 a warp
+    (1024, 4096, 32, 4),  # 32 k-steps, 32-value groups
+]
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("N,K,group_size,bits", KSLICE_CASES, ids=lambda v: str(v))
+def test_decode_rows_small_weights(N, K, group_size, bits, dtype, device):
+    w, s, b = make_weights(N, K, group_size, bits, dtype)
+    for M in (1, 2, 5, 8):
+        # the case reaches the k-slice kernel on a 132-SM GPU (plan: plain C++)
+        plan = mk._ext.plan_cuda_quantized_matmul(M, N, K, group_size, bits, True, "float16")
+        assert plan["kernel"] == "tensor_core_kslice", (M, plan["kernel"])
+        x = make_x((M, K), dtype)
+        check(x, w, s, b, True, group_size, bits, device, f"M={M}")
+
+
 def test_large_decode_shape(device):
     """A real layer shape through every kernel path (float32: MLX is fast there)."""
     N, K = 1536, 4096
