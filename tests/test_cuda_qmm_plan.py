@@ -52,6 +52,15 @@ def expected_non_bulk(M, K, bits):
             else "tensor_core")
 
 
+def kslice_warps(N, steps, sms=132):
+    """Warps of a k-slice block (qmm_plan.cpp): two k-steps a warp, at most 4
+    warps when the row tiles outnumber the SMs, but enough for one batch a warp."""
+    w = min(KSLICE_MAX_WARPS, math.ceil(steps / 2))
+    if math.ceil(N / 16) > sms:
+        w = min(w, 4)
+    return max(w, math.ceil(steps / KSLICE_BATCH))
+
+
 def check_kslice_plan(p, M, N, K, bits):
     """One block per 16-row tile; its warps cover every k-step once, each at
     most KSLICE_BATCH of them (one round of loads); no cluster."""
@@ -62,6 +71,7 @@ def check_kslice_plan(p, M, N, K, bits):
     assert p["num_steps"] == math.ceil(K / p["k_step"])
     w = p["warps"]
     assert 1 <= w <= KSLICE_MAX_WARPS and p["block"] == 32 * w
+    assert w == kslice_warps(N, p["num_steps"])
     assert w <= p["num_steps"]  # no warp without a k-step
     assert p["steps_per_split"] == math.ceil(p["num_steps"] / w) <= KSLICE_BATCH
 
@@ -199,10 +209,16 @@ def test_kslice_plan_where_weights_are_small(bits):
                 assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, p["kernel"])
                 if p["kernel"] == "tensor_core_kslice":
                     check_kslice_plan(p, M, N, K, bits)
-    # the warps knob (A/B runs): fewer warps, each with more k-steps
-    expr = "_ext.plan_cuda_quantized_matmul(1, 1024, 1024, 64, 4, True, 'float16')['warps']"
-    assert plan_under({"MLX_KERNELS_QMM_KSLICE_WARPS": None}, expr) == "8"
-    assert plan_under({"MLX_KERNELS_QMM_KSLICE_WARPS": "4"}, expr) == "4"
+    # the warps knob (A/B runs): at most that many warps, each with more
+    # k-steps; K past 2 x 4 k-steps then goes to tc_qmm
+    expr = ("[(lambda p: (p['kernel'], p['warps']))("
+            "_ext.plan_cuda_quantized_matmul(1, 1024, K, 64, 4, True, 'float16')) "
+            "for K in (1024, 2048, 4096)]")
+    ks = "tensor_core_kslice"
+    assert eval(plan_under({"MLX_KERNELS_QMM_KSLICE_WARPS": None}, expr)) == [
+        (ks, 4), (ks, 8), (ks, 8)]
+    assert eval(plan_under({"MLX_KERNELS_QMM_KSLICE_WARPS": "2"}, expr)) == [
+        (ks, 2), ("tensor_core", 4), ("tensor_core", 4)]
 
 
 def test_ring_floor_by_m():

@@ -62,8 +62,9 @@ const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PE
 // us. MLX_KERNELS_QMM_MIN_RING=1 or 2 forces one floor for every M (A/B runs).
 const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 0), 2);
 // The k-slice kernel for small weights at M <= 8 (MLX_KERNELS_QMM_KSLICE=0
-// turns it off, for an A/B on one build) and its warps a block
-// (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps).
+// turns it off, for an A/B on one build) and the most warps a block
+// (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
+// kKSliceBatch k-steps that many).
 const bool kKSliceEnabled = std::getenv("MLX_KERNELS_QMM_KSLICE") == nullptr ||
     std::atoll(std::getenv("MLX_KERNELS_QMM_KSLICE")) != 0;
 const int64_t kKSliceWarps =
@@ -233,14 +234,23 @@ QmmPlan plan_cuda_qmm(
   const int64_t tc_steps = ceil_div(p.K, tc_k_step);
   if (kKSliceEnabled && p.M <= 8 && tc_steps <= kKSliceBatch * kKSliceWarps) {
     // Latency-bound (at most a few MB of weights): one round of loads a
-    // warp, no cluster, one block barrier.
-    const int64_t warps = std::min<int64_t>(kKSliceWarps, tc_steps);
+    // warp, no cluster, one block barrier. Two k-steps a warp where that
+    // still fills a batch, and at most 4 warps once the row tiles outnumber
+    // the SMs. H200, ncu, session 11 (8 warps / 4 warps, M 1-8): 1024x1024
+    // 4.2-4.7 / 3.9-4.6 us, 2048x1024 4.4-5.1 / 4.2-4.9, 3072x1024 (192
+    // tiles) 6.5-7.2 / 4.5-5.4; tc_qmm 5.2-5.9 on all three.
+    const int64_t tiles = ceil_div(p.N, 16);
+    int64_t warps = std::min<int64_t>(kKSliceWarps, ceil_div(tc_steps, 2));
+    if (tiles > std::max(num_sms, 1)) {
+      warps = std::min<int64_t>(warps, 4);
+    }
+    warps = std::max<int64_t>(warps, ceil_div(tc_steps, kKSliceBatch));
     plan.kernel = QmmKernel::kTensorCoreKSlice;
     plan.block = static_cast<int>(32 * warps);
     plan.k_step = static_cast<int>(tc_k_step);
     plan.num_steps = tc_steps;
     plan.steps_per_split = ceil_div(tc_steps, warps);
-    plan.grid[0] = ceil_div(p.N, 16);
+    plan.grid[0] = tiles;
     return plan;
   }
   plan.kernel = QmmKernel::kTensorCore;
