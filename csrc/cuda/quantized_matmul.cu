@@ -143,6 +143,30 @@ struct Pair<__nv_bfloat16> {
   using type = __nv_bfloat162;
 };
 
+// The two weight rows a lane of an mma warp loads in a 16-row tile at n0:
+// n0 + g and n0 + g + 8 (g = lane / 4, the A fragment's row pair), their
+// packed words, scales and biases; rows past N point at row 0 with ok false.
+template <typename T>
+struct TileRows {
+  const uint4* w[2];
+  const T* s[2];
+  const T* b[2];
+  bool ok[2];
+  TileRows() = default;
+  __device__ __forceinline__ TileRows(const TcArgs& a, int64_t n0, int g, int bits) {
+    const int64_t words_per_row = a.K * bits / 32;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t n = n0 + g + 8 * h;
+      ok[h] = n < a.N;
+      const int64_t nn = ok[h] ? n : 0;
+      w[h] = reinterpret_cast<const uint4*>(a.w + nn * words_per_row);
+      s[h] = static_cast<const T*>(a.scales) + nn * a.groups;
+      b[h] = static_cast<const T*>(a.biases) + nn * a.groups;
+    }
+  }
+};
+
 // Dequantize one 16-byte chunk of a weight row into A-fragment halves:
 // frag[i][b] = the pair mma i takes as register b (row r0: a0/a2, r1: a1/a3).
 template <typename T, int bits>
@@ -309,9 +333,6 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
   const int c = lane % 4;
-  const T* scales = static_cast<const T*>(a.scales);
-  const T* biases = static_cast<const T*>(a.biases);
-  const int64_t words_per_row = a.K * bits / 32;
 
   // Grid: x = split-K index (the cluster dimension), y = 64-row block,
   // z = chunk of 8 * MT rows of x.
@@ -331,21 +352,11 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
         acc[r][t][e] = 0.f;
 
   // Rows this lane loads: n_base + 16 r + g + 8 h.
-  const uint4* wrow[RT][2];
-  const T* srow[RT][2];
-  const T* brow[RT][2];
-  bool row_ok[RT][2];
+  TileRows<T> rows[RT];
 #pragma unroll
-  for (int r = 0; r < RT; ++r)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t n = n_base + 16 * r + g + 8 * h;
-      row_ok[r][h] = n < a.N;
-      const int64_t nn = row_ok[r][h] ? n : 0;
-      wrow[r][h] = reinterpret_cast<const uint4*>(a.w + nn * words_per_row);
-      srow[r][h] = scales + nn * a.groups;
-      brow[r][h] = biases + nn * a.groups;
-    }
+  for (int r = 0; r < RT; ++r) {
+    rows[r] = TileRows<T>(a, n_base + 16 * r, g, bits);
+  }
 
   // The block's rows of x for kU k-steps at a time are staged in shared
   // memory by cp.async, one batch ahead of use (double buffer), and shared by
@@ -407,10 +418,10 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
       for (int r = 0; r < RT; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const bool ok = k_ok && row_ok[r][h];
-          raw[u][r][h] = ok ? __ldg(wrow[r][h] + chunk) : make_uint4(0, 0, 0, 0);
-          sc[u][r][h] = ok ? srow[r][h][grp] : from_f<T>(0.f);
-          bi[u][r][h] = ok ? brow[r][h][grp] : from_f<T>(0.f);
+          const bool ok = k_ok && rows[r].ok[h];
+          raw[u][r][h] = ok ? __ldg(rows[r].w[h] + chunk) : make_uint4(0, 0, 0, 0);
+          sc[u][r][h] = ok ? rows[r].s[h][grp] : from_f<T>(0.f);
+          bi[u][r][h] = ok ? rows[r].b[h][grp] : from_f<T>(0.f);
         }
     }
     // The next batch's x into the other buffer, then wait for this one's.
@@ -518,24 +529,8 @@ __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcA
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
   const int c = lane % 4;
-  const T* scales = static_cast<const T*>(a.scales);
-  const T* biases = static_cast<const T*>(a.biases);
-  const int64_t words_per_row = a.K * bits / 32;
   const int64_t n_base = int64_t(blockIdx.x) * 16;
-
-  const uint4* wrow[2];
-  const T* srow[2];
-  const T* brow[2];
-  bool row_ok[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t n = n_base + g + 8 * h;
-    row_ok[h] = n < a.N;
-    const int64_t nn = row_ok[h] ? n : 0;
-    wrow[h] = reinterpret_cast<const uint4*>(a.w + nn * words_per_row);
-    srow[h] = scales + nn * a.groups;
-    brow[h] = biases + nn * a.groups;
-  }
+  const TileRows<T> rows(a, n_base, g, bits);
   const bool x_ok = g < a.M;
   const T* xrow = static_cast<const T*>(a.x) + (x_ok ? g : 0) * a.K;
 
@@ -554,10 +549,10 @@ __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcA
       const int grp = k >> a.group_shift;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const bool ok = k_ok && row_ok[h];
-        raw[u][h] = ok ? __ldg(wrow[h] + chunk) : make_uint4(0, 0, 0, 0);
-        sc[u][h] = ok ? srow[h][grp] : from_f<T>(0.f);
-        bi[u][h] = ok ? brow[h][grp] : from_f<T>(0.f);
+        const bool ok = k_ok && rows.ok[h];
+        raw[u][h] = ok ? __ldg(rows.w[h] + chunk) : make_uint4(0, 0, 0, 0);
+        sc[u][h] = ok ? rows.s[h][grp] : from_f<T>(0.f);
+        bi[u][h] = ok ? rows.b[h][grp] : from_f<T>(0.f);
       }
       const uint4* xp = reinterpret_cast<const uint4*>(xrow + (k_ok ? k : 0));
 #pragma unroll
