@@ -20,7 +20,9 @@
 //   4-bit, 2048 at 8-bit): these are latency-bound (the Qwen3-0.6B shapes
 //   took ~5.9 us under tc_qmm whatever their size, H100 session 10), so a
 //   block's warps split K (one round of loads each) and add their sums
-//   through shared memory instead of a cluster of blocks.
+//   through shared memory instead of a cluster of blocks. H100, ncu,
+//   session 11, the six small shapes x M 1-8 x both dtypes: 0.73-1.02x
+//   tc_qmm's time, geomean 0.84 (1024x1024 float16 M = 1: 5.98 -> 4.35 us).
 // - float32 x goes to the SIMT kernel: the float32 parity bound (1e-5 against
 //   float64) rules out tf32 and bf16 operands.
 #include "cuda/qmm_plan.h"
