@@ -42,14 +42,18 @@ int64_t tuning(const char* name, int64_t fallback) {
   const int64_t n = v ? std::atoll(v) : 0;
   return n > 0 ? n : fallback;
 }
+// A kernel switch: on unless the variable is set to 0.
+bool switched_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr || std::atoll(v) != 0;
+}
 const int64_t kBlocksPerSm = tuning("MLX_KERNELS_QMM_BLOCKS_PER_SM", 6);
 const int64_t kMinStepsPerSplit = tuning("MLX_KERNELS_QMM_MIN_STEPS", 4);
 // The split blocks form one thread-block cluster: 8 is the portable maximum.
 constexpr int64_t kMaxClusterSplit = 8;
 // The bulk-copy kernel for M <= 16 (MLX_KERNELS_QMM_BULK=0 turns it off, for
 // an A/B on one build) and its stage buffers a warp (the most that fit).
-const bool kBulkEnabled = std::getenv("MLX_KERNELS_QMM_BULK") == nullptr ||
-    std::atoll(std::getenv("MLX_KERNELS_QMM_BULK")) != 0;
+const bool kBulkEnabled = switched_on("MLX_KERNELS_QMM_BULK");
 const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulkMaxRing), kBulkMaxRing);
 // Where it is used: M <= kBulkMaxM and at least kBulkMinBytesPerSm of weights an
 // SM (smaller weights: the tensor-core kernel, whose blocks need no x staging).
@@ -67,8 +71,7 @@ const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_R
 // turns it off, for an A/B on one build) and the most warps a block
 // (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
 // kKSliceBatch k-steps that many).
-const bool kKSliceEnabled = std::getenv("MLX_KERNELS_QMM_KSLICE") == nullptr ||
-    std::atoll(std::getenv("MLX_KERNELS_QMM_KSLICE")) != 0;
+const bool kKSliceEnabled = switched_on("MLX_KERNELS_QMM_KSLICE");
 const int64_t kKSliceWarps =
     std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_WARPS", kKSliceMaxWarps), kKSliceMaxWarps);
 
@@ -269,8 +272,8 @@ QmmPlan plan_cuda_qmm(
   plan.row_tiles =
       plan.m_tiles <= 2 && ceil_div(p.N, rows_rt2) * m_chunks >= target_blocks ? 2 : 1;
   const int64_t rows_per_block = 16 * plan.row_tiles * kTcWarps;
-  plan.k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
-  plan.num_steps = ceil_div(p.K, plan.k_step);
+  plan.k_step = static_cast<int>(tc_k_step);
+  plan.num_steps = tc_steps;
   const int64_t row_blocks = ceil_div(p.N, rows_per_block);
   const int64_t base = row_blocks * m_chunks;
   const int64_t target = kBlocksPerSm * std::max<int64_t>(num_sms, 1);

@@ -1258,14 +1258,19 @@ void add_cluster_node(
   enc.add_graph_node(reinterpret_cast<cudaGraph_t>(child));
 }
 
+// The kernels that take TcArgs: tc_qmm (a cluster along x when split_k > 1)
+// and tc_qmm_kslice (no split across blocks).
 template <typename T, int bits>
 void launch_tc(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const TcArgs& args) {
   const void* k = nullptr;
+  if (plan.kernel == QmmKernel::kTensorCoreKSlice) {
+    k = (const void*)tc_qmm_kslice_kernel<T, bits>; // split_k 1: a plain node below
+  }
   // Exactly the variants of kTcVariants (qmm_plan.h).
-#define MK_TC(RT, MT)                                          \
-  static_assert(tc_variant_compiled(RT, MT));                  \
-  if (plan.row_tiles == RT && plan.m_tiles == MT)              \
+#define MK_TC(RT, MT)                                                          \
+  static_assert(tc_variant_compiled(RT, MT));                                  \
+  if (plan.kernel == QmmKernel::kTensorCore && plan.row_tiles == RT && plan.m_tiles == MT) \
     k = (const void*)tc_qmm_kernel<T, bits, RT, MT>;
   MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)
 #undef MK_TC
@@ -1280,16 +1285,6 @@ void launch_tc(
   } else {
     add_cluster_node(enc, func_of(k), grid, dim3(plan.block), unsigned(plan.split_k), params);
   }
-}
-
-template <typename T, int bits>
-void launch_kslice(
-    mx::cu::CommandEncoder& enc, const QmmPlan& plan, const TcArgs& args) {
-  TcArgs a = args;
-  void* params[] = {&a};
-  enc.add_kernel_node_raw(
-      func_of((const void*)tc_qmm_kslice_kernel<T, bits>), dim3(unsigned(plan.grid[0])),
-      dim3(plan.block), dim3(), 0, params);
 }
 
 // The three tensor maps of the bulk kernel (see BulkArgs). The weights are a
@@ -1471,11 +1466,7 @@ void dispatch(
       ta.mt_total = mt_total;
       ta.split = plan.split_k;
       register_io();
-      if (plan.kernel == QmmKernel::kTensorCoreKSlice) {
-        (p.bits == 4 ? launch_kslice<T, 4> : launch_kslice<T, 8>)(enc, plan, ta);
-      } else {
-        (p.bits == 4 ? launch_tc<T, 4> : launch_tc<T, 8>)(enc, plan, ta);
-      }
+      (p.bits == 4 ? launch_tc<T, 4> : launch_tc<T, 8>)(enc, plan, ta);
       return;
     }
   }
