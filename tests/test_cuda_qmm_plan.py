@@ -40,25 +40,31 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
         assert gy <= 65535 and gz <= 65535
 
 
-KSLICE_MAX_WARPS, KSLICE_BATCH = 8, 4  # qmm_plan.h
+KSLICE_MAX_WARPS = 8  # qmm_plan.h
+
+
+def kslice_batch(M):
+    """k-steps a k-slice warp loads at once (qmm_plan.h): 4 with one 8-row tile
+    of x, 2 with two."""
+    return 4 if M <= 8 else 2
 
 
 def expected_non_bulk(M, K, bits):
     """The kernel of a float16 transpose=true plan the bulk kernel did not take
-    (qmm_plan.cpp, default knobs): the k-slice kernel at M <= 8 when K is at most
-    KSLICE_BATCH * KSLICE_MAX_WARPS k-steps, else tc_qmm."""
+    (qmm_plan.cpp, default knobs): the k-slice kernel at M <= 16 when K is at
+    most kslice_batch(M) * KSLICE_MAX_WARPS k-steps, else tc_qmm."""
     steps = math.ceil(K / (4 * 128 // bits))
-    return ("tensor_core_kslice" if M <= 8 and steps <= KSLICE_BATCH * KSLICE_MAX_WARPS
+    return ("tensor_core_kslice" if M <= 16 and steps <= kslice_batch(M) * KSLICE_MAX_WARPS
             else "tensor_core")
 
 
-def kslice_warps(N, steps, sms=132):
+def kslice_warps(M, N, steps, sms=132):
     """Warps of a k-slice block (qmm_plan.cpp): two k-steps a warp, at most 4
     warps when the row tiles outnumber the SMs, but enough for one batch a warp."""
     w = min(KSLICE_MAX_WARPS, math.ceil(steps / 2))
     if math.ceil(N / 16) > sms:
         w = min(w, 4)
-    return max(w, math.ceil(steps / KSLICE_BATCH))
+    return max(w, math.ceil(steps / kslice_batch(M)))
 
 
 def check_kslice_plan(p, M, N, K, bits):
@@ -66,14 +72,15 @@ def check_kslice_plan(p, M, N, K, bits):
     most KSLICE_BATCH of them (one round of loads); no cluster."""
     assert p["kernel"] == expected_non_bulk(M, K, bits) == "tensor_core_kslice", (M, N, K, p)
     assert p["grid"] == (math.ceil(N / 16), 1, 1)
-    assert p["split_k"] == 1 and p["m_tiles"] == 1 and p["row_tiles"] == 1
+    assert p["split_k"] == 1 and p["row_tiles"] == 1
+    assert p["m_tiles"] == (1 if M <= 8 else 2)  # every row of x
     assert p["k_step"] == 4 * 128 // bits
     assert p["num_steps"] == math.ceil(K / p["k_step"])
     w = p["warps"]
     assert 1 <= w <= KSLICE_MAX_WARPS and p["block"] == 32 * w
-    assert w == kslice_warps(N, p["num_steps"])
+    assert w == kslice_warps(M, N, p["num_steps"])
     assert w <= p["num_steps"]  # no warp without a k-step
-    assert p["steps_per_split"] == math.ceil(p["num_steps"] / w) <= KSLICE_BATCH
+    assert p["steps_per_split"] == math.ceil(p["num_steps"] / w) <= kslice_batch(M)
 
 
 def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
@@ -196,11 +203,11 @@ def test_bulk_kernel_can_be_turned_off():
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_kslice_plan_where_weights_are_small(bits):
-    """The Qwen3-0.6B shapes and 1024x4096 at M <= 8: the k-slice kernel (small
-    weights, at most 32 k-steps); from M = 9, or past 32 k-steps, tc_qmm."""
+    """The Qwen3-0.6B shapes and 1024x4096 at M <= 16: the k-slice kernel (small
+    weights, at most 32 k-steps, 16 at M > 8); past that, or past M = 16, tc_qmm."""
     for N, K in [(1024, 1024), (2048, 1024), (1024, 2048), (3072, 1024), (1024, 3072),
                  (1024, 4096), (16, 64), (40, 8192), (1000, 4000)]:
-        for M in (1, 2, 3, 4, 6, 8, 9, 16):
+        for M in (1, 2, 3, 4, 6, 8, 9, 12, 16, 17):
             for dtype in ("float16", "bfloat16"):
                 p = _ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dtype, 132)
                 if p["kernel"] == "tensor_core_bulk":  # 8-bit 1024x4096: 4 MB

@@ -7,6 +7,7 @@ kernel fails to write fails the test.
 """
 
 import itertools
+import math
 
 import mlx.core as mx
 import numpy as np
@@ -97,10 +98,10 @@ def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
 
 
 # --- Decode rows on small weights: the CUDA k-slice kernel's territory --------
-# (M <= 8, weights below the bulk kernel's share, at most 32 k-steps of 4 x 16
-# bytes a row: a block's warps split K over one 16-row tile). The cases vary
-# the warps a block (1-8), the k-steps a warp (1-4, uneven), partial last
-# steps and row tails.
+# (M <= 16, weights below the bulk kernel's share, at most 32 k-steps of 4 x 16
+# bytes a row, 16 at M > 8: a block's warps split K over one 16-row tile). The
+# cases vary the warps a block (1-8), the k-steps a warp (1-4, uneven), partial
+# last steps, row tails and one or two 8-row tiles of x.
 KSLICE_CASES = [
     (24, 32, 32, 4),  # one partial k-step, one warp, 8 of 16 rows
     (72, 96, 32, 8),  # 8-bit: 2 k-steps of 64 values, the last one partial
@@ -115,10 +116,13 @@ KSLICE_CASES = [
 @pytest.mark.parametrize("N,K,group_size,bits", KSLICE_CASES, ids=lambda v: str(v))
 def test_decode_rows_small_weights(N, K, group_size, bits, dtype, device):
     w, s, b = make_weights(N, K, group_size, bits, dtype)
-    for M in (1, 2, 5, 8):
-        # the case reaches the k-slice kernel on a 132-SM GPU (plan: plain C++)
+    steps = math.ceil(K * bits / 512)  # k-steps of 4 x 16 bytes a row
+    for M in (1, 2, 5, 8, 9, 13, 16):
+        # the k-slice kernel on a 132-SM GPU (plan: plain C++) wherever its
+        # batch covers K: all cases at M <= 8, those of <= 16 k-steps above
         plan = mk._ext.plan_cuda_quantized_matmul(M, N, K, group_size, bits, True, "float16")
-        assert plan["kernel"] == "tensor_core_kslice", (M, plan["kernel"])
+        kslice = M <= 8 or steps <= 16
+        assert (plan["kernel"] == "tensor_core_kslice") == kslice, (M, plan["kernel"])
         x = make_x((M, K), dtype)
         check(x, w, s, b, True, group_size, bits, device, f"M={M}")
 

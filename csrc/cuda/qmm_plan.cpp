@@ -15,9 +15,9 @@
 //   the H200 run in the notes (first guess: 6 blocks/SM, 4 steps); session 5
 //   (run 4, ncu) tried 1 and 2 steps and 12 blocks/SM through the knobs
 //   below: no shape got faster beyond noise, 14336x4096 got slower at 12.
-// - k-slice kernel for M <= 8 where the bulk kernel does not take the
-//   weights (under ~4 MB on 132 SMs) and K is at most 32 k-steps (4096 at
-//   4-bit, 2048 at 8-bit): these are latency-bound (the Qwen3-0.6B shapes
+// - k-slice kernel for M <= 16 where the bulk kernel does not take the
+//   weights (under ~4 MB on 132 SMs) and K is at most 32 k-steps at M <= 8
+//   (4096 at 4-bit, 2048 at 8-bit), 16 at M 9-16: these are latency-bound (the Qwen3-0.6B shapes
 //   took ~5.9 us under tc_qmm whatever their size, H100 session 10), so a
 //   block's warps split K (one round of loads each) and add their sums
 //   through shared memory instead of a cluster of blocks. H100, ncu,
@@ -74,6 +74,9 @@ const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_R
 const bool kKSliceEnabled = switched_on("MLX_KERNELS_QMM_KSLICE");
 const int64_t kKSliceWarps =
     std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_WARPS", kKSliceMaxWarps), kKSliceMaxWarps);
+// The largest M it takes (MLX_KERNELS_QMM_KSLICE_MAX_M, 1 .. 16; 8 leaves
+// M 9-16 to tc_qmm, for an A/B on one build).
+const int64_t kKSliceMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_MAX_M", 16), 16);
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -237,7 +240,9 @@ QmmPlan plan_cuda_qmm(
   }
   const int64_t tc_k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
   const int64_t tc_steps = ceil_div(p.K, tc_k_step);
-  if (kKSliceEnabled && p.M <= 8 && tc_steps <= kKSliceBatch * kKSliceWarps) {
+  const int kslice_mt = p.M <= 8 ? 1 : 2;
+  const int64_t batch = kslice_batch(kslice_mt);
+  if (kKSliceEnabled && p.M <= kKSliceMaxM && tc_steps <= batch * kKSliceWarps) {
     // Latency-bound (at most a few MB of weights): one round of loads a
     // warp, no cluster, one block barrier. Two k-steps a warp where that
     // still fills a batch, and at most 4 warps once the row tiles outnumber
@@ -249,8 +254,9 @@ QmmPlan plan_cuda_qmm(
     if (tiles > std::max(num_sms, 1)) {
       warps = std::min<int64_t>(warps, 4);
     }
-    warps = std::max<int64_t>(warps, ceil_div(tc_steps, kKSliceBatch));
+    warps = std::max<int64_t>(warps, ceil_div(tc_steps, batch));
     plan.kernel = QmmKernel::kTensorCoreKSlice;
+    plan.m_tiles = kslice_mt;
     plan.block = static_cast<int>(32 * warps);
     plan.k_step = static_cast<int>(tc_k_step);
     plan.num_steps = tc_steps;

@@ -13,7 +13,7 @@ enum class QmmKernel {
   kNone, // M == 0 or N == 0: nothing to launch
   kTensorCore, // transpose=true, float16/bfloat16 x: tensor-core mat-vec
   kTensorCoreBulk, // the same math for M <= 16, weights streamed by bulk copies
-  kTensorCoreKSlice, // the same math for M <= 8 on small weights, K split over a block's warps
+  kTensorCoreKSlice, // the same math for M <= 16 on small weights, K split over a block's warps
   kSimt, // transpose=true, float32 x: fp32 SIMT (float32-exact)
   kSimtNoTranspose, // transpose=false: fp32 SIMT, one thread per packed word
 };
@@ -48,13 +48,17 @@ struct QmmPlan {
 
 constexpr int kTcWarps = 4;
 
-// The k-slice kernel (M <= 8, weights too small for the bulk kernel, K of at
-// most kKSliceBatch * kKSliceMaxWarps k-steps): a block of up to
+// The k-slice kernel (M <= 16, weights too small for the bulk kernel, K of
+// at most kslice_batch(MT) * kKSliceMaxWarps k-steps): a block of up to
 // kKSliceMaxWarps warps owns one 16-row tile of w and its warps split K;
-// each warp loads all of its (at most kKSliceBatch) k-steps at once.
+// each warp loads all of its (at most kslice_batch(MT)) k-steps at once.
 // steps_per_split is then the k-steps of one warp, grid.x the row tiles.
 constexpr int kKSliceMaxWarps = 8;
-constexpr int kKSliceBatch = 4;
+// k-steps a warp loads at once: 4 with one 8-row tile of x (MT = 1), 2 with
+// two (the x chunks of 16 rows then take as many registers).
+constexpr int kslice_batch(int m_tiles) {
+  return m_tiles == 1 ? 4 : 2;
+}
 
 // The (row_tiles, m_tiles) pairs the tensor-core kernel is compiled for
 // (quantized_matmul.cu instantiates exactly these); the plan picks only these.

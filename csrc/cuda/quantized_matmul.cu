@@ -34,8 +34,8 @@
 //   tiles through a ring of shared-memory stages filled by TMA tensor copies;
 //   x staged once a block; the mma takes q * s and the biases enter through
 //   group sums of x (layout, math and mapping above the kernel).
-// - tc_qmm_kslice (transpose=true, float16/bfloat16 x, M <= 8 on small
-//   weights and K <= 32 k-steps): tc_qmm's mma, with a block's warps
+// - tc_qmm_kslice (transpose=true, float16/bfloat16 x, M <= 16 on small
+//   weights and K <= 32 k-steps, 16 at M > 8): tc_qmm's mma, with a block's warps
 //   splitting K over one 16-row tile and adding their sums in shared memory
 //   (latency-bound sizes: one round of loads a warp, no cluster).
 // - simt_qmm (transpose=true, float32 x): one warp per weight row, lanes over
@@ -504,26 +504,26 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 }
 
 // ---------------------------------------------------------------------------
-// k-slice path (M <= 8, small weights; see qmm_plan.cpp): tc_qmm's math with
-// the k split inside a block instead of over a cluster.
+// k-slice path (M <= 16, small weights; see qmm_plan.cpp): tc_qmm's math
+// with the k split inside a block instead of over a cluster.
 //
 // Layout and mapping: block x owns the 16 weight rows n0 = 16 x .. n0 + 15;
 // its W warps (blockDim.x / 32) split the k-steps (kStep = 4 chunks of 16
 // bytes = 4 V values): warp w takes steps w, w + W, ... . Lane (g, c) loads,
 // for each of its steps, the 16-byte chunks of rows n0 + g and n0 + g + 8 at
 // k = step * kStep + c * V with their scale and bias, and the same V values
-// of x row g straight from global memory (rows of x are the mma's N side:
-// g < M, zeros past M and K); all kKSliceBatch steps of a warp are loaded
-// before the first is used, so a warp's time is one round of loads. The
-// mmas alternate between two accumulator sets (two dependent chains). The W
-// partial sums meet in shared memory and warp 0 adds them in warp order and
-// stores: one barrier, no cluster, no staging of x.
-template <typename T, int bits>
+// of x rows g + 8 t (t < MT) straight from global memory (rows of x are the
+// mma's N side; zeros past M and K); all kslice_batch(MT) steps of a warp
+// are loaded before the first is used, so a warp's time is one round of
+// loads. The mmas alternate between two accumulator sets (two dependent
+// chains a tile of x). The W partial sums meet in shared memory and warp 0
+// adds them in warp order and stores: one barrier, no cluster, no staging.
+template <typename T, int bits, int MT>
 __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcArgs a) {
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
   constexpr int kStep = 4 * V;
-  constexpr int kU = kKSliceBatch;
+  constexpr int kU = kslice_batch(MT);
   const int warps = blockDim.x / 32;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -531,16 +531,21 @@ __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcA
   const int c = lane % 4;
   const int64_t n_base = int64_t(blockIdx.x) * 16;
   const TileRows<T> rows(a, n_base, g, bits);
-  const bool x_ok = g < a.M;
-  const T* xrow = static_cast<const T*>(a.x) + (x_ok ? g : 0) * a.K;
+  bool x_ok[MT];
+  const T* xrow[MT];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    x_ok[t] = g + 8 * t < a.M;
+    xrow[t] = static_cast<const T*>(a.x) + (x_ok[t] ? g + 8 * t : 0) * a.K;
+  }
 
   const int K32 = int(a.K);
   const int steps = int(a.num_steps);
-  float acc[2][4] = {};
+  float acc[MT][2][4] = {};
   for (int s0 = warp; s0 < steps; s0 += kU * warps) {
     uint4 raw[kU][2];
     T sc[kU][2], bi[kU][2];
-    uint4 xv[kU][V / 8];
+    uint4 xv[kU][MT][V / 8];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int k = (s0 + u * warps) * kStep + c * V;
@@ -554,10 +559,13 @@ __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcA
         sc[u][h] = ok ? rows.s[h][grp] : from_f<T>(0.f);
         bi[u][h] = ok ? rows.b[h][grp] : from_f<T>(0.f);
       }
-      const uint4* xp = reinterpret_cast<const uint4*>(xrow + (k_ok ? k : 0));
 #pragma unroll
-      for (int q = 0; q < V / 8; ++q) {
-        xv[u][q] = k_ok && x_ok ? __ldg(xp + q) : make_uint4(0, 0, 0, 0);
+      for (int t = 0; t < MT; ++t) {
+        const uint4* xp = reinterpret_cast<const uint4*>(xrow[t] + (k_ok ? k : 0));
+#pragma unroll
+        for (int q = 0; q < V / 8; ++q) {
+          xv[u][t][q] = k_ok && x_ok[t] ? __ldg(xp + q) : make_uint4(0, 0, 0, 0);
+        }
       }
     }
 #pragma unroll
@@ -570,49 +578,56 @@ __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcA
       for (int h = 0; h < 2; ++h) {
         dequant_chunk<T, bits>(raw[u][h], sc[u][h], bi[u][h], frag[h]);
       }
-      uint32_t xr[V / 2];
 #pragma unroll
-      for (int q = 0; q < V / 8; ++q) {
-        xr[4 * q + 0] = xv[u][q].x;
-        xr[4 * q + 1] = xv[u][q].y;
-        xr[4 * q + 2] = xv[u][q].z;
-        xr[4 * q + 3] = xv[u][q].w;
-      }
-      uint32_t xb[V / 2];
-      x_pairs_in_chunk_order<bits>(xr, xb);
+      for (int t = 0; t < MT; ++t) {
+        uint32_t xr[V / 2];
 #pragma unroll
-      for (int i = 0; i < NI; ++i) {
-        mma16816<T>(
-            acc[i & 1], frag[0][i][0], frag[1][i][0], frag[0][i][1], frag[1][i][1],
-            xb[2 * i], xb[2 * i + 1]);
+        for (int q = 0; q < V / 8; ++q) {
+          xr[4 * q + 0] = xv[u][t][q].x;
+          xr[4 * q + 1] = xv[u][t][q].y;
+          xr[4 * q + 2] = xv[u][t][q].z;
+          xr[4 * q + 3] = xv[u][t][q].w;
+        }
+        uint32_t xb[V / 2];
+        x_pairs_in_chunk_order<bits>(xr, xb);
+#pragma unroll
+        for (int i = 0; i < NI; ++i) {
+          mma16816<T>(
+              acc[t][i & 1], frag[0][i][0], frag[1][i][0], frag[0][i][1], frag[1][i][1],
+              xb[2 * i], xb[2 * i + 1]);
+        }
       }
     }
   }
 
   // The warps' partial sums, added by warp 0 in warp order (deterministic).
-  __shared__ float partial[kKSliceMaxWarps][4][32];
+  __shared__ float partial[kKSliceMaxWarps][MT * 4][32];
 #pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    partial[warp][e][lane] = acc[0][e] + acc[1][e];
-  }
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      partial[warp][t * 4 + e][lane] = acc[t][0][e] + acc[t][1][e];
+    }
   __syncthreads();
   if (warp != 0) {
     return;
   }
   T* out = static_cast<T*>(a.out);
 #pragma unroll
-  for (int e = 0; e < 4; ++e) {
-    float sum = partial[0][e][lane];
-    for (int w = 1; w < warps; ++w) {
-      sum += partial[w][e][lane];
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float sum = partial[0][t * 4 + e][lane];
+      for (int w = 1; w < warps; ++w) {
+        sum += partial[w][t * 4 + e][lane];
+      }
+      // c0, c1 -> (n = row g, m = 8 t + 2c, + 1); c2, c3 -> (row g + 8).
+      const int64_t n = n_base + g + 8 * (e / 2);
+      const int64_t m = 8 * t + 2 * c + (e % 2);
+      if (n < a.N && m < a.M) {
+        out[m * a.N + n] = from_f<T>(sum);
+      }
     }
-    // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
-    const int64_t n = n_base + g + 8 * (e / 2);
-    const int64_t m = 2 * c + (e % 2);
-    if (n < a.N && m < a.M) {
-      out[m * a.N + n] = from_f<T>(sum);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1265,7 +1280,8 @@ void launch_tc(
     mx::cu::CommandEncoder& enc, const QmmPlan& plan, const TcArgs& args) {
   const void* k = nullptr;
   if (plan.kernel == QmmKernel::kTensorCoreKSlice) {
-    k = (const void*)tc_qmm_kslice_kernel<T, bits>; // split_k 1: a plain node below
+    k = plan.m_tiles == 1 ? (const void*)tc_qmm_kslice_kernel<T, bits, 1>
+                          : (const void*)tc_qmm_kslice_kernel<T, bits, 2>; // split_k 1: a plain node below
   }
   // Exactly the variants of kTcVariants (qmm_plan.h).
 #define MK_TC(RT, MT)                                                          \
