@@ -22,13 +22,16 @@ NCU_TIME=(--csv --page raw --print-units base --metrics gpu__time_duration.sum
 # its limit (190 s in session 10, 150 s in session 11), while every ncu stage
 # that ran after the test stage worked at once. Untested guess: the first
 # process JIT-compiles MLX's kernels under ncu. So, once per call, before the
-# first ncu stage, the profiled scripts run once on a few cases without ncu.
+# first ncu stage, the profiled scripts run once on a few cases without ncu
+# (WARM_T seconds each, 120 by default; 0 skips it). Session 12: after the
+# test stage the qmm warm-up still ran past 120 s, printing nothing.
 ncu_warm() {
   [ -n "${ncu_warm_done:-}" ] && return
+  [ "${WARM_T:-120}" = 0 ] && return
   ncu_warm_done=1
   local t0; t0=$(date +%s)
-  (cd "$PROJ"/benchmarks && timeout 120 python3 ncu_qmm_gpu.py run --cases /tmp/warm_qmm.json \
-      --shapes 1024x1024,4096x4096 --mvalues 1,9,64 && timeout 120 python3 ncu_attention_gpu.py \
+  (cd "$PROJ"/benchmarks && timeout ${WARM_T:-120} python3 ncu_qmm_gpu.py run --cases /tmp/warm_qmm.json \
+      --shapes 1024x1024,4096x4096 --mvalues 1,9,64 && timeout ${WARM_T:-120} python3 ncu_attention_gpu.py \
       run --cases /tmp/warm_attn.json --quick) > "$OUT/ncu_warm.log" 2>&1
   echo "ncu warm-up (no ncu) rc=$? in $(( $(date +%s) - t0 )) s"
 }

@@ -41,6 +41,7 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
 
 
 KSLICE_MAX_WARPS = 8  # qmm_plan.h
+KSLICE_ROUNDS = 2  # qmm_plan.cpp: rounds of loads a k-slice warp may take
 
 
 def kslice_batch(M):
@@ -52,24 +53,26 @@ def kslice_batch(M):
 def expected_non_bulk(M, K, bits):
     """The kernel of a float16 transpose=true plan the bulk kernel did not take
     (qmm_plan.cpp, default knobs): the k-slice kernel at M <= 16 when K is at
-    most kslice_batch(M) * KSLICE_MAX_WARPS k-steps, else tc_qmm."""
+    most KSLICE_ROUNDS batches of kslice_batch(M) k-steps for each of
+    KSLICE_MAX_WARPS warps, else tc_qmm."""
     steps = math.ceil(K / (4 * 128 // bits))
-    return ("tensor_core_kslice" if M <= 16 and steps <= kslice_batch(M) * KSLICE_MAX_WARPS
-            else "tensor_core")
+    cover = KSLICE_ROUNDS * kslice_batch(M) * KSLICE_MAX_WARPS
+    return "tensor_core_kslice" if M <= 16 and steps <= cover else "tensor_core"
 
 
 def kslice_warps(M, N, steps, sms=132):
     """Warps of a k-slice block (qmm_plan.cpp): two k-steps a warp, at most 4
-    warps when the row tiles outnumber the SMs, but enough for one batch a warp."""
+    warps when the row tiles outnumber the SMs, but enough that KSLICE_ROUNDS
+    batches a warp cover K."""
     w = min(KSLICE_MAX_WARPS, math.ceil(steps / 2))
     if math.ceil(N / 16) > sms:
         w = min(w, 4)
-    return max(w, math.ceil(steps / kslice_batch(M)))
+    return max(w, math.ceil(steps / (KSLICE_ROUNDS * kslice_batch(M))))
 
 
 def check_kslice_plan(p, M, N, K, bits):
     """One block per 16-row tile; its warps cover every k-step once, each at
-    most KSLICE_BATCH of them (one round of loads); no cluster."""
+    most KSLICE_ROUNDS batches of them (rounds of loads); no cluster."""
     assert p["kernel"] == expected_non_bulk(M, K, bits) == "tensor_core_kslice", (M, N, K, p)
     assert p["grid"] == (math.ceil(N / 16), 1, 1)
     assert p["split_k"] == 1 and p["row_tiles"] == 1
@@ -80,7 +83,8 @@ def check_kslice_plan(p, M, N, K, bits):
     assert 1 <= w <= KSLICE_MAX_WARPS and p["block"] == 32 * w
     assert w == kslice_warps(M, N, p["num_steps"])
     assert w <= p["num_steps"]  # no warp without a k-step
-    assert p["steps_per_split"] == math.ceil(p["num_steps"] / w) <= kslice_batch(M)
+    assert p["steps_per_split"] == math.ceil(p["num_steps"] / w)
+    assert p["steps_per_split"] <= KSLICE_ROUNDS * kslice_batch(M)
 
 
 def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
@@ -204,7 +208,7 @@ def test_bulk_kernel_can_be_turned_off():
 @pytest.mark.parametrize("bits", [4, 8])
 def test_kslice_plan_where_weights_are_small(bits):
     """The Qwen3-0.6B shapes and 1024x4096 at M <= 16: the k-slice kernel (small
-    weights, at most 32 k-steps, 16 at M > 8); past that, or past M = 16, tc_qmm."""
+    weights, at most 64 k-steps, 32 at M > 8); past that, or past M = 16, tc_qmm."""
     for N, K in [(1024, 1024), (2048, 1024), (1024, 2048), (3072, 1024), (1024, 3072),
                  (1024, 4096), (16, 64), (40, 8192), (1000, 4000)]:
         for M in (1, 2, 3, 4, 6, 8, 9, 12, 16, 17):
@@ -217,15 +221,21 @@ def test_kslice_plan_where_weights_are_small(bits):
                 if p["kernel"] == "tensor_core_kslice":
                     check_kslice_plan(p, M, N, K, bits)
     # the warps knob (A/B runs): at most that many warps, each with more
-    # k-steps; K past 2 x 4 k-steps then goes to tc_qmm
+    # k-steps; K past 2 warps x 2 rounds x 4 k-steps then goes to tc_qmm
     expr = ("[(lambda p: (p['kernel'], p['warps']))("
             "_ext.plan_cuda_quantized_matmul(1, 1024, K, 64, 4, True, 'float16')) "
             "for K in (1024, 2048, 4096)]")
-    ks = "tensor_core_kslice"
-    assert eval(plan_under({"MLX_KERNELS_QMM_KSLICE_WARPS": None}, expr)) == [
-        (ks, 4), (ks, 8), (ks, 8)]
-    assert eval(plan_under({"MLX_KERNELS_QMM_KSLICE_WARPS": "2"}, expr)) == [
-        (ks, 2), ("tensor_core", 4), ("tensor_core", 4)]
+    ks, tc = "tensor_core_kslice", "tensor_core"
+    off = {"MLX_KERNELS_QMM_KSLICE_WARPS": None, "MLX_KERNELS_QMM_KSLICE_ROUNDS": None}
+    assert eval(plan_under(off, expr)) == [(ks, 4), (ks, 8), (ks, 8)]
+    assert eval(plan_under(dict(off, MLX_KERNELS_QMM_KSLICE_WARPS="2"), expr)) == [
+        (ks, 2), (ks, 2), (tc, 4)]
+    # the rounds knob: one round of loads a warp leaves K past 8 x 2 k-steps at
+    # M = 9 to tc_qmm (K = 4096 at 4-bit: 32 k-steps)
+    expr9 = expr.replace("(1, 1024, K", "(9, 1024, K")
+    assert eval(plan_under(off, expr9)) == [(ks, 4), (ks, 8), (ks, 8)]
+    assert eval(plan_under(dict(off, MLX_KERNELS_QMM_KSLICE_ROUNDS="1"), expr9)) == [
+        (ks, 4), (ks, 8), (tc, 4)]
 
 
 def test_ring_floor_by_m():

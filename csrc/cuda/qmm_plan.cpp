@@ -77,6 +77,10 @@ const int64_t kKSliceWarps =
 // The largest M it takes (MLX_KERNELS_QMM_KSLICE_MAX_M, 1 .. 16; 8 leaves
 // M 9-16 to tc_qmm, for an A/B on one build).
 const int64_t kKSliceMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_MAX_M", 16), 16);
+// Rounds of loads a k-slice warp may take (MLX_KERNELS_QMM_KSLICE_ROUNDS,
+// 1 .. 4; the kernel loops over batches, the plan bounds K by this).
+const int64_t kKSliceRounds =
+    std::max<int64_t>(std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_ROUNDS", 2), 4), 1);
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -242,7 +246,7 @@ QmmPlan plan_cuda_qmm(
   const int64_t tc_steps = ceil_div(p.K, tc_k_step);
   const int kslice_mt = p.M <= 8 ? 1 : 2;
   const int64_t batch = kslice_batch(kslice_mt);
-  if (kKSliceEnabled && p.M <= kKSliceMaxM && tc_steps <= batch * kKSliceWarps) {
+  if (kKSliceEnabled && p.M <= kKSliceMaxM && tc_steps <= batch * kKSliceRounds * kKSliceWarps) {
     // Latency-bound (at most a few MB of weights): one round of loads a
     // warp, no cluster, one block barrier. Two k-steps a warp where that
     // still fills a batch, and at most 4 warps once the row tiles outnumber
@@ -254,7 +258,7 @@ QmmPlan plan_cuda_qmm(
     if (tiles > std::max(num_sms, 1)) {
       warps = std::min<int64_t>(warps, 4);
     }
-    warps = std::max<int64_t>(warps, ceil_div(tc_steps, batch));
+    warps = std::max<int64_t>(warps, ceil_div(tc_steps, batch * kKSliceRounds));
     plan.kernel = QmmKernel::kTensorCoreKSlice;
     plan.m_tiles = kslice_mt;
     plan.block = static_cast<int>(32 * warps);
