@@ -228,7 +228,9 @@ if has tune; then
   ncu_warm
   # The qmm plan's tuning knobs (qmm_plan.cpp), one ncu process per setting.
   # TUNE_SETTINGS: settings separated by ';', each a list of VAR=VALUE
-  # ("-" for the defaults); TUNE_ARGS: ncu_qmm_gpu.py run arguments.
+  # ("-" for the defaults); TUNE_ARGS: ncu_qmm_gpu.py run arguments. A setting
+  # may set TUNE_EXTRA (one token, e.g. TUNE_EXTRA=--shapes=4096x4096,1024x4096):
+  # appended after TUNE_ARGS, so it overrides them for that setting.
   IFS=';' read -ra settings <<< "${TUNE_SETTINGS:--}"
   i=0
   for setting in "${settings[@]}"; do
@@ -236,7 +238,7 @@ if has tune; then
     [ "$setting" = "-" ] && setting=""
     echo "== tune $i: ${setting:-defaults}" | tee "$d/setting.txt"
     # shellcheck disable=SC2086
-    ([ -n "$setting" ] && export $setting; PARSE_ARGS=--per-case ncu_qmm "$d" "${TUNE_T:-120}" ${TUNE_ARGS:-}) \
+    ([ -n "$setting" ] && export $setting; PARSE_ARGS=--per-case ncu_qmm "$d" "${TUNE_T:-120}" ${TUNE_ARGS:-} ${TUNE_EXTRA:-}) \
         | tail -${TUNE_LINES:-40}
   done
 fi
