@@ -41,7 +41,7 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
 
 
 KSLICE_MAX_WARPS = 8  # qmm_plan.h
-KSLICE_ROUNDS = 2  # qmm_plan.cpp: rounds of loads a k-slice warp may take
+KSLICE_ROUNDS = 1  # qmm_plan.cpp: rounds of loads a k-slice warp may take
 
 
 def kslice_batch(M):
@@ -208,7 +208,7 @@ def test_bulk_kernel_can_be_turned_off():
 @pytest.mark.parametrize("bits", [4, 8])
 def test_kslice_plan_where_weights_are_small(bits):
     """The Qwen3-0.6B shapes and 1024x4096 at M <= 16: the k-slice kernel (small
-    weights, at most 64 k-steps, 32 at M > 8); past that, or past M = 16, tc_qmm."""
+    weights, at most 32 k-steps, 16 at M > 8); past that, or past M = 16, tc_qmm."""
     for N, K in [(1024, 1024), (2048, 1024), (1024, 2048), (3072, 1024), (1024, 3072),
                  (1024, 4096), (16, 64), (40, 8192), (1000, 4000)]:
         for M in (1, 2, 3, 4, 6, 8, 9, 12, 16, 17):
@@ -221,7 +221,7 @@ def test_kslice_plan_where_weights_are_small(bits):
                 if p["kernel"] == "tensor_core_kslice":
                     check_kslice_plan(p, M, N, K, bits)
     # the warps knob (A/B runs): at most that many warps, each with more
-    # k-steps; K past 2 warps x 2 rounds x 4 k-steps then goes to tc_qmm
+    # k-steps; K past 2 warps x 4 k-steps then goes to tc_qmm
     expr = ("[(lambda p: (p['kernel'], p['warps']))("
             "_ext.plan_cuda_quantized_matmul(1, 1024, K, 64, 4, True, 'float16')) "
             "for K in (1024, 2048, 4096)]")
@@ -229,13 +229,29 @@ def test_kslice_plan_where_weights_are_small(bits):
     off = {"MLX_KERNELS_QMM_KSLICE_WARPS": None, "MLX_KERNELS_QMM_KSLICE_ROUNDS": None}
     assert eval(plan_under(off, expr)) == [(ks, 4), (ks, 8), (ks, 8)]
     assert eval(plan_under(dict(off, MLX_KERNELS_QMM_KSLICE_WARPS="2"), expr)) == [
-        (ks, 2), (ks, 2), (tc, 4)]
-    # the rounds knob: one round of loads a warp leaves K past 8 x 2 k-steps at
-    # M = 9 to tc_qmm (K = 4096 at 4-bit: 32 k-steps)
+        (ks, 2), (tc, 4), (tc, 4)]
+    # the rounds knob: two rounds of loads a warp take K up to 8 x 2 x 2
+    # k-steps at M = 9 (K = 4096 at 4-bit: 32 k-steps), one leaves it to tc_qmm
     expr9 = expr.replace("(1, 1024, K", "(9, 1024, K")
-    assert eval(plan_under(off, expr9)) == [(ks, 4), (ks, 8), (ks, 8)]
-    assert eval(plan_under(dict(off, MLX_KERNELS_QMM_KSLICE_ROUNDS="1"), expr9)) == [
-        (ks, 4), (ks, 8), (tc, 4)]
+    assert eval(plan_under(off, expr9)) == [(ks, 4), (ks, 8), (tc, 4)]
+    assert eval(plan_under(dict(off, MLX_KERNELS_QMM_KSLICE_ROUNDS="2"), expr9)) == [
+        (ks, 4), (ks, 8), (ks, 8)]
+
+
+def test_kslice_over_bulk_candidate():
+    """MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB (off by default): weights the bulk
+    kernel takes, up to that many KB, go to the k-slice kernel with up to 4
+    rounds of loads a warp (4096x4096: 256 row tiles, so 4 warps of 8 k-steps);
+    larger weights stay with the bulk kernel."""
+    expr = ("[(lambda p: (p['kernel'], p['warps'], p['steps_per_split'], p['m_tiles']))("
+            "_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16', 132)) "
+            "for M, N in ((1, 4096), (16, 4096), (1, 14336))]")
+    knob = "MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB"
+    default = eval(plan_under({knob: None}, expr))
+    assert [k for k, *_ in default] == ["tensor_core_bulk"] * 3
+    on = eval(plan_under({knob: "16384"}, expr))  # 16 MB: 4096x4096 (9.4 MB) only
+    assert on[:2] == [("tensor_core_kslice", 4, 8, 1), ("tensor_core_kslice", 4, 8, 2)]
+    assert on[2][0] == "tensor_core_bulk"  # 14336x4096: 29 MB
 
 
 def test_ring_floor_by_m():

@@ -98,19 +98,18 @@ def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
 
 
 # --- Decode rows on small weights: the CUDA k-slice kernel's territory --------
-# (M <= 16, weights below the bulk kernel's share, at most 64 k-steps of 4 x 16
-# bytes a row, 32 at M > 8: a block's warps split K over one 16-row tile, in
-# at most two rounds of loads). The cases vary the warps a block (1-8), the
-# k-steps a warp (1-6, uneven), one or two rounds, partial last steps, row
-# tails and one or two 8-row tiles of x.
+# (M <= 16, weights below the bulk kernel's share, at most 32 k-steps of 4 x 16
+# bytes a row, 16 at M > 8: a block's warps split K over one 16-row tile, one
+# round of loads each). The cases vary the warps a block (1-8), the k-steps a
+# warp (1-4, uneven), partial last steps, row tails and one or two 8-row tiles
+# of x.
 KSLICE_CASES = [
     (24, 32, 32, 4),  # one partial k-step, one warp, 8 of 16 rows
     (72, 96, 32, 8),  # 8-bit: 2 k-steps of 64 values, the last one partial
     (1000, 1088, 64, 4),  # 9 k-steps over 8 warps (warp 0 takes two), row tail
     (136, 3072, 64, 4),  # 24 k-steps: 3 a warp
     (40, 2048, 128, 8),  # 8-bit: 32 k-steps, a full batch of 4 a warp
-    (1024, 4096, 32, 4),  # 32 k-steps, 32-value groups (two rounds of 2 at M > 8)
-    (48, 6144, 64, 4),  # 48 k-steps: two rounds (4 + 2) at M <= 8; tc_qmm at M > 8
+    (1024, 4096, 32, 4),  # 32 k-steps, 32-value groups (tc_qmm at M > 8)
 ]
 
 
@@ -120,10 +119,10 @@ def test_decode_rows_small_weights(N, K, group_size, bits, dtype, device):
     w, s, b = make_weights(N, K, group_size, bits, dtype)
     steps = math.ceil(K * bits / 512)  # k-steps of 4 x 16 bytes a row
     for M in (1, 2, 5, 8, 9, 13, 16):
-        # the k-slice kernel on a 132-SM GPU (plan: plain C++) wherever two
-        # rounds of loads of its 8 warps cover K: 64 k-steps at M <= 8, 32 above
+        # the k-slice kernel on a 132-SM GPU (plan: plain C++) wherever one
+        # round of loads of its 8 warps covers K: 32 k-steps at M <= 8, 16 above
         plan = mk._ext.plan_cuda_quantized_matmul(M, N, K, group_size, bits, True, "float16")
-        kslice = steps <= (64 if M <= 8 else 32)
+        kslice = steps <= (32 if M <= 8 else 16)
         assert (plan["kernel"] == "tensor_core_kslice") == kslice, (M, plan["kernel"])
         x = make_x((M, K), dtype)
         check(x, w, s, b, True, group_size, bits, device, f"M={M}")

@@ -70,17 +70,30 @@ const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_R
 // The k-slice kernel for small weights at M <= 8 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
 // (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
-// kKSliceBatch k-steps that many).
+// that many warps' rounds of kslice_batch k-steps).
 const bool kKSliceEnabled = switched_on("MLX_KERNELS_QMM_KSLICE");
 const int64_t kKSliceWarps =
     std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_WARPS", kKSliceMaxWarps), kKSliceMaxWarps);
 // The largest M it takes (MLX_KERNELS_QMM_KSLICE_MAX_M, 1 .. 16; 8 leaves
 // M 9-16 to tc_qmm, for an A/B on one build).
 const int64_t kKSliceMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_MAX_M", 16), 16);
-// Rounds of loads a k-slice warp may take (MLX_KERNELS_QMM_KSLICE_ROUNDS,
-// 1 .. 4; the kernel loops over batches, the plan bounds K by this).
+// Rounds of loads a k-slice warp may take on small weights
+// (MLX_KERNELS_QMM_KSLICE_ROUNDS, 1 .. 4; the kernel loops over batches, the
+// plan bounds K by this). H100, ncu, session 12, float16, 2 rounds against
+// 1 (tc_qmm) at M 9-16: 1024x4096 9.82-10.59 / 8.93-9.22 us, 1024x3072
+// 8.67-9.15 / 8.29-8.35: a second round costs more than tc_qmm's cluster.
 const int64_t kKSliceRounds =
-    std::max<int64_t>(std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_ROUNDS", 2), 4), 1);
+    std::max<int64_t>(std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_ROUNDS", 1), 4), 1);
+// Candidate, off by default: weights the bulk kernel takes but of at most
+// this many KB (MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB) go to the k-slice kernel
+// with up to kKSliceOverBulkRounds rounds of loads a warp. H100, ncu, session
+// 12 (bulk off, 4 rounds, float16 and bfloat16): 4096x4096 (9.4 MB) at M 1,
+// 4, 8, 12, 16 10.0-13.8 us against the bulk kernel's 11.4-16.7 (0.82-0.92);
+// 14336x4096 and 4096x14336 (33 MB) slower (M = 1: 22.5 / 21.2 and 26.1 /
+// 22.4 us; M = 16 on 14336x4096 40.9 / 26.6). Not the default until the
+// GPU parity suite has run with it.
+const int64_t kKSliceOverBulkBytes = 1024 * tuning("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB", 0);
+constexpr int64_t kKSliceOverBulkRounds = 4;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -180,6 +193,38 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
   return true;
 }
 
+// The k-slice kernel's plan, where its warps can cover K in at most `rounds`
+// batches of loads each (M <= kKSliceMaxM, the kernel switched on). Small
+// weights are latency-bound: one round of loads a warp, no cluster, one block
+// barrier. Two k-steps a warp where that still fills a batch, and at most 4
+// warps once the row tiles outnumber the SMs. H200, ncu, session 11 (8 warps
+// / 4 warps, M 1-8): 1024x1024 4.2-4.7 / 3.9-4.6 us, 2048x1024 4.4-5.1 /
+// 4.2-4.9, 3072x1024 (192 tiles) 6.5-7.2 / 4.5-5.4; tc_qmm 5.2-5.9 on all
+// three.
+bool plan_kslice(const QmmParams& p, int num_sms, int64_t rounds, QmmPlan& plan) {
+  const int64_t k_step = 4 * (128 / p.bits); // tc_qmm's: 4 lanes, 16 bytes each
+  const int64_t steps = ceil_div(p.K, k_step);
+  const int mt = p.M <= 8 ? 1 : 2;
+  const int64_t batch = kslice_batch(mt);
+  if (!kKSliceEnabled || p.M > kKSliceMaxM || steps > batch * rounds * kKSliceWarps) {
+    return false;
+  }
+  const int64_t tiles = ceil_div(p.N, 16);
+  int64_t warps = std::min<int64_t>(kKSliceWarps, ceil_div(steps, 2));
+  if (tiles > std::max(num_sms, 1)) {
+    warps = std::min<int64_t>(warps, 4);
+  }
+  warps = std::max<int64_t>(warps, ceil_div(steps, batch * rounds));
+  plan.kernel = QmmKernel::kTensorCoreKSlice;
+  plan.m_tiles = mt;
+  plan.block = static_cast<int>(32 * warps);
+  plan.k_step = static_cast<int>(k_step);
+  plan.num_steps = steps;
+  plan.steps_per_split = ceil_div(steps, warps);
+  plan.grid[0] = tiles;
+  return true;
+}
+
 namespace {
 std::atomic<int> plan_sms_override{0};
 std::atomic<int> bulk_omit_mask{0};
@@ -239,35 +284,20 @@ QmmPlan plan_cuda_qmm(
     plan.grid[1] = ceil_div(p.M, 8);
     return plan;
   }
-  if (plan_bulk(p, num_sms, cluster_capacity, plan)) {
+  QmmPlan bulk;
+  if (plan_bulk(p, num_sms, cluster_capacity, bulk)) {
+    // The candidate above: mid-sized weights to the k-slice kernel instead.
+    if (p.N * p.K * p.bits / 8 <= kKSliceOverBulkBytes &&
+        plan_kslice(p, num_sms, kKSliceOverBulkRounds, plan)) {
+      return plan;
+    }
+    return bulk;
+  }
+  if (plan_kslice(p, num_sms, kKSliceRounds, plan)) {
     return plan;
   }
   const int64_t tc_k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
   const int64_t tc_steps = ceil_div(p.K, tc_k_step);
-  const int kslice_mt = p.M <= 8 ? 1 : 2;
-  const int64_t batch = kslice_batch(kslice_mt);
-  if (kKSliceEnabled && p.M <= kKSliceMaxM && tc_steps <= batch * kKSliceRounds * kKSliceWarps) {
-    // Latency-bound (at most a few MB of weights): one round of loads a
-    // warp, no cluster, one block barrier. Two k-steps a warp where that
-    // still fills a batch, and at most 4 warps once the row tiles outnumber
-    // the SMs. H200, ncu, session 11 (8 warps / 4 warps, M 1-8): 1024x1024
-    // 4.2-4.7 / 3.9-4.6 us, 2048x1024 4.4-5.1 / 4.2-4.9, 3072x1024 (192
-    // tiles) 6.5-7.2 / 4.5-5.4; tc_qmm 5.2-5.9 on all three.
-    const int64_t tiles = ceil_div(p.N, 16);
-    int64_t warps = std::min<int64_t>(kKSliceWarps, ceil_div(tc_steps, 2));
-    if (tiles > std::max(num_sms, 1)) {
-      warps = std::min<int64_t>(warps, 4);
-    }
-    warps = std::max<int64_t>(warps, ceil_div(tc_steps, batch * kKSliceRounds));
-    plan.kernel = QmmKernel::kTensorCoreKSlice;
-    plan.m_tiles = kslice_mt;
-    plan.block = static_cast<int>(32 * warps);
-    plan.k_step = static_cast<int>(tc_k_step);
-    plan.num_steps = tc_steps;
-    plan.steps_per_split = ceil_div(tc_steps, warps);
-    plan.grid[0] = tiles;
-    return plan;
-  }
   plan.kernel = QmmKernel::kTensorCore;
   plan.block = 32 * kTcWarps;
   plan.m_tiles = p.M <= 8 ? 1 : p.M <= 16 ? 2 : p.M <= 32 ? 4 : 8;

@@ -49,9 +49,10 @@ struct QmmPlan {
 constexpr int kTcWarps = 4;
 
 // The k-slice kernel (M <= 16, weights too small for the bulk kernel, K of
-// at most kslice_batch(MT) * kKSliceMaxWarps k-steps): a block of up to
-// kKSliceMaxWarps warps owns one 16-row tile of w and its warps split K;
-// each warp loads all of its (at most kslice_batch(MT)) k-steps at once.
+// at most kslice_batch(MT) * kKSliceMaxWarps k-steps by default): a block of
+// up to kKSliceMaxWarps warps owns one 16-row tile of w and its warps split
+// K; each warp loads kslice_batch(MT) of its k-steps at once (one round of
+// loads by default; the rounds knob in qmm_plan.cpp allows more).
 // steps_per_split is then the k-steps of one warp, grid.x the row tiles.
 constexpr int kKSliceMaxWarps = 8;
 // k-steps a warp loads at once: 4 with one 8-row tile of x (MT = 1), 2 with
