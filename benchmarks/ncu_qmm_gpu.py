@@ -44,6 +44,19 @@ M_VALUES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
 GS, BITS = 64, 4
 
 
+def requested_shapes(spec):
+    """The families and shapes of a --shapes list ("NxK,..."; empty: all of
+    SHAPES). Shapes outside SHAPES form the family "extra" (A/B runs on other
+    sizes, e.g. the plan's thresholds)."""
+    if not spec:
+        return SHAPES
+    wanted = [tuple(int(v) for v in sh.split("x")) for sh in spec.split(",")]
+    known = {sh for shapes in SHAPES.values() for sh in shapes}
+    fams = {fam: [sh for sh in shapes if sh in wanted] for fam, shapes in SHAPES.items()}
+    fams["extra"] = [sh for sh in wanted if sh not in known]
+    return {fam: shapes for fam, shapes in fams.items() if shapes}
+
+
 def weight_bytes(N, K, itemsize=2):
     return N * K * BITS // 8 + 2 * N * (K // GS) * itemsize
 
@@ -61,10 +74,8 @@ def run(args):
     dtypes = {k: v for k, v in dtypes.items() if k in args.dtypes.split(",")}
     m_values = [int(v) for v in args.mvalues.split(",")] if args.mvalues else M_VALUES
     cases, prepared = [], []
-    for fam, shapes in SHAPES.items():
+    for fam, shapes in requested_shapes(args.shapes).items():
         for (N, K) in shapes:
-            if args.shapes and f"{N}x{K}" not in args.shapes.split(","):
-                continue
             for dname, dt in dtypes.items():
                 w, s, b = mx.quantize(mx.random.normal((N, K)), group_size=GS, bits=BITS)
                 s, b = s.astype(dt), b.astype(dt)
@@ -209,8 +220,11 @@ def parse(args):
     (out / "qmm_h200_ncu.json").write_text(json.dumps(payload, indent=2) + "\n")
     from bench_qmm_gpu import plot_families
 
-    families = {fam: [sh for sh in shapes if any((c["N"], c["K"]) == sh for c in cases)]
-                for fam, shapes in SHAPES.items()}
+    families = {}
+    for c in cases:  # in case order: SHAPES' families first, then "extra"
+        shapes = families.setdefault(c["family"], [])
+        if (c["N"], c["K"]) not in shapes:
+            shapes.append((c["N"], c["K"]))
     dtypes = [d for d in ("float16", "bfloat16") if any(c["dtype"] == d for c in cases)]
     plot_families(cases, {f: s for f, s in families.items() if s}, dtypes, out,
                   "qmm_h200_ncu", "ncu kernel times")
