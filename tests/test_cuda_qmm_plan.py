@@ -252,6 +252,9 @@ def test_kslice_over_bulk_candidate():
     on = eval(plan_under({knob: "16384"}, expr))  # 16 MB: 4096x4096 (9.4 MB) only
     assert on[:2] == [("tensor_core_kslice", 4, 8, 1), ("tensor_core_kslice", 4, 8, 2)]
     assert on[2][0] == "tensor_core_bulk"  # 14336x4096: 29 MB
+    # with up to 8 warps where the row tiles outnumber the SMs: one round each
+    wide = eval(plan_under({knob: "16384", "MLX_KERNELS_QMM_KSLICE_WIDE_WARPS": "8"}, expr))
+    assert wide[:2] == [("tensor_core_kslice", 8, 4, 1), ("tensor_core_kslice", 8, 4, 2)]
 
 
 def test_ring_floor_by_m():

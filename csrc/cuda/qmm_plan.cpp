@@ -93,6 +93,12 @@ const int64_t kKSliceRounds =
 // 22.4 us; M = 16 on 14336x4096 40.9 / 26.6). Not the default until the
 // GPU parity suite has run with it.
 const int64_t kKSliceOverBulkBytes = 1024 * tuning("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB", 0);
+// The most warps a k-slice block once its row tiles outnumber the SMs
+// (MLX_KERNELS_QMM_KSLICE_WIDE_WARPS, 1 .. kKSliceMaxWarps): 4, from the
+// H200's 3072x1024 (192 tiles) in session 11, 8 warps 6.5-7.2 us, 4 warps
+// 4.5-5.4. Untried on mid-sized weights, where 4 warps take 2-4 rounds.
+const int64_t kKSliceWideWarps =
+    std::max<int64_t>(std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_WIDE_WARPS", 4), kKSliceMaxWarps), 1);
 constexpr int64_t kKSliceOverBulkRounds = 4;
 
 int64_t ceil_div(int64_t a, int64_t b) {
@@ -212,7 +218,7 @@ bool plan_kslice(const QmmParams& p, int num_sms, int64_t rounds, QmmPlan& plan)
   const int64_t tiles = ceil_div(p.N, 16);
   int64_t warps = std::min<int64_t>(kKSliceWarps, ceil_div(steps, 2));
   if (tiles > std::max(num_sms, 1)) {
-    warps = std::min<int64_t>(warps, 4);
+    warps = std::min<int64_t>(warps, kKSliceWideWarps);
   }
   warps = std::max<int64_t>(warps, ceil_div(steps, batch * rounds));
   plan.kernel = QmmKernel::kTensorCoreKSlice;
