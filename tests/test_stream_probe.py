@@ -118,3 +118,15 @@ def test_parse_writes_json(tmp_path, runs):
     assert out["copy_bandwidth_Bps"] == 4.0e12 and len(out["cases"]) == 5
     assert out["summary"][0]["ours_m1"][0]["us"] == 21.7
     assert "cache-control all" in out["method"]
+
+
+def test_ncu_qmm_shape_selection():
+    """ncu_qmm_gpu.py --shapes: the model lists' shapes keep their family,
+    others form "extra" in the order given; no list means every model shape."""
+    from ncu_qmm_gpu import requested_shapes
+
+    assert requested_shapes("") == SHAPES
+    got = requested_shapes("2048x4096,1024x1024,4096x4096,8192x1024")
+    assert got == {"llama3-8b": [(4096, 4096)], "qwen3-0.6b": [(1024, 1024)],
+                   "extra": [(2048, 4096), (8192, 1024)]}
+    assert requested_shapes("1024x2048") == {"qwen3-0.6b": [(1024, 2048)]}
