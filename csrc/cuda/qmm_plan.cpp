@@ -17,12 +17,15 @@
 //   below: no shape got faster beyond noise, 14336x4096 got slower at 12.
 // - k-slice kernel for M <= 16 where the bulk kernel does not take the
 //   weights (under ~4 MB on 132 SMs) and K is at most 32 k-steps at M <= 8
-//   (4096 at 4-bit, 2048 at 8-bit), 16 at M 9-16: these are latency-bound (the Qwen3-0.6B shapes
-//   took ~5.9 us under tc_qmm whatever their size, H100 session 10), so a
-//   block's warps split K (one round of loads each) and add their sums
-//   through shared memory instead of a cluster of blocks. H100, ncu,
-//   session 11, the six small shapes x M 1-8 x both dtypes: 0.73-1.02x
-//   tc_qmm's time, geomean 0.84 (1024x1024 float16 M = 1: 5.98 -> 4.35 us).
+//   (4096 at 4-bit, 2048 at 8-bit), 16 at M 9-16: these are latency-bound
+//   (the Qwen3-0.6B shapes took ~5.9 us under tc_qmm whatever their size,
+//   H100 session 10), so a block's warps split K (one round of loads each)
+//   and add their sums through shared memory instead of a cluster of
+//   blocks. H100, ncu, session 11, the six small shapes x M 1-8 x both
+//   dtypes: 0.73-1.02x tc_qmm's time, geomean 0.84 (1024x1024 float16 M = 1:
+//   5.98 -> 4.35 us); session 12, M 9-16 (two 8-row tiles of x): 0.75-0.96x
+//   tc_qmm's time on the four shapes of at most 16 k-steps (1024x1024
+//   5.4-6.0 us against 7.1-7.6).
 // - float32 x goes to the SIMT kernel: the float32 parity bound (1e-5 against
 //   float64) rules out tf32 and bf16 operands.
 #include "cuda/qmm_plan.h"
