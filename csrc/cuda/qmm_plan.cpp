@@ -70,7 +70,7 @@ const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PE
 // 30 us, no other M 12-16 case slower; but 4096x14336 M 1-8 22-24 -> 27-33
 // us. MLX_KERNELS_QMM_MIN_RING=1 or 2 forces one floor for every M (A/B runs).
 const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 0), 2);
-// The k-slice kernel for small weights at M <= 8 (MLX_KERNELS_QMM_KSLICE=0
+// The k-slice kernel for small weights at M <= 16 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
 // (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
 // that many warps' rounds of kslice_batch k-steps).
@@ -85,8 +85,7 @@ const int64_t kKSliceMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_MAX
 // plan bounds K by this). H100, ncu, session 12, float16, 2 rounds against
 // 1 (tc_qmm) at M 9-16: 1024x4096 9.82-10.59 / 8.93-9.22 us, 1024x3072
 // 8.67-9.15 / 8.29-8.35: a second round costs more than tc_qmm's cluster.
-const int64_t kKSliceRounds =
-    std::max<int64_t>(std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_ROUNDS", 1), 4), 1);
+const int64_t kKSliceRounds = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_ROUNDS", 1), 4);
 // Candidate, off by default: weights the bulk kernel takes but of at most
 // this many KB (MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB) go to the k-slice kernel
 // with up to kKSliceOverBulkRounds rounds of loads a warp. H100, ncu, session
@@ -96,13 +95,13 @@ const int64_t kKSliceRounds =
 // 22.4 us; M = 16 on 14336x4096 40.9 / 26.6). Not the default until the
 // GPU parity suite has run with it.
 const int64_t kKSliceOverBulkBytes = 1024 * tuning("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB", 0);
+constexpr int64_t kKSliceOverBulkRounds = 4;
 // The most warps a k-slice block once its row tiles outnumber the SMs
 // (MLX_KERNELS_QMM_KSLICE_WIDE_WARPS, 1 .. kKSliceMaxWarps): 4, from the
 // H200's 3072x1024 (192 tiles) in session 11, 8 warps 6.5-7.2 us, 4 warps
 // 4.5-5.4. Untried on mid-sized weights, where 4 warps take 2-4 rounds.
 const int64_t kKSliceWideWarps =
-    std::max<int64_t>(std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_WIDE_WARPS", 4), kKSliceMaxWarps), 1);
-constexpr int64_t kKSliceOverBulkRounds = 4;
+    std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_WIDE_WARPS", 4), kKSliceMaxWarps);
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
