@@ -229,11 +229,12 @@ def main():
     (out_dir / f"qmm_h200{args.tag}.json").write_text(json.dumps(payload, indent=2) + "\n")
 
     plot_families(results, families, dtypes, out_dir, f"qmm_h200{args.tag}",
-                  "host-timed")
+                  "host-timed", payload["machine"].get("gpu"))
 
-def plot_families(results, families, dtypes, out_dir, stem, method):
+def plot_families(results, families, dtypes, out_dir, stem, method, gpu=None):
     """Time against M for each shape, ours and MLX's, one PNG per model family
-    (`stem`_`family`.png); nothing without matplotlib."""
+    (`stem`_`family`.png), titled with the GPU that ran them (machine info's
+    "gpu"); nothing without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -258,7 +259,8 @@ def plot_families(results, families, dtypes, out_dir, stem, method):
             ax.set_xlabel("M")
         axes[0][0].set_ylabel("us per call")
         axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"quantized_matmul 4-bit gs64, {fam}, H200 ({method})")
+        card = (gpu or "GPU").replace("NVIDIA ", "")
+        fig.suptitle(f"quantized_matmul 4-bit gs64, {fam}, {card} ({method})")
         fig.tight_layout()
         fig.savefig(out_dir / f"{stem}_{fam}.png", dpi=110)
         plt.close(fig)

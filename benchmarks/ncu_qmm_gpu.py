@@ -218,21 +218,36 @@ def parse(args):
         "results": cases,
     }
     (out / "qmm_h200_ncu.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    plot_results(payload, out, "qmm_h200_ncu")
+
+
+def plot_results(payload, out, stem):
+    """The plots of one results JSON's cases (`stem`_`family`.png in out)."""
     from bench_qmm_gpu import plot_families
 
+    cases = payload["results"]
     families = {}
     for c in cases:  # in case order: SHAPES' families first, then "extra"
         shapes = families.setdefault(c["family"], [])
         if (c["N"], c["K"]) not in shapes:
             shapes.append((c["N"], c["K"]))
     dtypes = [d for d in ("float16", "bfloat16") if any(c["dtype"] == d for c in cases)]
-    plot_families(cases, {f: s for f, s in families.items() if s}, dtypes, out,
-                  "qmm_h200_ncu", "ncu kernel times")
+    plot_families(cases, families, dtypes, Path(out), stem, "ncu kernel times",
+                  (payload.get("machine") or {}).get("gpu"))
+
+
+def replot(args):
+    """Redraw the plots of results JSONs already written (--json, one or more):
+    `name`_`family`.png next to each."""
+    for name in args.json:
+        path = Path(name)
+        plot_results(json.loads(path.read_text()), path.parent, path.stem)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["run", "parse"])
+    ap.add_argument("mode", choices=["run", "parse", "plot"])
     ap.add_argument("--cases", default="/tmp/qmm_ncu_cases.json")
     ap.add_argument("--csv", default="/tmp/qmm_ncu.csv")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -240,8 +255,9 @@ def main():
     ap.add_argument("--mvalues", default="")
     ap.add_argument("--shapes", default="")
     ap.add_argument("--per-case", action="store_true", help="parse: also print every case")
+    ap.add_argument("--json", nargs="+", default=[], help="plot: results JSONs to redraw")
     args = ap.parse_args()
-    run(args) if args.mode == "run" else parse(args)
+    {"run": run, "parse": parse, "plot": replot}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -130,3 +130,22 @@ def test_ncu_qmm_shape_selection():
     assert got == {"llama3-8b": [(4096, 4096)], "qwen3-0.6b": [(1024, 1024)],
                    "extra": [(2048, 4096), (8192, 1024)]}
     assert requested_shapes("1024x2048") == {"qwen3-0.6b": [(1024, 2048)]}
+
+
+def test_ncu_qmm_replot_names_the_card(tmp_path, monkeypatch):
+    """ncu_qmm_gpu.py plot: each results JSON's plots are drawn next to it,
+    one per family, titled with the GPU its machine info names."""
+    import bench_qmm_gpu
+    import ncu_qmm_gpu
+
+    calls = []
+    monkeypatch.setattr(bench_qmm_gpu, "plot_families",
+                        lambda cases, fams, dtypes, out, stem, method, gpu: calls.append(
+                            (len(cases), fams, dtypes, out, stem, gpu)))
+    case = {"N": 1024, "K": 1024, "M": 1, "dtype": "bfloat16", "family": "qwen3-0.6b"}
+    payload = {"machine": {"gpu": "NVIDIA H100 80GB HBM3"},
+               "results": [case, dict(case, N=2048, K=4096, family="extra")]}
+    (tmp_path / "run_a.json").write_text(json.dumps(payload))
+    ncu_qmm_gpu.replot(type("Args", (), {"json": [str(tmp_path / "run_a.json")]}))
+    assert calls == [(2, {"qwen3-0.6b": [(1024, 1024)], "extra": [(2048, 4096)]}, ["bfloat16"],
+                      tmp_path, "run_a", "NVIDIA H100 80GB HBM3")]
