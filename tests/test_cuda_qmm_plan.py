@@ -3,12 +3,15 @@ checked here on any machine. The GPU itself runs in the parity suite
 (`--device gpu` on a CUDA build of MLX)."""
 
 import math
+import os
 
 import pytest
 
 from mlx_kernels import _ext
 
 BULK_WARPS = (16, 8)  # warps of a bulk-kernel block, the first that fits
+# the bulk plan candidate of qmm_plan.cpp, when this process's environment sets it
+BALANCED = os.environ.get("MLX_KERNELS_QMM_BULK_BALANCED") == "1"
 SHAPES = [(72, 192), (1000, 4096), (1024, 1024), (4096, 4096), (14336, 4096),
           (4096, 14336), (128256, 4096), (151936, 1024)]
 M_VALUES = list(range(1, 70)) + [100, 128, 257]
@@ -105,7 +108,7 @@ def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
     return off, 16 * (row_bytes + 2 * (k_step // gs) * 2), math.ceil(tpb / warps) * spp
 
 
-def check_bulk_plan(p, M, N, K, gs, bits, sms=132, balanced=False):
+def check_bulk_plan(p, M, N, K, gs, bits, sms=132, balanced=BALANCED):
     """The bulk-copy plan covers every output column, row of x and k value once,
     in one wave of persistent blocks whose shared memory fits. balanced: the
     MLX_KERNELS_QMM_BULK_BALANCED candidate's blocks (the fewest warps that
