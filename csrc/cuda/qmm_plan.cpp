@@ -73,10 +73,16 @@ const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_R
 // Candidate, off by default (MLX_KERNELS_QMM_BULK_BALANCED=1): a block of the
 // fewest warps that keep the most tiles a warp (28 tiles: 14 warps of 2, not
 // 16 warps of which 12 take 2 and 4 take 1), so the shared memory of the idle
-// warps' rings deepens the busy warps' rings. Untried on a GPU.
+// warps' rings deepens the busy warps' rings. H100, ncu, session 13, float16
+// (M 1 / 8 / 16, us): 14336x4096 20.9 / 21.7 / 26.7 against 20.8 / 22.6 /
+// 26.2; 4096x14336 24.5 / 30.2 / 32.1 against 21.5 / 25.6 / 31.3 (it took 4
+// warps a block there); 151936x1024 0-1.4 us slower. Warps to do the math
+// bind these shapes, not bytes in flight: off.
 const bool kBulkBalanced = tuning("MLX_KERNELS_QMM_BULK_BALANCED", 0) == 1;
 // Measurement only (MLX_KERNELS_QMM_BULK_SPLIT = 1, 2, 4 or 8): the bulk
-// plan with this k split where it fits, for A/B runs of the split rule.
+// plan with this k split where it fits, for A/B runs of the split rule
+// (session 13, 14336x4096 with the candidate: one k part of 7 warps 4-6%
+// slower than two k parts of 14: no split-K reduction does not pay for it).
 const int64_t kBulkForcedSplit = tuning("MLX_KERNELS_QMM_BULK_SPLIT", 0);
 // The k-slice kernel for small weights at M <= 16 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
