@@ -59,7 +59,20 @@ def machine_info(device: str) -> dict:
         "mlx_kernels": mlx_kernels.__version__,
         "numpy": np.__version__,
         "git": _git_rev(),
+        # the CUDA quantized_matmul plan's input from the driver (None off CUDA)
+        "cuda_bulk_cluster_capacity": _cuda_cluster_capacity() if device == "gpu" else None,
     }
+
+
+def _cuda_cluster_capacity() -> list[int] | None:
+    """Clusters of 1..8 bulk-kernel blocks the GPU runs at once (the plan's
+    split rule depends on them; they can be below SMs / split)."""
+    from mlx_kernels import _ext
+
+    try:
+        return list(_ext.cuda_bulk_cluster_capacity())
+    except NotImplementedError:
+        return None
 
 
 def _git_rev() -> str | None:

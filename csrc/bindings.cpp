@@ -13,6 +13,9 @@
 #include "cpu_backend.h"
 #include "cuda/attn_plan.h"
 #include "cuda/qmm_plan.h"
+#if defined(MLX_KERNELS_BUILD_CUDA)
+#include "cuda/quantized_matmul.h"
+#endif
 #include "errors.h"
 #include "metal/attn_plan.h"
 #include "metal/qmm_plan.h"
@@ -146,10 +149,30 @@ NB_MODULE(_ext, m) {
   m.def(
       "plan_cuda_quantized_matmul",
       [](int64_t M, int64_t N, int64_t K, int group_size, int bits, bool transpose,
-         const std::string& dtype, int num_sms) {
+         const std::string& dtype, int num_sms,
+         const std::optional<std::vector<int>>& cluster_capacity) {
         namespace cu = mlx_kernels::cuda;
         mlx_kernels::QmmParams p{M, N, K, group_size, bits, transpose};
-        const cu::QmmPlan plan = cu::plan_cuda_qmm(p, dtype == "float32", num_sms);
+        // cluster_capacity[s - 1]: clusters of s bulk blocks the device runs at
+        // once (cuda_bulk_cluster_capacity() on a CUDA build); None: num_sms / s.
+        int cap[cu::kMaxClusterTable] = {};
+        if (cluster_capacity) {
+          if (cluster_capacity->size() != cu::kMaxClusterTable - 1) {
+            throw mlx_kernels::ValueError(mlx_kernels::concat(
+                "plan_cuda_quantized_matmul: cluster_capacity must list 8 counts (clusters of 1..8 "
+                "blocks), got ", cluster_capacity->size(), "."));
+          }
+          for (size_t i = 0; i < cluster_capacity->size(); ++i) {
+            if ((*cluster_capacity)[i] < 1) {
+              throw mlx_kernels::ValueError(mlx_kernels::concat(
+                  "plan_cuda_quantized_matmul: cluster_capacity counts must be >= 1, got ",
+                  (*cluster_capacity)[i], " for clusters of ", i + 1, "."));
+            }
+            cap[i + 1] = (*cluster_capacity)[i];
+          }
+        }
+        const cu::QmmPlan plan =
+            cu::plan_cuda_qmm(p, dtype == "float32", num_sms, cluster_capacity ? cap : nullptr);
         nb::dict d;
         d["kernel"] = cu::qmm_kernel_name(plan.kernel);
         d["row_tiles"] = plan.row_tiles;
@@ -173,7 +196,20 @@ NB_MODULE(_ext, m) {
         return d;
       },
       "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a,
-      "num_sms"_a = 132);
+      "num_sms"_a = 132, "cluster_capacity"_a = nb::none());
+  m.def(
+      "cuda_bulk_cluster_capacity",
+      []() -> std::vector<int> {
+#if defined(MLX_KERNELS_BUILD_CUDA)
+        return mlx_kernels::cuda::bulk_cluster_capacities();
+#else
+        throw mlx_kernels::NotImplemented(
+            "cuda_bulk_cluster_capacity: this build of mlx_kernels has no CUDA backend (it is "
+            "built against a CUDA build of MLX only).");
+#endif
+      },
+      "How many clusters of 1..8 blocks of the CUDA bulk quantized_matmul kernel (one block "
+      "an SM) this GPU runs at once, as the plan uses them (CUDA builds only).");
   m.def(
       "set_cuda_quantized_matmul_plan_sms",
       [](int sms) { mlx_kernels::cuda::set_qmm_plan_sms(sms); },

@@ -328,3 +328,45 @@ def test_other_kernels(M):
 
 def test_nothing_to_do():
     assert _ext.plan_cuda_quantized_matmul(0, 1000, 4096, 64, 4, True, "float16")["kernel"] == "none"
+
+
+# Clusters of 1..8 bulk blocks an H100 ran at once in session 13, as its plans
+# show them (grids 2 x 64 and 4 x 29); the other counts are made up, below
+# 132 / s as a GPC of 16 or 18 SMs makes them.
+H100_CLUSTERS = [132, 64, 40, 29, 24, 20, 16, 14]
+
+
+def test_plan_with_the_devices_cluster_capacity():
+    """The plan with the driver's cluster capacities reproduces the H100's
+    launches: 14336x4096 on two k parts (64 clusters of 2, 14 tiles a block),
+    4096x14336 on four (29 clusters of 4, 9 tiles); with num_sms / s (33
+    clusters of 4) 14336x4096 takes four."""
+    p = _ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, "float16", 132,
+                                        H100_CLUSTERS)
+    assert (p["split_k"], p["grid"], p["tiles_per_block"]) == (2, (2, 64, 1), 14)
+    check_bulk_plan(p, 1, 14336, 4096, 64, 4)
+    p = _ext.plan_cuda_quantized_matmul(1, 4096, 14336, 64, 4, True, "float16", 132,
+                                        H100_CLUSTERS)
+    assert (p["split_k"], p["grid"], p["tiles_per_block"]) == (4, (4, 29, 1), 9)
+    check_bulk_plan(p, 1, 4096, 14336, 64, 4)
+    assert _ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, "float16")["split_k"] == 4
+    for bad, msg in (([132, 64], "cluster_capacity must list 8 counts"),
+                     ([132, 0] + [1] * 6, "cluster_capacity counts must be >= 1")):
+        with pytest.raises(ValueError, match=msg):
+            _ext.plan_cuda_quantized_matmul(1, 4096, 4096, 64, 4, True, "float16", 132, bad)
+
+
+def test_device_cluster_capacity():
+    """On a CUDA build the driver's counts (what the plan uses on this GPU and
+    the benchmarks record): 8 of them, none above SMs / s; elsewhere a clear
+    NotImplementedError."""
+    import mlx.core as mx
+
+    if mx.cuda.is_available():
+        caps = _ext.cuda_bulk_cluster_capacity()
+        sms = caps[0]
+        assert len(caps) == 8 and sms >= 1
+        assert all(1 <= c <= sms // s for s, c in enumerate(caps, start=1)), caps
+    else:
+        with pytest.raises(NotImplementedError, match="no CUDA backend"):
+            _ext.cuda_bulk_cluster_capacity()

@@ -1503,6 +1503,11 @@ void dispatch(
 
 } // namespace
 
+std::vector<int> bulk_cluster_capacities() {
+  const int* cap = bulk_cluster_capacity();
+  return std::vector<int>(cap + 1, cap + kMaxClusterTable);
+}
+
 void quantized_matmul(
     const mx::array& x_in, const mx::array& w_in, const mx::array& s_in,
     const mx::array& b_in, mx::array& out, const QmmParams& p,

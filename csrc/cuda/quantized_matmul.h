@@ -1,6 +1,8 @@
 // The CUDA backend of quantized_matmul (built only against MLX's CUDA build).
 #pragma once
 
+#include <vector>
+
 #include "mlx/array.h"
 #include "mlx/stream.h"
 
@@ -20,5 +22,11 @@ void quantized_matmul(
     mx::array& out,
     const QmmParams& p,
     const mx::Stream& stream);
+
+// How many clusters of s = 1..8 bulk-kernel blocks (one an SM) this device
+// runs at once (element s - 1), as the driver reports it and the plan uses
+// it: a GPC whose SM count is no multiple of s leaves SMs idle, so these can
+// be below num_sms / s (benchmarks record them next to kernel times).
+std::vector<int> bulk_cluster_capacities();
 
 } // namespace mlx_kernels::cuda

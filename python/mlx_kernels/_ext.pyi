@@ -44,7 +44,9 @@ def plan_cuda_quantized_matmul(
     transpose: bool,
     dtype: str,
     num_sms: int = 132,
+    cluster_capacity: list[int] | None = None,
 ) -> dict: ...
+def cuda_bulk_cluster_capacity() -> list[int]: ...
 def plan_cuda_flash_attention(
     B: int,
     Hq: int,
