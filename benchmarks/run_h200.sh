@@ -24,7 +24,8 @@ NCU_TIME=(--csv --page raw --print-units base --metrics gpu__time_duration.sum
 # process JIT-compiles MLX's kernels under ncu. So, once per call, before the
 # first ncu stage, the profiled scripts run once on a few cases without ncu
 # (WARM_T seconds each, 120 by default; 0 skips it). Session 12: after the
-# test stage the qmm warm-up still ran past 120 s, printing nothing.
+# test stage the qmm warm-up still ran past 120 s, printing nothing; session
+# 13: with WARM_T=0 the tune stages after a test stage worked at once.
 ncu_warm() {
   [ -n "${ncu_warm_done:-}" ] && return
   [ "${WARM_T:-120}" = 0 ] && return

@@ -3,15 +3,12 @@ checked here on any machine. The GPU itself runs in the parity suite
 (`--device gpu` on a CUDA build of MLX)."""
 
 import math
-import os
 
 import pytest
 
 from mlx_kernels import _ext
 
 BULK_WARPS = (16, 8)  # warps of a bulk-kernel block, the first that fits
-# the bulk plan candidate of qmm_plan.cpp, when this process's environment sets it
-BALANCED = os.environ.get("MLX_KERNELS_QMM_BULK_BALANCED") == "1"
 SHAPES = [(72, 192), (1000, 4096), (1024, 1024), (4096, 4096), (14336, 4096),
           (4096, 14336), (128256, 4096), (151936, 1024)]
 M_VALUES = list(range(1, 70)) + [100, 128, 257]
@@ -108,11 +105,9 @@ def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
     return off, 16 * (row_bytes + 2 * (k_step // gs) * 2), math.ceil(tpb / warps) * spp
 
 
-def check_bulk_plan(p, M, N, K, gs, bits, sms=132, balanced=BALANCED):
+def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     """The bulk-copy plan covers every output column, row of x and k value once,
-    in one wave of persistent blocks whose shared memory fits. balanced: the
-    MLX_KERNELS_QMM_BULK_BALANCED candidate's blocks (the fewest warps that
-    keep ceil(tiles / 16), or / 8, tiles a warp)."""
+    in one wave of persistent blocks whose shared memory fits."""
     assert M <= 16 and p["m_tiles"] == (1 if M <= 8 else 2)
     row_bytes = max(256, gs * bits)  # 8 groups a stage, at least 256 bytes
     assert p["row_bytes"] == row_bytes and p["k_step"] == row_bytes * 8 // bits
@@ -122,9 +117,8 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132, balanced=BALANCED):
     assert 1 <= split <= 8 and (split - 1) * spp < stages <= split * spp
     gx, gy, gz = p["grid"]
     warps = p["warps"]
+    assert (gx, gz) == (split, 1) and p["block"] == 32 * warps and warps in BULK_WARPS
     tiles, tpb = math.ceil(N / 16), p["tiles_per_block"]
-    allowed = [math.ceil(tpb / math.ceil(tpb / w)) for w in BULK_WARPS] if balanced else BULK_WARPS
-    assert (gx, gz) == (split, 1) and p["block"] == 32 * warps and warps in allowed
     assert (gy - 1) * tpb < tiles <= gy * tpb  # every 16-row tile once
     assert gy <= max(1, sms // split)  # one wave of clusters
     # shared memory: barriers, staged x, X hi/lo, partial sums, rings; in order,
@@ -263,32 +257,15 @@ def test_kslice_over_bulk_candidate():
     assert wide[:2] == [("tensor_core_kslice", 8, 4, 1), ("tensor_core_kslice", 8, 4, 2)]
 
 
-def test_bulk_balanced_candidate():
-    """MLX_KERNELS_QMM_BULK_BALANCED=1 (off by default): blocks of the fewest
-    warps that keep the most tiles a warp, so the rings of the warps that had
-    no tile deepen the others' (14336x4096: 28 tiles a block, 14 warps of 2
-    tiles with 3 stage buffers each instead of 16 warps with 2); the plans
-    still cover the problem within the shared memory."""
-    shapes = [(14336, 4096), (4096, 14336), (4096, 4096), (128256, 4096), (151936, 1024),
-              (4096, 2048), (1000, 4096), (40, 8192)]
-    cases = [(M, N, K, gs, bits, sms) for N, K in shapes for M in (1, 8, 9, 16)
-             for gs, bits in ((64, 4), (32, 4), (128, 8)) for sms in (1, 4, 132)]
-    expr = (f"[_ext.plan_cuda_quantized_matmul(M, N, K, gs, bits, True, 'float16', sms) "
-            f"for M, N, K, gs, bits, sms in {cases}]")
-    plans = eval(plan_under({"MLX_KERNELS_QMM_BULK_BALANCED": "1"}, expr))
-    bulk = 0
-    for (M, N, K, gs, bits, sms), p in zip(cases, plans):
-        if p["kernel"] == "tensor_core_bulk":
-            check_bulk_plan(p, M, N, K, gs, bits, sms, balanced=True)
-            bulk += 1
-    assert bulk > len(cases) // 2
-    got = {(M, N, K): (p["split_k"], p["warps"], p["ring"])
-           for (M, N, K, gs, bits, sms), p in zip(cases, plans)
-           if (gs, bits, sms) == (64, 4, 132) and M in (1, 16)}
-    assert got[(1, 14336, 4096)] == (4, 14, 3)
-    assert got[(1, 4096, 14336)] == (4, 8, 4)
-    assert got[(1, 151936, 1024)] == (1, 15, 3)
-    assert got[(16, 128256, 4096)] == (1, 16, 1)  # 61 tiles: 16 warps either way
+def test_bulk_split_knob():
+    """MLX_KERNELS_QMM_BULK_SPLIT (A/B runs only) forces the bulk plan's k split
+    where it fits; 14336x4096 takes 4 k parts on 132 SMs by default."""
+    expr = ("(lambda p: (p['kernel'], p['split_k']))("
+            "_ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, 'float16', 132))")
+    knob = "MLX_KERNELS_QMM_BULK_SPLIT"
+    assert eval(plan_under({knob: None}, expr)) == ("tensor_core_bulk", 4)
+    assert eval(plan_under({knob: "1"}, expr)) == ("tensor_core_bulk", 1)
+    assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
 
 
 def test_ring_floor_by_m():

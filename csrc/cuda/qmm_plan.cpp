@@ -70,19 +70,10 @@ const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PE
 // 30 us, no other M 12-16 case slower; but 4096x14336 M 1-8 22-24 -> 27-33
 // us. MLX_KERNELS_QMM_MIN_RING=1 or 2 forces one floor for every M (A/B runs).
 const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_RING", 0), 2);
-// Candidate, off by default (MLX_KERNELS_QMM_BULK_BALANCED=1): a block of the
-// fewest warps that keep the most tiles a warp (28 tiles: 14 warps of 2, not
-// 16 warps of which 12 take 2 and 4 take 1), so the shared memory of the idle
-// warps' rings deepens the busy warps' rings. H100, ncu, session 13, float16
-// (M 1 / 8 / 16, us): 14336x4096 20.9 / 21.7 / 26.7 against 20.8 / 22.6 /
-// 26.2; 4096x14336 24.5 / 30.2 / 32.1 against 21.5 / 25.6 / 31.3 (it took 4
-// warps a block there); 151936x1024 0-1.4 us slower. Warps to do the math
-// bind these shapes, not bytes in flight: off.
-const bool kBulkBalanced = tuning("MLX_KERNELS_QMM_BULK_BALANCED", 0) == 1;
 // Measurement only (MLX_KERNELS_QMM_BULK_SPLIT = 1, 2, 4 or 8): the bulk
 // plan with this k split where it fits, for A/B runs of the split rule
-// (session 13, 14336x4096 with the candidate: one k part of 7 warps 4-6%
-// slower than two k parts of 14: no split-K reduction does not pay for it).
+// (session 13, 14336x4096 with balanced blocks, below: one k part of 7 warps
+// 4-6% slower than two k parts of 14: no split-K reduction does not pay).
 const int64_t kBulkForcedSplit = tuning("MLX_KERNELS_QMM_BULK_SPLIT", 0);
 // The k-slice kernel for small weights at M <= 16 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
@@ -149,10 +140,15 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
   const int64_t stages = p.K / k_per_stage;
   const int64_t tiles = ceil_div(p.N, 16);
   bool found = false;
-  int64_t best_cost = 0, best_busy = 0, best_depth = 0;
+  int64_t best_cost = 0, best_busy = 0;
   // 16 warps a block where they fit (ncu, session 7: 8 warps left the
   // schedulers idle half the time on dependent-latency stalls), else 8
-  // (128256x4096 at M = 16: 8 warps 137.9 us, 10 warps 143.2).
+  // (128256x4096 at M = 16: 8 warps 137.9 us, 10 warps 143.2). Session 13
+  // tried blocks of only as many warps as keep the most tiles a warp, the
+  // freed shared memory deepening the rings (H100, float16, M 1 / 8 / 16):
+  // 14336x4096 20.9 / 21.7 / 26.7 us against 20.8 / 22.6 / 26.2, 4096x14336
+  // 24.5 / 30.2 / 32.1 against 21.5 / 25.6 / 31.3 (4 warps a block there):
+  // warps to do the math bind these shapes, not bytes in flight (f685e00).
   for (int64_t warps = kBulkWarps; warps >= 8 && !found; warps /= 2) {
     for (int64_t want = 1; want <= kMaxClusterSplit && want <= stages; want *= 2) {
       const int64_t spp = ceil_div(stages, want);
@@ -163,19 +159,15 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       if (kBulkForcedSplit > 0 && split != kBulkForcedSplit) {
         continue;
       }
-      // Warps of the block: `warps`, or with the candidate the fewest that
-      // keep ceil(tpb / warps) tiles a warp.
-      const int64_t block_warps =
-          kBulkBalanced ? ceil_div(tpb, ceil_div(tpb, warps)) : warps;
       const int64_t x_pitch = spp * k_per_stage * 2 + bulk_x_pad(p.bits);
       const int64_t off_x = kBulkBarrierBytes;
       const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
       const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
       const int64_t off_ring =
           align128(off_part + (split > 1 ? tpb * m_tiles * 4 * 32 * 4 : 0));
-      const int64_t stages_a_warp = ceil_div(tpb, block_warps) * spp;
+      const int64_t stages_a_warp = ceil_div(tpb, warps) * spp;
       int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
-      while (ring > 0 && off_ring + block_warps * ring * slot_bytes > kBulkMaxSmem) {
+      while (ring > 0 && off_ring + warps * ring * slot_bytes > kBulkMaxSmem) {
         --ring;
       }
       // At least min_ring stage buffers a warp, unless it has fewer stages.
@@ -183,27 +175,18 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
         continue;
       }
       const int64_t cost = tpb * spp;
-      const int64_t busy = std::min<int64_t>(tpb, block_warps);
+      const int64_t busy = std::min<int64_t>(tpb, warps);
       // A larger split adds a cluster reduction and smaller k parts: it has
       // to save 3% of the work an SM, or keep as much work and busy more warps.
-      // With the candidate, busy warps count up to 12 (3 a scheduler), and at
-      // as many, more stage buffers in flight an SM (busy * ring) decide.
-      bool more_busy = busy > best_busy;
-      if (kBulkBalanced) {
-        const int64_t key = std::min<int64_t>(busy, 12);
-        const int64_t best_key = std::min<int64_t>(best_busy, 12);
-        more_busy = key > best_key || (key == best_key && busy * ring > best_depth);
-      }
-      const bool better =
-          !found || 100 * cost < 97 * best_cost || (cost <= best_cost && more_busy);
+      const bool better = !found || 100 * cost < 97 * best_cost ||
+          (cost <= best_cost && busy > best_busy);
       if (!better) {
         continue;
       }
       found = true;
       best_cost = cost;
       best_busy = busy;
-      best_depth = busy * ring;
-      plan.block = static_cast<int>(32 * block_warps);
+      plan.block = static_cast<int>(32 * warps);
       plan.split_k = static_cast<int>(split);
       plan.steps_per_split = spp;
       plan.tiles_per_block = static_cast<int>(tpb);
@@ -213,7 +196,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       plan.smem_xsum = static_cast<int>(off_xsum);
       plan.smem_partials = static_cast<int>(off_part);
       plan.smem_ring = static_cast<int>(off_ring);
-      plan.smem_bytes = static_cast<int>(off_ring + block_warps * ring * slot_bytes);
+      plan.smem_bytes = static_cast<int>(off_ring + warps * ring * slot_bytes);
       plan.grid[0] = split;
       plan.grid[1] = ceil_div(tiles, tpb);
       plan.grid[2] = 1;
