@@ -187,6 +187,7 @@ NB_MODULE(_ext, m) {
         d["block"] = plan.block;
         d["warps"] = plan.block / 32;
         d["tiles_per_block"] = plan.tiles_per_block;
+        d["warp_split"] = plan.warp_split;
         d["ring"] = plan.ring;
         d["row_bytes"] = plan.row_bytes;
         d["x_pitch"] = plan.x_pitch;

@@ -116,8 +116,11 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     # the cluster's k parts cover every stage once, none empty
     assert 1 <= split <= 8 and (split - 1) * spp < stages <= split * spp
     gx, gy, gz = p["grid"]
-    warps = p["warps"]
+    warps, ws = p["warps"], p["warp_split"]
     assert (gx, gz) == (split, 1) and p["block"] == 32 * warps and warps in BULK_WARPS
+    # warp split: teams of ws warps, every member with a stage of every k part
+    # (the last part is the shortest)
+    assert ws >= 1 and warps % ws == 0 and stages - (split - 1) * spp >= ws
     tiles, tpb = math.ceil(N / 16), p["tiles_per_block"]
     assert (gy - 1) * tpb < tiles <= gy * tpb  # every 16-row tile once
     assert gy <= max(1, sms // split)  # one wave of clusters
@@ -129,11 +132,11 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     assert p["x_pitch"] % 128 == (64 if bits == 4 else 16)  # conflict-free fragment reads
     assert x >= 16 * 4 * 8 and xsum >= x + 8 * mt * p["x_pitch"]
     assert part >= xsum + 2 * 8 * mt * spp * (p["k_step"] // gs) * 2
-    assert ring_off >= part + (tpb * mt * 512 if split > 1 else 0)
+    assert ring_off >= part + (ws * tpb * mt * 512 if split > 1 or ws > 1 else 0)
     assert all(v % 128 == 0 for v in (x, xsum, part, ring_off))
     slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
     assert 1 <= p["ring"] <= 4 and total == ring_off + warps * p["ring"] * slot <= 227 * 1024
-    busiest = math.ceil(tpb / warps) * spp  # stages of the busiest warp
+    busiest = math.ceil(tpb / (warps // ws)) * math.ceil(spp / ws)  # its stages
     assert p["ring"] >= min(ring_floor(M), busiest)
     assert p["smem_bytes"] == total
 
@@ -266,6 +269,36 @@ def test_bulk_split_knob():
     assert eval(plan_under({knob: None}, expr)) == ("tensor_core_bulk", 4)
     assert eval(plan_under({knob: "1"}, expr)) == ("tensor_core_bulk", 1)
     assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
+
+
+def test_bulk_warp_split_candidate():
+    """MLX_KERNELS_QMM_BULK_WARP_SPLIT=1 (off by default): where a block has
+    fewer tiles than warps, teams of warps share each tile's k part instead of
+    a cluster splitting K: 14336x4096 one k part with pairs of warps on 7 tiles
+    a block (default: a cluster of 2), 4096x4096 8 warps a tile (default: 4
+    of 16 warps busy); shapes with tiles for every warp keep one warp a tile.
+    Every candidate plan passes the bulk plan's checks."""
+    shapes = [(14336, 4096), (4096, 4096), (4096, 14336), (2048, 4096), (128256, 4096),
+              (151936, 1024), (1000, 3584), (40, 8192)]
+    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', sms) "
+            f"for N, K in {shapes} for M in (1, 8, 16) for sms in (132, 16, 1)]")
+    knob = "MLX_KERNELS_QMM_BULK_WARP_SPLIT"
+    default = eval(plan_under({knob: None}, expr))
+    on = eval(plan_under({knob: "1"}, expr))
+    assert all(p["warp_split"] == 1 for p in default)
+    keys = [(N, K, M, sms) for N, K in shapes for M in (1, 8, 16) for sms in (132, 16, 1)]
+    for (N, K, M, sms), p in zip(keys, on):
+        if p["kernel"] == "tensor_core_bulk":
+            check_bulk_plan(p, M, N, K, 64, 4, sms)
+    plans = dict(zip(keys, on))
+    pick = lambda p: (p["split_k"], p["warp_split"], p["tiles_per_block"])
+    assert pick(plans[14336, 4096, 1, 132]) == (1, 2, 7)
+    assert pick(plans[4096, 4096, 1, 132]) == (1, 8, 2)
+    assert pick(plans[128256, 4096, 1, 132])[1] == 1  # 61 tiles a block
+    assert pick(plans[1000, 3584, 1, 16]) == (1, 4, 4)  # 7 stages over 4 warps: 1, 2, 2, 2
+    assert {p["warp_split"] for p in on} >= {1, 2, 4, 8}
+    # with a cluster too (40 x 8192 on one SM: 8 k parts, pairs of warps)
+    assert pick(plans[40, 8192, 1, 1])[:2] == (8, 2)
 
 
 def test_ring_floor_by_m():

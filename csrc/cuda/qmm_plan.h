@@ -38,6 +38,11 @@ struct QmmPlan {
   // k part, its warps take every (block / 32)-th of them. The block's rows of x for its k
   // part are staged in shared memory once (x_pitch bytes a row of x).
   int tiles_per_block = 0;
+  // Warps sharing each tile (1, 2, 4, ...): the block's warps form
+  // block / 32 / warp_split teams, team t taking every tile t, t + teams, ...
+  // and its members consecutive shares of the k part's stages; their partial
+  // sums meet in shared memory (and, with split_k > 1, the cluster's).
+  int warp_split = 1;
   int ring = 0; // stage buffers a warp (bulk copies in flight)
   int row_bytes = 0; // bytes of one weight row a stage
   int x_pitch = 0; // bytes of one staged row of x

@@ -690,6 +690,7 @@ struct BulkArgs {
   int split; // blocks of a cluster (grid.x)
   int tiles; // 16-row tiles of w
   int tiles_per_block;
+  int warp_split; // warps sharing a tile's k part (1: one warp a tile)
   int ring; // stage buffers a warp, <= kBulkMaxRing
   int step_major; // 1: w_map is the (64 B, N, steps) view
   int x_pitch; // bytes of a staged row of x
@@ -810,12 +811,22 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   const int c = lane % 4;
   const int warps = int(blockDim.x) / 32;
 
-  const int st_begin = int(blockIdx.x) * a.stages_per_part;
-  const int st_count = min(a.stages_per_part, a.stages - st_begin); // >= 1 (plan)
+  // The block's k part (stages part_begin .. + part_count) and tiles.
+  const int part_begin = int(blockIdx.x) * a.stages_per_part;
+  const int part_count = min(a.stages_per_part, a.stages - part_begin); // >= 1 (plan)
   const int tile_begin = int(blockIdx.y) * a.tiles_per_block;
   const int tile_end = min(tile_begin + a.tiles_per_block, a.tiles);
-  const int my_tiles = tile_begin + warp < tile_end
-      ? (tile_end - tile_begin - warp + warps - 1) / warps
+  // Warp split: the warps form `teams` teams of ws; team t takes the tiles
+  // t, t + teams, ... of the block, and member `sub` of a team the stages
+  // [sub_first, sub_first + st_count) of the k part of each of them.
+  const int ws = a.warp_split;
+  const int teams = warps / ws;
+  const int team = warp % teams;
+  const int sub = warp / teams;
+  const int sub_first = sub * part_count / ws;
+  const int st_count = (sub + 1) * part_count / ws - sub_first; // >= 1 (plan)
+  const int my_tiles = sub < ws && tile_begin + team < tile_end
+      ? (tile_end - tile_begin - team + teams - 1) / teams
       : 0;
   const int total = my_tiles * st_count; // (tile, stage) pairs of this warp
 
@@ -844,8 +855,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   auto issue = [&](int i) {
     const int slot = i % ring;
     const int tl = i / st_count;
-    const int st = st_begin + (i - tl * st_count);
-    const int n0 = (tile_begin + warp + warps * tl) * 16;
+    const int st = part_begin + sub_first + (i - tl * st_count);
+    const int n0 = (tile_begin + team + teams * tl) * 16;
     unsigned char* sl = slots + slot * slot_bytes;
     const uint32_t bar = bars + 8 * slot;
     mbar_arrive_expect_tx(bar, uint32_t(slot_bytes));
@@ -865,9 +876,9 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   constexpr bool kStageX = !(kVariant & kBulkOmitXStaging);
   constexpr int kBatch = 8;
   const T* xg = static_cast<const T*>(a.x);
-  const int x_groups = st_count * spr;
+  const int x_groups = part_count * spr;
   const int x_pieces = a.group_size / 8; // of a group
-  const int64_t k_lo = int64_t(st_begin) * k_per_stage;
+  const int64_t k_lo = int64_t(part_begin) * k_per_stage;
   // Task u's group of x (row m = u / x_groups) as 16-byte pieces.
   auto x_group_src = [&](int m, int gi) {
     return reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + gi * a.group_size);
@@ -972,7 +983,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   for (int i = 0; i < total; ++i) {
     const int slot = i % ring;
     const int tl = i / st_count;
-    const int si = i - tl * st_count; // stage within the k part
+    const int li = i - tl * st_count; // stage within the warp's stages
+    const int si = sub_first + li; // stage within the k part
     mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
     if constexpr (!(kVariant & kBulkOmitMath)) {
       const unsigned char* sl = slots + slot * slot_bytes;
@@ -1028,17 +1040,18 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
         issue(i + ring);
       }
     }
-    if (si == st_count - 1) {
-      // The tile is done: store it (one k part) or keep its partial sums.
-      const int lt = warp + warps * tl; // tile within the block
+    if (li == st_count - 1) {
+      // The tile is done: store it (one k part, one warp a tile) or keep its
+      // partial sums (slot sub of tile lt).
+      const int lt = team + teams * tl; // tile within the block
       const int64_t n0 = int64_t(tile_begin + lt) * 16;
 #pragma unroll
       for (int t = 0; t < MT; ++t)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float v = acc[t][e] + acc2[t][e];
-          if (a.split > 1) {
-            partials[lt * kAccFloats + (t * 4 + e) * 32 + lane] = v;
+          if (a.split > 1 || ws > 1) {
+            partials[(sub * a.tiles_per_block + lt) * kAccFloats + (t * 4 + e) * 32 + lane] = v;
           } else {
             // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
             const int64_t n = n0 + g + 8 * (e / 2);
@@ -1053,12 +1066,17 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
   }
 
-  // k parts: rank r of the cluster adds, in rank order, every rank's partial
-  // sums of the block's tiles lt = r, r + split, ... and stores them.
-  if (!(kVariant & kBulkOmitReduce) && a.split > 1) {
+  // Partial sums: rank r of the cluster (0 with one k part) adds, in rank
+  // order and within a rank in warp-split order, the partial sums of the
+  // block's tiles lt = r, r + split, ... and stores them.
+  if (!(kVariant & kBulkOmitReduce) && (a.split > 1 || ws > 1)) {
     cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();
-    const int rank = int(cluster.block_rank());
+    if (a.split > 1) {
+      cluster.sync();
+    } else {
+      __syncthreads();
+    }
+    const int rank = a.split > 1 ? int(cluster.block_rank()) : 0;
     const int ntiles = tile_end - tile_begin;
     // All the block's threads share the rank's (tile, float) pairs, each
     // pair's remote reads issued before any is added, pairs of rows past M
@@ -1067,10 +1085,12 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8).
     constexpr int kMaxSplit = 8; // a portable cluster
     const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
+    const int slot_stride = a.tiles_per_block * kAccFloats; // between warp-split slots
     const float* rank_partials[kMaxSplit];
 #pragma unroll
     for (int q = 0; q < kMaxSplit; ++q) {
-      rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
+      rank_partials[q] =
+          q < a.split && a.split > 1 ? cluster.map_shared_rank(partials, q) : partials;
     }
     for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
       const int lt = rank + a.split * (idx / kAccFloats);
@@ -1078,22 +1098,26 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       int64_t n, m;
       partial_coords(f, tile_begin + lt, n, m);
       if (n < a.N && m < a.M) {
-        float part[kMaxSplit];
-#pragma unroll
-        for (int q = 0; q < kMaxSplit; ++q) {
-          part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
-        }
         float v = 0.f;
+        for (int r = 0; r < ws; ++r) {
+          float part[kMaxSplit];
 #pragma unroll
-        for (int q = 0; q < kMaxSplit; ++q) {
-          if (q < a.split) {
-            v += part[q];
+          for (int q = 0; q < kMaxSplit; ++q) {
+            part[q] = q < a.split ? rank_partials[q][r * slot_stride + lt * kAccFloats + f] : 0.f;
+          }
+#pragma unroll
+          for (int q = 0; q < kMaxSplit; ++q) {
+            if (q < a.split) {
+              v += part[q];
+            }
           }
         }
         out[m * a.N + n] = from_f<T>(v);
       }
     }
-    cluster.sync(); // no block leaves while another reads its partial sums
+    if (a.split > 1) {
+      cluster.sync(); // no block leaves while another reads its partial sums
+    }
   }
 #endif
 }
@@ -1457,6 +1481,14 @@ void dispatch(
       ba.split = plan.split_k;
       ba.tiles = int((p.N + 15) / 16);
       ba.tiles_per_block = plan.tiles_per_block;
+      ba.warp_split = plan.warp_split;
+      // Every member of a team needs a stage of every k part (the last is the
+      // shortest), or its partial-sum slots would go unwritten.
+      const int64_t last_part = plan.num_steps - (plan.split_k - 1) * plan.steps_per_split;
+      if (plan.warp_split < 1 || (plan.block / 32) % plan.warp_split != 0 ||
+          last_part < plan.warp_split) {
+        throw std::runtime_error("mlx_kernels CUDA: bad warp split in the bulk plan");
+      }
       ba.ring = plan.ring;
       ba.x_pitch = plan.x_pitch;
       ba.smem_x = plan.smem_x;
