@@ -130,12 +130,20 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     mt = p["m_tiles"]
     assert p["x_pitch"] == spp * p["k_step"] * 2 + (64 if bits == 4 else 16)
     assert p["x_pitch"] % 128 == (64 if bits == 4 else 16)  # conflict-free fragment reads
-    assert x >= 16 * 4 * 8 and xsum >= x + 8 * mt * p["x_pitch"]
-    assert part >= xsum + 2 * 8 * mt * spp * (p["k_step"] // gs) * 2
+    # staged rows of x: 8 a tile of x, or (compact candidate) down to M + 1,
+    # the last a row of zeros for the lanes of rows past M
+    x_rows = p["x_rows"]
+    assert min(M + 1, 8 * mt) <= x_rows <= 8 * mt
+    assert x >= 16 * 4 * 8 and xsum >= x + x_rows * p["x_pitch"]
+    assert part >= xsum + 2 * x_rows * spp * (p["k_step"] // gs) * 2
     assert ring_off >= part + (ws * tpb * mt * 512 if split > 1 or ws > 1 else 0)
     assert all(v % 128 == 0 for v in (x, xsum, part, ring_off))
     slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
-    assert 1 <= p["ring"] <= 4 and total == ring_off + warps * p["ring"] * slot <= 227 * 1024
+    # rings for every warp, or (compact candidate) for the busy ones, first
+    busy = min(tpb, warps // ws) * ws
+    ring_warps = (total - ring_off) // (p["ring"] * slot)
+    assert ring_warps in (warps, busy) and busy <= ring_warps
+    assert 1 <= p["ring"] <= 4 and total == ring_off + ring_warps * p["ring"] * slot <= 227 * 1024
     busiest = math.ceil(tpb / (warps // ws)) * math.ceil(spp / ws)  # its stages
     assert p["ring"] >= min(ring_floor(M), busiest)
     assert p["smem_bytes"] == total
@@ -299,6 +307,42 @@ def test_bulk_warp_split_candidate():
     assert {p["warp_split"] for p in on} >= {1, 2, 4, 8}
     # with a cluster too (40 x 8192 on one SM: 8 k parts, pairs of warps)
     assert pick(plans[40, 8192, 1, 1])[:2] == (8, 2)
+
+
+def test_bulk_compact_candidate():
+    """MLX_KERNELS_QMM_BULK_COMPACT=1 (off by default): x staged in M + 1 rows
+    and rings for the busy warps only, the freed shared memory deepening the
+    rings (14336x4096 at M = 1: 3 stage buffers for 14 warps, not 2 for 16);
+    with the warp split too, 4096x14336 at M = 1 fits one k part (8 warps a
+    tile, no cluster). Default plans stage 8 rows a tile of x."""
+    shapes = [(14336, 4096), (4096, 14336), (4096, 4096), (128256, 4096), (151936, 1024),
+              (1000, 3584), (40, 8192)]
+    ms = (1, 5, 8, 9, 16)
+    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', sms, "
+            f"{H100_CLUSTERS} if sms == 132 else None) "
+            f"for N, K in {shapes} for M in {ms} for sms in (132, 16, 1)]")
+    keys = [(N, K, M, sms) for N, K in shapes for M in ms for sms in (132, 16, 1)]
+    knobs = {"MLX_KERNELS_QMM_BULK_COMPACT": None, "MLX_KERNELS_QMM_BULK_WARP_SPLIT": None}
+    default = dict(zip(keys, eval(plan_under(knobs, expr))))
+    compact = dict(zip(keys, eval(plan_under(
+        dict(knobs, MLX_KERNELS_QMM_BULK_COMPACT="1"), expr))))
+    both = dict(zip(keys, eval(plan_under(
+        dict(knobs, MLX_KERNELS_QMM_BULK_COMPACT="1", MLX_KERNELS_QMM_BULK_WARP_SPLIT="1"), expr))))
+    for plans in (default, compact, both):
+        for (N, K, M, sms), p in plans.items():
+            if p["kernel"] == "tensor_core_bulk":
+                check_bulk_plan(p, M, N, K, 64, 4, sms)
+    for (N, K, M, sms), p in default.items():
+        if p["kernel"] == "tensor_core_bulk":
+            assert p["x_rows"] == 8 * p["m_tiles"]
+    for (N, K, M, sms), p in compact.items():
+        if p["kernel"] == "tensor_core_bulk":
+            assert p["x_rows"] == min(M + 1, 8 * p["m_tiles"])
+    pick = lambda p: (p["split_k"], p["warp_split"], p["tiles_per_block"], p["ring"])
+    # (session 13's H100 cluster capacities: two k parts of 14 tiles a block)
+    assert pick(default[14336, 4096, 1, 132]) == (2, 1, 14, 2)
+    assert pick(compact[14336, 4096, 1, 132]) == (2, 1, 14, 3)
+    assert pick(both[4096, 14336, 1, 132])[:2] == (1, 8)
 
 
 def test_ring_floor_by_m():

@@ -83,6 +83,14 @@ const int64_t kBulkForcedSplit = tuning("MLX_KERNELS_QMM_BULK_SPLIT", 0);
 // warps a tile (now 4 of 16 warps busy). Between plans of equal work an SM
 // (the rule below), the one whose busiest warp has the fewest stages wins.
 const bool kBulkWarpSplit = tuning("MLX_KERNELS_QMM_BULK_WARP_SPLIT", 0) > 0;
+// Candidate, off by default (MLX_KERNELS_QMM_BULK_COMPACT=1): shared memory
+// only for what a block uses, the freed bytes deepening the rings: rows of x
+// staged up to M + 1 (the last one zeros, read by the lanes of rows past M)
+// instead of 8 a tile of x, and stage rings for the busy warps only. E.g.
+// 14336x4096 at M <= 8: 3 stage buffers for each of 14 busy warps, not 2
+// for each of 16 (session 13's balanced blocks had deeper rings only with
+// fewer warps, and lost).
+const bool kBulkCompact = tuning("MLX_KERNELS_QMM_BULK_COMPACT", 0) > 0;
 // The k-slice kernel for small weights at M <= 16 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
 // (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
@@ -142,7 +150,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
   }
   const int64_t m_tiles = p.M <= 8 ? 1 : 2;
   const int64_t min_ring = kBulkMinRingKnob > 0 ? kBulkMinRingKnob : m_tiles == 2 ? 1 : 2;
-  const int64_t x_rows = 8 * m_tiles;
+  const int64_t x_rows = kBulkCompact ? std::min<int64_t>(p.M + 1, 8 * m_tiles) : 8 * m_tiles;
   const int64_t groups_per_stage = k_per_stage / p.group_size;
   const int64_t slot_bytes = 16 * (row_bytes + 2 * groups_per_stage * 2);
   const int64_t stages = p.K / k_per_stage;
@@ -179,8 +187,10 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
             off_part + (split > 1 || ws > 1 ? ws * tpb * m_tiles * 4 * 32 * 4 : 0));
         // The busiest warp's stages (its tiles times its share of a k part).
         const int64_t stages_a_warp = ceil_div(tpb, teams) * ceil_div(spp, ws);
+        // Warps with rings: all, or (candidate) the busy ones, which come first.
+        const int64_t ring_warps = kBulkCompact ? std::min(tpb, teams) * ws : warps;
         int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
-        while (ring > 0 && off_ring + warps * ring * slot_bytes > kBulkMaxSmem) {
+        while (ring > 0 && off_ring + ring_warps * ring * slot_bytes > kBulkMaxSmem) {
           --ring;
         }
         // At least min_ring stage buffers a warp, unless it has fewer stages.
@@ -214,7 +224,8 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
         plan.smem_xsum = static_cast<int>(off_xsum);
         plan.smem_partials = static_cast<int>(off_part);
         plan.smem_ring = static_cast<int>(off_ring);
-        plan.smem_bytes = static_cast<int>(off_ring + warps * ring * slot_bytes);
+        plan.smem_bytes = static_cast<int>(off_ring + ring_warps * ring * slot_bytes);
+        plan.x_rows = static_cast<int>(x_rows);
         plan.grid[0] = split;
         plan.grid[1] = ceil_div(tiles, tpb);
         plan.grid[2] = 1;

@@ -662,12 +662,16 @@ __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcA
 //   with M).
 //
 // Shared memory (offsets from the plan): mbarriers [kBulkWarps][kBulkMaxRing];
-// staged x [8 MT rows][x_pitch bytes]: for step j of the k part (4 V values)
+// staged x [x_rows][x_pitch bytes] (x_rows: 8 MT, or fewer down to M + 1;
+// rows from M on are zeros, and a lane whose row of x is past x_rows reads
+// the last): for step j of the k part (4 V values)
 // and lane c, the V values lane c multiplies, in fragment order, as V / 8
 // 16-byte pieces, piece p at slot swizzle(p, c) (conflict-free with the
-// row padding, see bulk_x_pad); X hi and lo [8 MT rows][groups of the k part];
-// split > 1: partial sums [tiles_per_block][MT * 4][32 lanes] float; then the
-// rings: for each warp and slot, w [row_bytes / 64 steps][16 rows][64 B]
+// row padding, see bulk_x_pad); X hi and lo [x_rows][groups of the k part];
+// split > 1 or warp_split > 1: partial sums [warp_split][tiles_per_block]
+// [MT * 4][32 lanes] float; then the rings: for each warp (the plan may
+// leave out warps past the busy ones, which come first) and slot, w
+// [row_bytes / 64 steps][16 rows][64 B]
 // (step-major; row-major [16][row_bytes] when the driver refuses that view),
 // scales [16][groups a stage], biases [16][groups a stage]. Rows past N
 // arrive as zeros (TMA fills out-of-bounds elements) and are not stored.
@@ -694,6 +698,7 @@ struct BulkArgs {
   int ring; // stage buffers a warp, <= kBulkMaxRing
   int step_major; // 1: w_map is the (64 B, N, steps) view
   int x_pitch; // bytes of a staged row of x
+  int x_rows; // staged rows of x: M real, then zeros (> M unless M = 8 MT)
   int smem_x, smem_xsum, smem_partials, smem_ring; // region offsets
 };
 
@@ -803,7 +808,6 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   constexpr int kPieces = V / 8; // 16-byte pieces of a lane's x chunk
   constexpr int kChunkBytes = 2 * V; // bytes of a lane's x chunk
   constexpr int kStepBytes = 4 * kChunkBytes; // bytes of staged x a step and row
-  constexpr int kXRows = 8 * MT;
   extern __shared__ __align__(128) unsigned char smem[];
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -816,13 +820,13 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   const int part_count = min(a.stages_per_part, a.stages - part_begin); // >= 1 (plan)
   const int tile_begin = int(blockIdx.y) * a.tiles_per_block;
   const int tile_end = min(tile_begin + a.tiles_per_block, a.tiles);
-  // Warp split: the warps form `teams` teams of ws; team t takes the tiles
-  // t, t + teams, ... of the block, and member `sub` of a team the stages
-  // [sub_first, sub_first + st_count) of the k part of each of them.
+  // Warp split: the warps form `teams` teams of ws consecutive warps; team
+  // t takes the tiles t, t + teams, ... of the block, and member `sub` of a
+  // team the stages [sub_first, sub_first + st_count) of the k part of each.
   const int ws = a.warp_split;
   const int teams = warps / ws;
-  const int team = warp % teams;
-  const int sub = warp / teams;
+  const int team = warp / ws; // the busy warps come first (their rings, plan)
+  const int sub = warp % ws;
   const int sub_first = sub * part_count / ws;
   const int st_count = (sub + 1) * part_count / ws - sub_first; // >= 1 (plan)
   const int my_tiles = sub < ws && tile_begin + team < tile_end
@@ -911,9 +915,9 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   unsigned char* xs = smem + a.smem_x;
   T* xhi = reinterpret_cast<T*>(smem + a.smem_xsum);
   const int xsum_pitch = a.stages_per_part * spr; // elements a row of X
-  T* xlo = xhi + kXRows * xsum_pitch;
+  T* xlo = xhi + a.x_rows * xsum_pitch;
   if constexpr (kStageX) {
-    for (int u = threadIdx.x; u < kXRows * x_groups; u += blockDim.x) {
+    for (int u = threadIdx.x; u < a.x_rows * x_groups; u += blockDim.x) {
       const int m = u / x_groups;
       const int gi = u - m * x_groups;
       float sum = 0.f;
@@ -980,6 +984,14 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       acc2[t][e] = 0.f;
     }
 
+  // The staged row of x behind this lane's B fragments of x tile t (row
+  // 8 t + g): itself, or past the staged rows the last one, a row of zeros.
+  int xr_of[MT];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    xr_of[t] = min(8 * t + g, a.x_rows - 1);
+  }
+
   for (int i = 0; i < total; ++i) {
     const int slot = i % ring;
     const int tl = i / st_count;
@@ -1001,7 +1013,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
             frag[1]);
 #pragma unroll
         for (int t = 0; t < MT; ++t) {
-          const unsigned char* xrow = xs + (8 * t + g) * a.x_pitch +
+          const unsigned char* xrow = xs + xr_of[t] * a.x_pitch +
               (si * steps + j) * kStepBytes + c * kChunkBytes;
           uint32_t xb[V / 2];
 #pragma unroll
@@ -1025,7 +1037,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
         const uint32_t a1 = *reinterpret_cast<const uint32_t*>(bi + (g + 8) * spr + h + 2 * c);
 #pragma unroll
         for (int t = 0; t < MT; ++t) {
-          const int xi = (8 * t + g) * xsum_pitch + si * spr + h + 2 * c;
+          const int xi = xr_of[t] * xsum_pitch + si * spr + h + 2 * c;
           mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xhi + xi));
           mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xlo + xi));
         }
@@ -1491,6 +1503,10 @@ void dispatch(
       }
       ba.ring = plan.ring;
       ba.x_pitch = plan.x_pitch;
+      ba.x_rows = plan.x_rows;
+      if (plan.x_rows < std::min<int64_t>(p.M + 1, 8 * plan.m_tiles) || plan.x_rows > 8 * plan.m_tiles) {
+        throw std::runtime_error("mlx_kernels CUDA: bad staged rows of x in the bulk plan");
+      }
       ba.smem_x = plan.smem_x;
       ba.smem_xsum = plan.smem_xsum;
       ba.smem_partials = plan.smem_partials;
