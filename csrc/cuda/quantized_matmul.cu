@@ -1078,9 +1078,9 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
   }
 
-  // Partial sums: rank r of the cluster (0 with one k part) adds, in rank
-  // order and within a rank in warp-split order, the partial sums of the
-  // block's tiles lt = r, r + split, ... and stores them.
+  // Partial sums: rank r of the cluster (0 with one k part) adds the partial
+  // sums of the block's tiles lt = r, r + split, ..., over the warp-split
+  // slots in order and within each over the ranks in order, and stores them.
   if (!(kVariant & kBulkOmitReduce) && (a.split > 1 || ws > 1)) {
     cg::cluster_group cluster = cg::this_cluster();
     if (a.split > 1) {
