@@ -986,10 +986,14 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
 
   // The staged row of x behind this lane's B fragments of x tile t (row
   // 8 t + g): itself, or past the staged rows the last one, a row of zeros.
-  int xr_of[MT];
+  // (As its staged row's start, lane chunk included, and its X row.)
+  const unsigned char* x_lane[MT];
+  int xsum_row[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
-    xr_of[t] = min(8 * t + g, a.x_rows - 1);
+    const int r = min(8 * t + g, a.x_rows - 1);
+    x_lane[t] = xs + r * a.x_pitch + c * kChunkBytes;
+    xsum_row[t] = r * xsum_pitch;
   }
 
   for (int i = 0; i < total; ++i) {
@@ -1013,8 +1017,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
             frag[1]);
 #pragma unroll
         for (int t = 0; t < MT; ++t) {
-          const unsigned char* xrow = xs + xr_of[t] * a.x_pitch +
-              (si * steps + j) * kStepBytes + c * kChunkBytes;
+          const unsigned char* xrow = x_lane[t] + (si * steps + j) * kStepBytes;
           uint32_t xb[V / 2];
 #pragma unroll
           for (int q = 0; q < kPieces; ++q) {
@@ -1037,7 +1040,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
         const uint32_t a1 = *reinterpret_cast<const uint32_t*>(bi + (g + 8) * spr + h + 2 * c);
 #pragma unroll
         for (int t = 0; t < MT; ++t) {
-          const int xi = xr_of[t] * xsum_pitch + si * spr + h + 2 * c;
+          const int xi = xsum_row[t] + si * spr + h + 2 * c;
           mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xhi + xi));
           mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xlo + xi));
         }
