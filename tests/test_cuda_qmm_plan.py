@@ -345,6 +345,74 @@ def test_bulk_compact_candidate():
     assert pick(both[4096, 14336, 1, 132])[:2] == (1, 8)
 
 
+def bulk_warp_work(p, N):
+    """The bulk kernel's work mapping (tc_qmm_bulk_kernel in quantized_matmul.cu,
+    mirrored): for every block (grid x, y) and warp, the (tile, stage) pairs it
+    streams and the partial-sum slots (sub, tile within the block) it writes."""
+    tiles = math.ceil(N / 16)
+    warps, ws, tpb = p["warps"], p["warp_split"], p["tiles_per_block"]
+    spp, stages = p["steps_per_split"], p["num_steps"]
+    teams = warps // ws
+    for bx in range(p["grid"][0]):
+        part_begin = bx * spp
+        part_count = min(spp, stages - part_begin)
+        for by in range(p["grid"][1]):
+            tile_begin = by * tpb
+            tile_end = min(tile_begin + tpb, tiles)
+            for warp in range(warps):
+                team, sub = warp // ws, warp % ws
+                sub_first = sub * part_count // ws
+                st_count = (sub + 1) * part_count // ws - sub_first
+                my_tiles = ((tile_end - tile_begin - team + teams - 1) // teams
+                            if tile_begin + team < tile_end else 0)
+                pairs = [(tile_begin + team + teams * tl, part_begin + sub_first + li)
+                         for tl in range(my_tiles) for li in range(st_count)]
+                slots = [(sub, team + teams * tl) for tl in range(my_tiles)] if st_count else []
+                yield bx, by, warp, pairs, slots
+
+
+def test_bulk_work_mapping_covers_every_stage_once():
+    """With the candidates on, over plans of every kind (one k part or a
+    cluster, warp splits 1-8, uneven shares of a k part, N tails), the kernel's
+    mapping streams every (tile, stage) of w exactly once, has every
+    partial-sum slot the reduction reads written by exactly one warp (each
+    warp-split member, each tile of the block), and only warps with stage
+    rings (the busy ones, first) stream."""
+    cases = [(N, K, M, sms) for N, K in [(14336, 4096), (4096, 14336), (4096, 4096),
+                                         (1000, 3584), (40, 8192), (1000, 2048)]
+             for M in (1, 9) for sms in (132, 16, 4, 1)]
+    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', sms, "
+            f"{H100_CLUSTERS} if sms == 132 else None) for N, K, M, sms in {cases}]")
+    knobs = {"MLX_KERNELS_QMM_BULK_COMPACT": "1", "MLX_KERNELS_QMM_BULK_WARP_SPLIT": "1"}
+    seen = set()
+    for (N, K, M, sms), p in zip(cases, eval(plan_under(knobs, expr))):
+        if p["kernel"] != "tensor_core_bulk":
+            continue
+        seen.add((p["warp_split"], p["split_k"] > 1))
+        slot = 16 * (p["row_bytes"] + 2 * (p["k_step"] // 64) * 2)
+        ring_warps = (p["smem_bytes"] - p["smem"][3]) // (p["ring"] * slot)
+        covered, written = {}, {}
+        for bx, by, warp, pairs, slots in bulk_warp_work(p, N):
+            if pairs:
+                assert warp < ring_warps, (N, K, M, sms, warp)
+            for pair in pairs:
+                covered[pair] = covered.get(pair, 0) + 1
+            for sl in slots:
+                assert sl not in written.setdefault((bx, by), set())  # one writer a slot
+                written[bx, by].add(sl)
+        if p["split_k"] > 1 or p["warp_split"] > 1:
+            # every block has every slot of each of its tiles written
+            assert len(written) == p["grid"][0] * p["grid"][1]
+            for (bx, by), got in written.items():
+                block_tiles = min(p["tiles_per_block"], math.ceil(N / 16) - by * p["tiles_per_block"])
+                assert got == {(r, lt) for r in range(p["warp_split"])
+                               for lt in range(block_tiles)}, (N, K, M, sms, bx, by)
+        tiles = math.ceil(N / 16)
+        assert set(covered) == {(t, st) for t in range(tiles) for st in range(p["num_steps"])}
+        assert set(covered.values()) == {1}, (N, K, M, sms)
+    assert {(1, False), (2, False), (4, False), (8, False), (2, True)} <= seen, seen
+
+
 def test_ring_floor_by_m():
     """Two stage buffers a warp at M <= 8, one at M 9-16: there 16 warps fit
     next to twice the staged x (128256x4096 at M = 16, one k part; 8 warps of
