@@ -61,6 +61,8 @@ def machine_info(device: str) -> dict:
         "git": _git_rev(),
         # the CUDA quantized_matmul plan's input from the driver (None off CUDA)
         "cuda_bulk_cluster_capacity": _cuda_cluster_capacity() if device == "gpu" else None,
+        # the plan knobs and switches in effect (read once a process; A/B runs)
+        "knobs": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MLX_KERNELS_")},
     }
 
 

@@ -61,6 +61,26 @@ def weight_bytes(N, K, itemsize=2):
     return N * K * BITS // 8 + 2 * N * (K // GS) * itemsize
 
 
+# The plan fields that tell the launches apart (see qmm_plan.h).
+PLAN_FIELDS = ("kernel", "split_k", "warp_split", "grid", "warps", "tiles_per_block", "ring",
+               "x_rows", "m_tiles", "row_tiles")
+
+
+def planned(M, N, K, dtype):
+    """The launch plan of our op for this case on this GPU (its SMs and the
+    driver's cluster capacities, the knobs of this process), as recorded with
+    each result: the split rule depends on the device (session 13)."""
+    from mlx_kernels import _ext
+
+    try:
+        caps = list(_ext.cuda_bulk_cluster_capacity())
+    except NotImplementedError:
+        caps = None
+    sms = caps[0] if caps else 132  # clusters of one block: one an SM
+    p = _ext.plan_cuda_quantized_matmul(M, N, K, GS, BITS, True, dtype, sms, caps)
+    return {k: p[k] for k in PLAN_FIELDS}
+
+
 def run(args):
     import mlx.core as mx
 
@@ -88,7 +108,8 @@ def run(args):
                     mlx = lambda x=x, w=w, s=s, b=b, kw=kw: mx.quantized_matmul(x, w, s, b, **kw)  # noqa: E731
                     mx.eval(ours(), mlx())  # warm-up (JIT, graph caches) outside the range
                     cases.append({"family": fam, "N": N, "K": K, "M": M, "dtype": dname,
-                                  "weight_bytes": weight_bytes(N, K)})
+                                  "weight_bytes": weight_bytes(N, K),
+                                  "plan": planned(M, N, K, dname)})
                     prepared.append((ours, mlx))
     mx.synchronize()
     from _common import machine_info
