@@ -132,6 +132,22 @@ def test_ncu_qmm_shape_selection():
     assert requested_shapes("1024x2048") == {"qwen3-0.6b": [(1024, 2048)]}
 
 
+def test_ncu_qmm_records_the_plan_and_knobs(monkeypatch):
+    """Each ncu case records our op's launch plan (on a CPU build: the plan
+    for a 132-SM GPU with SMs / split clusters), and machine info the
+    MLX_KERNELS_* knobs in effect."""
+    import mlx.core as mx
+    from _common import machine_info
+    from ncu_qmm_gpu import PLAN_FIELDS, planned
+
+    p = planned(1, 14336, 4096, "float16")
+    assert set(p) == set(PLAN_FIELDS) and p["kernel"] == "tensor_core_bulk"
+    if not mx.cuda.is_available():
+        assert (p["split_k"], p["warp_split"], p["x_rows"]) == (4, 1, 8)
+    monkeypatch.setenv("MLX_KERNELS_QMM_RING", "3")
+    assert machine_info("cpu")["knobs"]["MLX_KERNELS_QMM_RING"] == "3"
+
+
 def test_ncu_qmm_replot_names_the_card(tmp_path, monkeypatch):
     """ncu_qmm_gpu.py plot: each results JSON's plots are drawn next to it,
     one per family, titled with the GPU its machine info names."""
