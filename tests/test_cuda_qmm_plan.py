@@ -282,10 +282,10 @@ def test_bulk_split_knob():
 def test_bulk_warp_split_candidate():
     """MLX_KERNELS_QMM_BULK_WARP_SPLIT=1 (off by default): where a block has
     fewer tiles than warps, teams of warps share each tile's k part instead of
-    a cluster splitting K: 14336x4096 one k part with pairs of warps on 7 tiles
-    a block (default: a cluster of 2), 4096x4096 8 warps a tile (default: 4
-    of 16 warps busy); shapes with tiles for every warp keep one warp a tile.
-    Every candidate plan passes the bulk plan's checks."""
+    a cluster splitting K: 14336x4096 at M = 1 one k part with 4 warps on each
+    of 7 tiles a block, 4096x4096 8 warps a tile (default: 4 of 16 warps
+    busy); shapes with tiles for every warp keep one warp a tile. Every
+    candidate plan passes the bulk plan's checks."""
     shapes = [(14336, 4096), (4096, 4096), (4096, 14336), (2048, 4096), (128256, 4096),
               (151936, 1024), (1000, 3584), (40, 8192)]
     expr = ("[_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', sms) "
@@ -300,7 +300,10 @@ def test_bulk_warp_split_candidate():
             check_bulk_plan(p, M, N, K, 64, 4, sms)
     plans = dict(zip(keys, on))
     pick = lambda p: (p["split_k"], p["warp_split"], p["tiles_per_block"])
-    assert pick(plans[14336, 4096, 1, 132]) == (1, 2, 7)
+    assert pick(plans[14336, 4096, 1, 132]) == (1, 4, 7)  # 16 busy warps, 2 buffers each
+    # M = 16: one k part would stage x for all of K (16 rows), leaving room for
+    # one buffer a warp; the split with two buffers and as many stages wins
+    assert pick(plans[14336, 4096, 16, 132])[1] == 1 and plans[14336, 4096, 16, 132]["ring"] == 2
     assert pick(plans[4096, 4096, 1, 132]) == (1, 8, 2)
     assert pick(plans[128256, 4096, 1, 132])[1] == 1  # 61 tiles a block
     assert pick(plans[1000, 3584, 1, 16]) == (1, 4, 4)  # 7 stages over 4 warps: 1, 2, 2, 2

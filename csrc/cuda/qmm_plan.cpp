@@ -78,10 +78,13 @@ const int64_t kBulkForcedSplit = tuning("MLX_KERNELS_QMM_BULK_SPLIT", 0);
 // Candidate, off by default (MLX_KERNELS_QMM_BULK_WARP_SPLIT=1): warps of a
 // block share a tile's k part (warp_split, added through shared memory at
 // the end), so that a shape with fewer tiles a block than warps keeps every
-// warp busy without a cluster: 14336x4096 one k part with pairs of warps on
-// 7 tiles (now two k parts, a cluster of 2), 4096x4096 one k part with 8
-// warps a tile (now 4 of 16 warps busy). Between plans of equal work an SM
-// (the rule below), the one whose busiest warp has the fewest stages wins.
+// warp busy without a cluster: 14336x4096 at M <= 8 one k part with 4 warps
+// a tile, 16 busy (now two k parts, a cluster of 2, 14 busy), 4096x4096 one
+// k part with 8 warps a tile (now 4 of 16 warps busy). Between plans of
+// equal work an SM (the rule below), the one whose busiest warp has the
+// fewest stages wins, then the one with the most stage buffers in flight
+// (14336x4096 at M 9-16 keeps two k parts with 2 buffers a warp rather than
+// one k part whose x for all of K leaves room for 1).
 const bool kBulkWarpSplit = tuning("MLX_KERNELS_QMM_BULK_WARP_SPLIT", 0) > 0;
 // Candidate, off by default (MLX_KERNELS_QMM_BULK_COMPACT=1): shared memory
 // only for what a block uses, the freed bytes deepening the rings: rows of x
@@ -156,7 +159,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
   const int64_t stages = p.K / k_per_stage;
   const int64_t tiles = ceil_div(p.N, 16);
   bool found = false;
-  int64_t best_cost = 0, best_busy = 0, best_crit = 0;
+  int64_t best_cost = 0, best_busy = 0, best_crit = 0, best_in_flight = 0;
   // 16 warps a block where they fit (ncu, session 7: 8 warps left the
   // schedulers idle half the time on dependent-latency stalls), else 8
   // (128256x4096 at M = 16: 8 warps 137.9 us, 10 warps 143.2). Session 13
@@ -203,9 +206,15 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
         // to save 3% of the work an SM, or keep as much work and busy more
         // warps (with the warp-split candidate: give its busiest warp fewer
         // stages).
+        // (Between warp splits of as many stages, more stage bytes in flight:
+        // session 8, ring 1 against 2 at M 1-8 on 4096x14336, 27-33 us
+        // against 22-24.)
+        const int64_t in_flight = std::min(tpb, teams) * ws * ring;
         const bool better = !found || 100 * cost < 97 * best_cost ||
             (cost <= best_cost &&
-             (kBulkWarpSplit ? stages_a_warp < best_crit : busy > best_busy));
+             (kBulkWarpSplit ? stages_a_warp < best_crit ||
+                      (stages_a_warp == best_crit && in_flight > best_in_flight)
+                             : busy > best_busy));
         if (!better) {
           continue;
         }
@@ -213,6 +222,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
         best_cost = cost;
         best_busy = busy;
         best_crit = stages_a_warp;
+        best_in_flight = in_flight;
         plan.block = static_cast<int>(32 * warps);
         plan.split_k = static_cast<int>(split);
         plan.steps_per_split = spp;
