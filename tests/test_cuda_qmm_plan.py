@@ -9,6 +9,10 @@ import pytest
 from mlx_kernels import _ext
 
 BULK_WARPS = (16, 8)  # warps of a bulk-kernel block, the first that fits
+# Clusters of 1..8 bulk blocks an H100 ran at once in session 13, as its plans
+# show them (grids 2 x 64 and 4 x 29); the other counts are made up, below
+# 132 / s as a GPC of 16 or 18 SMs makes them.
+H100_CLUSTERS = [132, 64, 40, 29, 24, 20, 16, 14]
 SHAPES = [(72, 192), (1000, 4096), (1024, 1024), (4096, 4096), (14336, 4096),
           (4096, 14336), (128256, 4096), (151936, 1024)]
 M_VALUES = list(range(1, 70)) + [100, 128, 257]
@@ -453,12 +457,6 @@ def test_other_kernels(M):
 
 def test_nothing_to_do():
     assert _ext.plan_cuda_quantized_matmul(0, 1000, 4096, 64, 4, True, "float16")["kernel"] == "none"
-
-
-# Clusters of 1..8 bulk blocks an H100 ran at once in session 13, as its plans
-# show them (grids 2 x 64 and 4 x 29); the other counts are made up, below
-# 132 / s as a GPC of 16 or 18 SMs makes them.
-H100_CLUSTERS = [132, 64, 40, 29, 24, 20, 16, 14]
 
 
 def test_plan_with_the_devices_cluster_capacity():

@@ -179,13 +179,13 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
         continue;
       }
       const int64_t last_part = stages - (split - 1) * spp; // stages of the last k part
+      const int64_t x_pitch = spp * k_per_stage * 2 + bulk_x_pad(p.bits);
+      const int64_t off_x = kBulkBarrierBytes;
+      const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
+      const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
       // Warps a tile: every member needs a stage of every k part.
       for (int64_t ws = 1; ws <= (kBulkWarpSplit ? warps : 1) && ws <= last_part; ws *= 2) {
         const int64_t teams = warps / ws;
-        const int64_t x_pitch = spp * k_per_stage * 2 + bulk_x_pad(p.bits);
-        const int64_t off_x = kBulkBarrierBytes;
-        const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
-        const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
         const int64_t off_ring = align128(
             off_part + (split > 1 || ws > 1 ? ws * tpb * m_tiles * 4 * 32 * 4 : 0));
         // The busiest warp's stages (its tiles times its share of a k part).
@@ -202,14 +202,13 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
         }
         const int64_t cost = tpb * spp;
         const int64_t busy = std::min<int64_t>(tpb, warps);
+        const int64_t in_flight = std::min(tpb, teams) * ws * ring; // stage buffers an SM
         // A larger split adds a cluster reduction and smaller k parts: it has
         // to save 3% of the work an SM, or keep as much work and busy more
-        // warps (with the warp-split candidate: give its busiest warp fewer
-        // stages).
-        // (Between warp splits of as many stages, more stage bytes in flight:
-        // session 8, ring 1 against 2 at M 1-8 on 4096x14336, 27-33 us
-        // against 22-24.)
-        const int64_t in_flight = std::min(tpb, teams) * ws * ring;
+        // warps. With the warp-split candidate, instead of busy warps: fewer
+        // stages for the busiest warp, then at as many more stage buffers in
+        // flight (session 8: ring 1 against 2 at M 1-8 on 4096x14336, 27-33
+        // us against 22-24).
         const bool better = !found || 100 * cost < 97 * best_cost ||
             (cost <= best_cost &&
              (kBulkWarpSplit ? stages_a_warp < best_crit ||

@@ -35,8 +35,9 @@ struct QmmPlan {
   // cluster size along grid.x): persistent blocks of block / 32 warps (16, or
   // 8 where 16 do not fit), one an SM (grid.y blocks a k part); block y owns
   // the 16-row tiles [y * tiles_per_block, (y + 1) * tiles_per_block) over its
-  // k part, its warps take every (block / 32)-th of them. The block's rows of x for its k
-  // part are staged in shared memory once (x_pitch bytes a row of x).
+  // k part, its warps take every (block / 32)-th of them (teams of warps with
+  // warp_split > 1, below). The block's rows of x for its k part are staged
+  // in shared memory once (x_rows rows of x_pitch bytes).
   int tiles_per_block = 0;
   // Warps sharing each tile (1, 2, 4, ...): the block's warps form
   // block / 32 / warp_split teams of consecutive warps, team t taking every
