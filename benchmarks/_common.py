@@ -60,13 +60,13 @@ def machine_info(device: str) -> dict:
         "numpy": np.__version__,
         "git": _git_rev(),
         # the CUDA quantized_matmul plan's input from the driver (None off CUDA)
-        "cuda_bulk_cluster_capacity": _cuda_cluster_capacity() if device == "gpu" else None,
+        "cuda_bulk_cluster_capacity": cuda_cluster_capacity() if device == "gpu" else None,
         # the plan knobs and switches in effect (read once a process; A/B runs)
         "knobs": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MLX_KERNELS_")},
     }
 
 
-def _cuda_cluster_capacity() -> list[int] | None:
+def cuda_cluster_capacity() -> list[int] | None:
     """Clusters of 1..8 bulk-kernel blocks the GPU runs at once (the plan's
     split rule depends on them; they can be below SMs / split)."""
     from mlx_kernels import _ext

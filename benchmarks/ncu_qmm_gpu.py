@@ -70,12 +70,10 @@ def planned(M, N, K, dtype):
     """The launch plan of our op for this case on this GPU (its SMs and the
     driver's cluster capacities, the knobs of this process), as recorded with
     each result: the split rule depends on the device (session 13)."""
+    from _common import cuda_cluster_capacity
     from mlx_kernels import _ext
 
-    try:
-        caps = list(_ext.cuda_bulk_cluster_capacity())
-    except NotImplementedError:
-        caps = None
+    caps = cuda_cluster_capacity()
     sms = caps[0] if caps else 132  # clusters of one block: one an SM
     p = _ext.plan_cuda_quantized_matmul(M, N, K, GS, BITS, True, dtype, sms, caps)
     return {k: p[k] for k in PLAN_FIELDS}

@@ -109,6 +109,13 @@ def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
     return off, 16 * (row_bytes + 2 * (k_step // gs) * 2), math.ceil(tpb / warps) * spp
 
 
+def bulk_ring_warps(p, gs):
+    """A bulk plan's bytes of one stage slot and how many warps its rings
+    serve (from its shared-memory total: all warps, or the busy ones)."""
+    slot = 16 * (p["row_bytes"] + 2 * (p["k_step"] // gs) * 2)
+    return slot, (p["smem_bytes"] - p["smem"][3]) // (p["ring"] * slot)
+
+
 def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     """The bulk-copy plan covers every output column, row of x and k value once,
     in one wave of persistent blocks whose shared memory fits."""
@@ -142,10 +149,10 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     assert part >= xsum + 2 * x_rows * spp * (p["k_step"] // gs) * 2
     assert ring_off >= part + (ws * tpb * mt * 512 if split > 1 or ws > 1 else 0)
     assert all(v % 128 == 0 for v in (x, xsum, part, ring_off))
-    slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
     # rings for every warp, or (compact candidate) for the busy ones, first
     busy = min(tpb, warps // ws) * ws
-    ring_warps = (total - ring_off) // (p["ring"] * slot)
+    slot, ring_warps = bulk_ring_warps(p, gs)
+    assert slot == 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
     assert ring_warps in (warps, busy) and busy <= ring_warps
     assert 1 <= p["ring"] <= 4 and total == ring_off + ring_warps * p["ring"] * slot <= 227 * 1024
     busiest = math.ceil(tpb / (warps // ws)) * math.ceil(spp / ws)  # its stages
@@ -396,8 +403,7 @@ def test_bulk_work_mapping_covers_every_stage_once():
         if p["kernel"] != "tensor_core_bulk":
             continue
         seen.add((p["warp_split"], p["split_k"] > 1))
-        slot = 16 * (p["row_bytes"] + 2 * (p["k_step"] // 64) * 2)
-        ring_warps = (p["smem_bytes"] - p["smem"][3]) // (p["ring"] * slot)
+        _, ring_warps = bulk_ring_warps(p, 64)
         covered, written = {}, {}
         for bx, by, warp, pairs, slots in bulk_warp_work(p, N):
             if pairs:

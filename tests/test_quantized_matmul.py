@@ -66,7 +66,7 @@ def test_shapes(N, K, group_size, bits, transpose, dtype, device):
 
 # --- Decode rows over long K: the CUDA bulk-copy kernel's territory ----------
 # (M <= 16, K a multiple of 8 groups and at least 512 4-bit / 256 8-bit values,
-# 30 KB of weights an SM). On the GPU each case runs three times: planned for
+# 30 KB of weights an SM). On the GPU each case runs four times: planned for
 # the device's SMs (these sizes then take the mma kernel), for one SM, four
 # and 16 (set_cuda_quantized_matmul_plan_sms), where the bulk kernel runs with
 # every kind of split: one SM gives clusters of up to 8 k parts, four SMs one

@@ -190,8 +190,10 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
             off_part + (split > 1 || ws > 1 ? ws * tpb * m_tiles * 4 * 32 * 4 : 0));
         // The busiest warp's stages (its tiles times its share of a k part).
         const int64_t stages_a_warp = ceil_div(tpb, teams) * ceil_div(spp, ws);
-        // Warps with rings: all, or (candidate) the busy ones, which come first.
-        const int64_t ring_warps = kBulkCompact ? std::min(tpb, teams) * ws : warps;
+        // Busy warps (teams with a tile, first); the warps with rings: all of
+        // them, or (compact candidate) the busy ones.
+        const int64_t busy = std::min(tpb, teams) * ws;
+        const int64_t ring_warps = kBulkCompact ? busy : warps;
         int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
         while (ring > 0 && off_ring + ring_warps * ring * slot_bytes > kBulkMaxSmem) {
           --ring;
@@ -201,8 +203,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
           continue;
         }
         const int64_t cost = tpb * spp;
-        const int64_t busy = std::min<int64_t>(tpb, warps);
-        const int64_t in_flight = std::min(tpb, teams) * ws * ring; // stage buffers an SM
+        const int64_t in_flight = busy * ring; // stage buffers an SM
         // A larger split adds a cluster reduction and smaller k parts: it has
         // to save 3% of the work an SM, or keep as much work and busy more
         // warps. With the warp-split candidate, instead of busy warps: fewer

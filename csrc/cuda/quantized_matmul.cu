@@ -829,7 +829,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   const int sub = warp % ws;
   const int sub_first = sub * part_count / ws;
   const int st_count = (sub + 1) * part_count / ws - sub_first; // >= 1 (plan)
-  const int my_tiles = sub < ws && tile_begin + team < tile_end
+  const int my_tiles = tile_begin + team < tile_end
       ? (tile_end - tile_begin - team + teams - 1) / teams
       : 0;
   const int total = my_tiles * st_count; // (tile, stage) pairs of this warp
