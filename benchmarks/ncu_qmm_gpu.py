@@ -62,8 +62,8 @@ def weight_bytes(N, K, itemsize=2):
 
 
 # The plan fields that tell the launches apart (see qmm_plan.h).
-PLAN_FIELDS = ("kernel", "split_k", "warp_split", "grid", "warps", "tiles_per_block", "ring",
-               "x_rows", "m_tiles", "row_tiles")
+PLAN_FIELDS = ("kernel", "split_k", "grid", "warps", "tiles_per_block", "ring", "m_tiles",
+               "row_tiles")
 
 
 def planned(M, N, K, dtype):

@@ -187,11 +187,9 @@ NB_MODULE(_ext, m) {
         d["block"] = plan.block;
         d["warps"] = plan.block / 32;
         d["tiles_per_block"] = plan.tiles_per_block;
-        d["warp_split"] = plan.warp_split;
         d["ring"] = plan.ring;
         d["row_bytes"] = plan.row_bytes;
         d["x_pitch"] = plan.x_pitch;
-        d["x_rows"] = plan.x_rows;
         d["smem"] = std::make_tuple(
             plan.smem_x, plan.smem_xsum, plan.smem_partials, plan.smem_ring, plan.smem_bytes);
         d["smem_bytes"] = plan.smem_bytes;

@@ -9,10 +9,6 @@ import pytest
 from mlx_kernels import _ext
 
 BULK_WARPS = (16, 8)  # warps of a bulk-kernel block, the first that fits
-# Clusters of 1..8 bulk blocks an H100 ran at once in session 13, as its plans
-# show them (grids 2 x 64 and 4 x 29); the other counts are made up, below
-# 132 / s as a GPC of 16 or 18 SMs makes them.
-H100_CLUSTERS = [132, 64, 40, 29, 24, 20, 16, 14]
 SHAPES = [(72, 192), (1000, 4096), (1024, 1024), (4096, 4096), (14336, 4096),
           (4096, 14336), (128256, 4096), (151936, 1024)]
 M_VALUES = list(range(1, 70)) + [100, 128, 257]
@@ -109,13 +105,6 @@ def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
     return off, 16 * (row_bytes + 2 * (k_step // gs) * 2), math.ceil(tpb / warps) * spp
 
 
-def bulk_ring_warps(p, gs):
-    """A bulk plan's bytes of one stage slot and how many warps its rings
-    serve (from its shared-memory total: all warps, or the busy ones)."""
-    slot = 16 * (p["row_bytes"] + 2 * (p["k_step"] // gs) * 2)
-    return slot, (p["smem_bytes"] - p["smem"][3]) // (p["ring"] * slot)
-
-
 def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     """The bulk-copy plan covers every output column, row of x and k value once,
     in one wave of persistent blocks whose shared memory fits."""
@@ -127,11 +116,8 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     # the cluster's k parts cover every stage once, none empty
     assert 1 <= split <= 8 and (split - 1) * spp < stages <= split * spp
     gx, gy, gz = p["grid"]
-    warps, ws = p["warps"], p["warp_split"]
+    warps = p["warps"]
     assert (gx, gz) == (split, 1) and p["block"] == 32 * warps and warps in BULK_WARPS
-    # warp split: teams of ws warps, every member with a stage of every k part
-    # (the last part is the shortest)
-    assert ws >= 1 and warps % ws == 0 and stages - (split - 1) * spp >= ws
     tiles, tpb = math.ceil(N / 16), p["tiles_per_block"]
     assert (gy - 1) * tpb < tiles <= gy * tpb  # every 16-row tile once
     assert gy <= max(1, sms // split)  # one wave of clusters
@@ -141,21 +127,13 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     mt = p["m_tiles"]
     assert p["x_pitch"] == spp * p["k_step"] * 2 + (64 if bits == 4 else 16)
     assert p["x_pitch"] % 128 == (64 if bits == 4 else 16)  # conflict-free fragment reads
-    # staged rows of x: 8 a tile of x, or (compact candidate) down to M + 1,
-    # the last a row of zeros for the lanes of rows past M
-    x_rows = p["x_rows"]
-    assert min(M + 1, 8 * mt) <= x_rows <= 8 * mt
-    assert x >= 16 * 4 * 8 and xsum >= x + x_rows * p["x_pitch"]
-    assert part >= xsum + 2 * x_rows * spp * (p["k_step"] // gs) * 2
-    assert ring_off >= part + (ws * tpb * mt * 512 if split > 1 or ws > 1 else 0)
+    assert x >= 16 * 4 * 8 and xsum >= x + 8 * mt * p["x_pitch"]
+    assert part >= xsum + 2 * 8 * mt * spp * (p["k_step"] // gs) * 2
+    assert ring_off >= part + (tpb * mt * 512 if split > 1 else 0)
     assert all(v % 128 == 0 for v in (x, xsum, part, ring_off))
-    # rings for every warp, or (compact candidate) for the busy ones, first
-    busy = min(tpb, warps // ws) * ws
-    slot, ring_warps = bulk_ring_warps(p, gs)
-    assert slot == 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
-    assert ring_warps in (warps, busy) and busy <= ring_warps
-    assert 1 <= p["ring"] <= 4 and total == ring_off + ring_warps * p["ring"] * slot <= 227 * 1024
-    busiest = math.ceil(tpb / (warps // ws)) * math.ceil(spp / ws)  # its stages
+    slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
+    assert 1 <= p["ring"] <= 4 and total == ring_off + warps * p["ring"] * slot <= 227 * 1024
+    busiest = math.ceil(tpb / warps) * spp  # stages of the busiest warp
     assert p["ring"] >= min(ring_floor(M), busiest)
     assert p["smem_bytes"] == total
 
@@ -290,142 +268,6 @@ def test_bulk_split_knob():
     assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
 
 
-def test_bulk_warp_split_candidate():
-    """MLX_KERNELS_QMM_BULK_WARP_SPLIT=1 (off by default): where a block has
-    fewer tiles than warps, teams of warps share each tile's k part instead of
-    a cluster splitting K: 14336x4096 at M = 1 one k part with 4 warps on each
-    of 7 tiles a block, 4096x4096 8 warps a tile (default: 4 of 16 warps
-    busy); shapes with tiles for every warp keep one warp a tile. Every
-    candidate plan passes the bulk plan's checks."""
-    shapes = [(14336, 4096), (4096, 4096), (4096, 14336), (2048, 4096), (128256, 4096),
-              (151936, 1024), (1000, 3584), (40, 8192)]
-    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', sms) "
-            f"for N, K in {shapes} for M in (1, 8, 16) for sms in (132, 16, 1)]")
-    knob = "MLX_KERNELS_QMM_BULK_WARP_SPLIT"
-    default = eval(plan_under({knob: None}, expr))
-    on = eval(plan_under({knob: "1"}, expr))
-    assert all(p["warp_split"] == 1 for p in default)
-    keys = [(N, K, M, sms) for N, K in shapes for M in (1, 8, 16) for sms in (132, 16, 1)]
-    for (N, K, M, sms), p in zip(keys, on):
-        if p["kernel"] == "tensor_core_bulk":
-            check_bulk_plan(p, M, N, K, 64, 4, sms)
-    plans = dict(zip(keys, on))
-    pick = lambda p: (p["split_k"], p["warp_split"], p["tiles_per_block"])
-    assert pick(plans[14336, 4096, 1, 132]) == (1, 4, 7)  # 16 busy warps, 2 buffers each
-    # M = 16: one k part would stage x for all of K (16 rows), leaving room for
-    # one buffer a warp; the split with two buffers and as many stages wins
-    assert pick(plans[14336, 4096, 16, 132])[1] == 1 and plans[14336, 4096, 16, 132]["ring"] == 2
-    assert pick(plans[4096, 4096, 1, 132]) == (1, 8, 2)
-    assert pick(plans[128256, 4096, 1, 132])[1] == 1  # 61 tiles a block
-    assert pick(plans[1000, 3584, 1, 16]) == (1, 4, 4)  # 7 stages over 4 warps: 1, 2, 2, 2
-    assert {p["warp_split"] for p in on} >= {1, 2, 4, 8}
-    # with a cluster too (40 x 8192 on one SM: 8 k parts, pairs of warps)
-    assert pick(plans[40, 8192, 1, 1])[:2] == (8, 2)
-
-
-def test_bulk_compact_candidate():
-    """MLX_KERNELS_QMM_BULK_COMPACT=1 (off by default): x staged in M + 1 rows
-    and rings for the busy warps only, the freed shared memory deepening the
-    rings (14336x4096 at M = 1: 3 stage buffers for 14 warps, not 2 for 16);
-    with the warp split too, 4096x14336 at M = 1 fits one k part (8 warps a
-    tile, no cluster). Default plans stage 8 rows a tile of x."""
-    shapes = [(14336, 4096), (4096, 14336), (4096, 4096), (128256, 4096), (151936, 1024),
-              (1000, 3584), (40, 8192)]
-    ms = (1, 5, 8, 9, 16)
-    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', sms, "
-            f"{H100_CLUSTERS} if sms == 132 else None) "
-            f"for N, K in {shapes} for M in {ms} for sms in (132, 16, 1)]")
-    keys = [(N, K, M, sms) for N, K in shapes for M in ms for sms in (132, 16, 1)]
-    knobs = {"MLX_KERNELS_QMM_BULK_COMPACT": None, "MLX_KERNELS_QMM_BULK_WARP_SPLIT": None}
-    default = dict(zip(keys, eval(plan_under(knobs, expr))))
-    compact = dict(zip(keys, eval(plan_under(
-        dict(knobs, MLX_KERNELS_QMM_BULK_COMPACT="1"), expr))))
-    both = dict(zip(keys, eval(plan_under(
-        dict(knobs, MLX_KERNELS_QMM_BULK_COMPACT="1", MLX_KERNELS_QMM_BULK_WARP_SPLIT="1"), expr))))
-    for plans in (default, compact, both):
-        for (N, K, M, sms), p in plans.items():
-            if p["kernel"] == "tensor_core_bulk":
-                check_bulk_plan(p, M, N, K, 64, 4, sms)
-    for (N, K, M, sms), p in default.items():
-        if p["kernel"] == "tensor_core_bulk":
-            assert p["x_rows"] == 8 * p["m_tiles"]
-    for (N, K, M, sms), p in compact.items():
-        if p["kernel"] == "tensor_core_bulk":
-            assert p["x_rows"] == min(M + 1, 8 * p["m_tiles"])
-    pick = lambda p: (p["split_k"], p["warp_split"], p["tiles_per_block"], p["ring"])
-    # (session 13's H100 cluster capacities: two k parts of 14 tiles a block)
-    assert pick(default[14336, 4096, 1, 132]) == (2, 1, 14, 2)
-    assert pick(compact[14336, 4096, 1, 132]) == (2, 1, 14, 3)
-    assert pick(both[4096, 14336, 1, 132])[:2] == (1, 8)
-
-
-def bulk_warp_work(p, N):
-    """The bulk kernel's work mapping (tc_qmm_bulk_kernel in quantized_matmul.cu,
-    mirrored): for every block (grid x, y) and warp, the (tile, stage) pairs it
-    streams and the partial-sum slots (sub, tile within the block) it writes."""
-    tiles = math.ceil(N / 16)
-    warps, ws, tpb = p["warps"], p["warp_split"], p["tiles_per_block"]
-    spp, stages = p["steps_per_split"], p["num_steps"]
-    teams = warps // ws
-    for bx in range(p["grid"][0]):
-        part_begin = bx * spp
-        part_count = min(spp, stages - part_begin)
-        for by in range(p["grid"][1]):
-            tile_begin = by * tpb
-            tile_end = min(tile_begin + tpb, tiles)
-            for warp in range(warps):
-                team, sub = warp // ws, warp % ws
-                sub_first = sub * part_count // ws
-                st_count = (sub + 1) * part_count // ws - sub_first
-                my_tiles = ((tile_end - tile_begin - team + teams - 1) // teams
-                            if tile_begin + team < tile_end else 0)
-                pairs = [(tile_begin + team + teams * tl, part_begin + sub_first + li)
-                         for tl in range(my_tiles) for li in range(st_count)]
-                slots = [(sub, team + teams * tl) for tl in range(my_tiles)] if st_count else []
-                yield bx, by, warp, pairs, slots
-
-
-def test_bulk_work_mapping_covers_every_stage_once():
-    """With the candidates on, over plans of every kind (one k part or a
-    cluster, warp splits 1-8, uneven shares of a k part, N tails), the kernel's
-    mapping streams every (tile, stage) of w exactly once, has every
-    partial-sum slot the reduction reads written by exactly one warp (each
-    warp-split member, each tile of the block), and only warps with stage
-    rings (the busy ones, first) stream."""
-    cases = [(N, K, M, sms) for N, K in [(14336, 4096), (4096, 14336), (4096, 4096),
-                                         (1000, 3584), (40, 8192), (1000, 2048)]
-             for M in (1, 9) for sms in (132, 16, 4, 1)]
-    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', sms, "
-            f"{H100_CLUSTERS} if sms == 132 else None) for N, K, M, sms in {cases}]")
-    knobs = {"MLX_KERNELS_QMM_BULK_COMPACT": "1", "MLX_KERNELS_QMM_BULK_WARP_SPLIT": "1"}
-    seen = set()
-    for (N, K, M, sms), p in zip(cases, eval(plan_under(knobs, expr))):
-        if p["kernel"] != "tensor_core_bulk":
-            continue
-        seen.add((p["warp_split"], p["split_k"] > 1))
-        _, ring_warps = bulk_ring_warps(p, 64)
-        covered, written = {}, {}
-        for bx, by, warp, pairs, slots in bulk_warp_work(p, N):
-            if pairs:
-                assert warp < ring_warps, (N, K, M, sms, warp)
-            for pair in pairs:
-                covered[pair] = covered.get(pair, 0) + 1
-            for sl in slots:
-                assert sl not in written.setdefault((bx, by), set())  # one writer a slot
-                written[bx, by].add(sl)
-        if p["split_k"] > 1 or p["warp_split"] > 1:
-            # every block has every slot of each of its tiles written
-            assert len(written) == p["grid"][0] * p["grid"][1]
-            for (bx, by), got in written.items():
-                block_tiles = min(p["tiles_per_block"], math.ceil(N / 16) - by * p["tiles_per_block"])
-                assert got == {(r, lt) for r in range(p["warp_split"])
-                               for lt in range(block_tiles)}, (N, K, M, sms, bx, by)
-        tiles = math.ceil(N / 16)
-        assert set(covered) == {(t, st) for t in range(tiles) for st in range(p["num_steps"])}
-        assert set(covered.values()) == {1}, (N, K, M, sms)
-    assert {(1, False), (2, False), (4, False), (8, False), (2, True)} <= seen, seen
-
-
 def test_ring_floor_by_m():
     """Two stage buffers a warp at M <= 8, one at M 9-16: there 16 warps fit
     next to twice the staged x (128256x4096 at M = 16, one k part; 8 warps of
@@ -463,6 +305,12 @@ def test_other_kernels(M):
 
 def test_nothing_to_do():
     assert _ext.plan_cuda_quantized_matmul(0, 1000, 4096, 64, 4, True, "float16")["kernel"] == "none"
+
+
+# Clusters of 1..8 bulk blocks an H100 ran at once in session 13, as its plans
+# show them (grids 2 x 64 and 4 x 29); the other counts are made up, below
+# 132 / s as a GPC of 16 or 18 SMs makes them.
+H100_CLUSTERS = [132, 64, 40, 29, 24, 20, 16, 14]
 
 
 def test_plan_with_the_devices_cluster_capacity():

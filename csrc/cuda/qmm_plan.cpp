@@ -75,25 +75,6 @@ const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_R
 // (session 13, 14336x4096 with balanced blocks, below: one k part of 7 warps
 // 4-6% slower than two k parts of 14: no split-K reduction does not pay).
 const int64_t kBulkForcedSplit = tuning("MLX_KERNELS_QMM_BULK_SPLIT", 0);
-// Candidate, off by default (MLX_KERNELS_QMM_BULK_WARP_SPLIT=1): warps of a
-// block share a tile's k part (warp_split, added through shared memory at
-// the end), so that a shape with fewer tiles a block than warps keeps every
-// warp busy without a cluster: 14336x4096 at M <= 8 one k part with 4 warps
-// a tile, 16 busy (now two k parts, a cluster of 2, 14 busy), 4096x4096 one
-// k part with 8 warps a tile (now 4 of 16 warps busy). Between plans of
-// equal work an SM (the rule below), the one whose busiest warp has the
-// fewest stages wins, then the one with the most stage buffers in flight
-// (14336x4096 at M 9-16 keeps two k parts with 2 buffers a warp rather than
-// one k part whose x for all of K leaves room for 1).
-const bool kBulkWarpSplit = tuning("MLX_KERNELS_QMM_BULK_WARP_SPLIT", 0) > 0;
-// Candidate, off by default (MLX_KERNELS_QMM_BULK_COMPACT=1): shared memory
-// only for what a block uses, the freed bytes deepening the rings: rows of x
-// staged up to M + 1 (the last one zeros, read by the lanes of rows past M)
-// instead of 8 a tile of x, and stage rings for the busy warps only. E.g.
-// 14336x4096 at M <= 8: 3 stage buffers for each of 14 busy warps, not 2
-// for each of 16 (session 13's balanced blocks had deeper rings only with
-// fewer warps, and lost).
-const bool kBulkCompact = tuning("MLX_KERNELS_QMM_BULK_COMPACT", 0) > 0;
 // The k-slice kernel for small weights at M <= 16 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
 // (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
@@ -153,13 +134,13 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
   }
   const int64_t m_tiles = p.M <= 8 ? 1 : 2;
   const int64_t min_ring = kBulkMinRingKnob > 0 ? kBulkMinRingKnob : m_tiles == 2 ? 1 : 2;
-  const int64_t x_rows = kBulkCompact ? std::min<int64_t>(p.M + 1, 8 * m_tiles) : 8 * m_tiles;
+  const int64_t x_rows = 8 * m_tiles;
   const int64_t groups_per_stage = k_per_stage / p.group_size;
   const int64_t slot_bytes = 16 * (row_bytes + 2 * groups_per_stage * 2);
   const int64_t stages = p.K / k_per_stage;
   const int64_t tiles = ceil_div(p.N, 16);
   bool found = false;
-  int64_t best_cost = 0, best_busy = 0, best_crit = 0, best_in_flight = 0;
+  int64_t best_cost = 0, best_busy = 0;
   // 16 warps a block where they fit (ncu, session 7: 8 warps left the
   // schedulers idle half the time on dependent-latency stalls), else 8
   // (128256x4096 at M = 16: 8 warps 137.9 us, 10 warps 143.2). Session 13
@@ -178,68 +159,47 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       if (kBulkForcedSplit > 0 && split != kBulkForcedSplit) {
         continue;
       }
-      const int64_t last_part = stages - (split - 1) * spp; // stages of the last k part
       const int64_t x_pitch = spp * k_per_stage * 2 + bulk_x_pad(p.bits);
       const int64_t off_x = kBulkBarrierBytes;
       const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
       const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
-      // Warps a tile: every member needs a stage of every k part.
-      for (int64_t ws = 1; ws <= (kBulkWarpSplit ? warps : 1) && ws <= last_part; ws *= 2) {
-        const int64_t teams = warps / ws;
-        const int64_t off_ring = align128(
-            off_part + (split > 1 || ws > 1 ? ws * tpb * m_tiles * 4 * 32 * 4 : 0));
-        // The busiest warp's stages (its tiles times its share of a k part).
-        const int64_t stages_a_warp = ceil_div(tpb, teams) * ceil_div(spp, ws);
-        // Busy warps (teams with a tile, first); the warps with rings: all of
-        // them, or (compact candidate) the busy ones.
-        const int64_t busy = std::min(tpb, teams) * ws;
-        const int64_t ring_warps = kBulkCompact ? busy : warps;
-        int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
-        while (ring > 0 && off_ring + ring_warps * ring * slot_bytes > kBulkMaxSmem) {
-          --ring;
-        }
-        // At least min_ring stage buffers a warp, unless it has fewer stages.
-        if (ring < std::min<int64_t>(min_ring, stages_a_warp)) {
-          continue;
-        }
-        const int64_t cost = tpb * spp;
-        const int64_t in_flight = busy * ring; // stage buffers an SM
-        // A larger split adds a cluster reduction and smaller k parts: it has
-        // to save 3% of the work an SM, or keep as much work and busy more
-        // warps. With the warp-split candidate, instead of busy warps: fewer
-        // stages for the busiest warp, then at as many more stage buffers in
-        // flight (session 8: ring 1 against 2 at M 1-8 on 4096x14336, 27-33
-        // us against 22-24).
-        const bool better = !found || 100 * cost < 97 * best_cost ||
-            (cost <= best_cost &&
-             (kBulkWarpSplit ? stages_a_warp < best_crit ||
-                      (stages_a_warp == best_crit && in_flight > best_in_flight)
-                             : busy > best_busy));
-        if (!better) {
-          continue;
-        }
-        found = true;
-        best_cost = cost;
-        best_busy = busy;
-        best_crit = stages_a_warp;
-        best_in_flight = in_flight;
-        plan.block = static_cast<int>(32 * warps);
-        plan.split_k = static_cast<int>(split);
-        plan.steps_per_split = spp;
-        plan.tiles_per_block = static_cast<int>(tpb);
-        plan.warp_split = static_cast<int>(ws);
-        plan.ring = static_cast<int>(ring);
-        plan.x_pitch = static_cast<int>(x_pitch);
-        plan.smem_x = static_cast<int>(off_x);
-        plan.smem_xsum = static_cast<int>(off_xsum);
-        plan.smem_partials = static_cast<int>(off_part);
-        plan.smem_ring = static_cast<int>(off_ring);
-        plan.smem_bytes = static_cast<int>(off_ring + ring_warps * ring * slot_bytes);
-        plan.x_rows = static_cast<int>(x_rows);
-        plan.grid[0] = split;
-        plan.grid[1] = ceil_div(tiles, tpb);
-        plan.grid[2] = 1;
+      const int64_t off_ring =
+          align128(off_part + (split > 1 ? tpb * m_tiles * 4 * 32 * 4 : 0));
+      const int64_t stages_a_warp = ceil_div(tpb, warps) * spp;
+      int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
+      while (ring > 0 && off_ring + warps * ring * slot_bytes > kBulkMaxSmem) {
+        --ring;
       }
+      // At least min_ring stage buffers a warp, unless it has fewer stages.
+      if (ring < std::min<int64_t>(min_ring, stages_a_warp)) {
+        continue;
+      }
+      const int64_t cost = tpb * spp;
+      const int64_t busy = std::min<int64_t>(tpb, warps);
+      // A larger split adds a cluster reduction and smaller k parts: it has
+      // to save 3% of the work an SM, or keep as much work and busy more warps.
+      const bool better = !found || 100 * cost < 97 * best_cost ||
+          (cost <= best_cost && busy > best_busy);
+      if (!better) {
+        continue;
+      }
+      found = true;
+      best_cost = cost;
+      best_busy = busy;
+      plan.block = static_cast<int>(32 * warps);
+      plan.split_k = static_cast<int>(split);
+      plan.steps_per_split = spp;
+      plan.tiles_per_block = static_cast<int>(tpb);
+      plan.ring = static_cast<int>(ring);
+      plan.x_pitch = static_cast<int>(x_pitch);
+      plan.smem_x = static_cast<int>(off_x);
+      plan.smem_xsum = static_cast<int>(off_xsum);
+      plan.smem_partials = static_cast<int>(off_part);
+      plan.smem_ring = static_cast<int>(off_ring);
+      plan.smem_bytes = static_cast<int>(off_ring + warps * ring * slot_bytes);
+      plan.grid[0] = split;
+      plan.grid[1] = ceil_div(tiles, tpb);
+      plan.grid[2] = 1;
     }
   }
   if (!found) {

@@ -35,20 +35,12 @@ struct QmmPlan {
   // cluster size along grid.x): persistent blocks of block / 32 warps (16, or
   // 8 where 16 do not fit), one an SM (grid.y blocks a k part); block y owns
   // the 16-row tiles [y * tiles_per_block, (y + 1) * tiles_per_block) over its
-  // k part, its warps take every (block / 32)-th of them (teams of warps with
-  // warp_split > 1, below). The block's rows of x for its k part are staged
-  // in shared memory once (x_rows rows of x_pitch bytes).
+  // k part, its warps take every (block / 32)-th of them. The block's rows of x for its k
+  // part are staged in shared memory once (x_pitch bytes a row of x).
   int tiles_per_block = 0;
-  // Warps sharing each tile (1, 2, 4, ...): the block's warps form
-  // block / 32 / warp_split teams of consecutive warps, team t taking every
-  // tile t, t + teams, ... and its members consecutive shares of the k part's
-  // stages; their partial sums meet in shared memory (and, with split_k > 1,
-  // the cluster's).
-  int warp_split = 1;
   int ring = 0; // stage buffers a warp (bulk copies in flight)
   int row_bytes = 0; // bytes of one weight row a stage
   int x_pitch = 0; // bytes of one staged row of x
-  int x_rows = 0; // staged rows of x: 8 * m_tiles, or down to M + 1 (rows from M on zeros)
   // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
   int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block

@@ -662,16 +662,12 @@ __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcA
 //   with M).
 //
 // Shared memory (offsets from the plan): mbarriers [kBulkWarps][kBulkMaxRing];
-// staged x [x_rows][x_pitch bytes] (x_rows: 8 MT, or fewer down to M + 1;
-// rows from M on are zeros, and a lane whose row of x is past x_rows reads
-// the last): for step j of the k part (4 V values)
+// staged x [8 MT rows][x_pitch bytes]: for step j of the k part (4 V values)
 // and lane c, the V values lane c multiplies, in fragment order, as V / 8
 // 16-byte pieces, piece p at slot swizzle(p, c) (conflict-free with the
-// row padding, see bulk_x_pad); X hi and lo [x_rows][groups of the k part];
-// split > 1 or warp_split > 1: partial sums [warp_split][tiles_per_block]
-// [MT * 4][32 lanes] float; then the rings: for each warp (the plan may
-// leave out warps past the busy ones, which come first) and slot, w
-// [row_bytes / 64 steps][16 rows][64 B]
+// row padding, see bulk_x_pad); X hi and lo [8 MT rows][groups of the k part];
+// split > 1: partial sums [tiles_per_block][MT * 4][32 lanes] float; then the
+// rings: for each warp and slot, w [row_bytes / 64 steps][16 rows][64 B]
 // (step-major; row-major [16][row_bytes] when the driver refuses that view),
 // scales [16][groups a stage], biases [16][groups a stage]. Rows past N
 // arrive as zeros (TMA fills out-of-bounds elements) and are not stored.
@@ -694,11 +690,9 @@ struct BulkArgs {
   int split; // blocks of a cluster (grid.x)
   int tiles; // 16-row tiles of w
   int tiles_per_block;
-  int warp_split; // warps sharing a tile's k part (1: one warp a tile)
   int ring; // stage buffers a warp, <= kBulkMaxRing
   int step_major; // 1: w_map is the (64 B, N, steps) view
   int x_pitch; // bytes of a staged row of x
-  int x_rows; // staged rows of x: M real, then zeros (> M unless M = 8 MT)
   int smem_x, smem_xsum, smem_partials, smem_ring; // region offsets
 };
 
@@ -808,6 +802,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   constexpr int kPieces = V / 8; // 16-byte pieces of a lane's x chunk
   constexpr int kChunkBytes = 2 * V; // bytes of a lane's x chunk
   constexpr int kStepBytes = 4 * kChunkBytes; // bytes of staged x a step and row
+  constexpr int kXRows = 8 * MT;
   extern __shared__ __align__(128) unsigned char smem[];
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -815,22 +810,12 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   const int c = lane % 4;
   const int warps = int(blockDim.x) / 32;
 
-  // The block's k part (stages part_begin .. + part_count) and tiles.
-  const int part_begin = int(blockIdx.x) * a.stages_per_part;
-  const int part_count = min(a.stages_per_part, a.stages - part_begin); // >= 1 (plan)
+  const int st_begin = int(blockIdx.x) * a.stages_per_part;
+  const int st_count = min(a.stages_per_part, a.stages - st_begin); // >= 1 (plan)
   const int tile_begin = int(blockIdx.y) * a.tiles_per_block;
   const int tile_end = min(tile_begin + a.tiles_per_block, a.tiles);
-  // Warp split: the warps form `teams` teams of ws consecutive warps; team
-  // t takes the tiles t, t + teams, ... of the block, and member `sub` of a
-  // team the stages [sub_first, sub_first + st_count) of the k part of each.
-  const int ws = a.warp_split;
-  const int teams = warps / ws;
-  const int team = warp / ws; // the busy warps come first (their rings, plan)
-  const int sub = warp % ws;
-  const int sub_first = sub * part_count / ws;
-  const int st_count = (sub + 1) * part_count / ws - sub_first; // >= 1 (plan)
-  const int my_tiles = tile_begin + team < tile_end
-      ? (tile_end - tile_begin - team + teams - 1) / teams
+  const int my_tiles = tile_begin + warp < tile_end
+      ? (tile_end - tile_begin - warp + warps - 1) / warps
       : 0;
   const int total = my_tiles * st_count; // (tile, stage) pairs of this warp
 
@@ -859,8 +844,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   auto issue = [&](int i) {
     const int slot = i % ring;
     const int tl = i / st_count;
-    const int st = part_begin + sub_first + (i - tl * st_count);
-    const int n0 = (tile_begin + team + teams * tl) * 16;
+    const int st = st_begin + (i - tl * st_count);
+    const int n0 = (tile_begin + warp + warps * tl) * 16;
     unsigned char* sl = slots + slot * slot_bytes;
     const uint32_t bar = bars + 8 * slot;
     mbar_arrive_expect_tx(bar, uint32_t(slot_bytes));
@@ -880,9 +865,9 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   constexpr bool kStageX = !(kVariant & kBulkOmitXStaging);
   constexpr int kBatch = 8;
   const T* xg = static_cast<const T*>(a.x);
-  const int x_groups = part_count * spr;
+  const int x_groups = st_count * spr;
   const int x_pieces = a.group_size / 8; // of a group
-  const int64_t k_lo = int64_t(part_begin) * k_per_stage;
+  const int64_t k_lo = int64_t(st_begin) * k_per_stage;
   // Task u's group of x (row m = u / x_groups) as 16-byte pieces.
   auto x_group_src = [&](int m, int gi) {
     return reinterpret_cast<const uint4*>(xg + m * a.K + k_lo + gi * a.group_size);
@@ -915,9 +900,9 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   unsigned char* xs = smem + a.smem_x;
   T* xhi = reinterpret_cast<T*>(smem + a.smem_xsum);
   const int xsum_pitch = a.stages_per_part * spr; // elements a row of X
-  T* xlo = xhi + a.x_rows * xsum_pitch;
+  T* xlo = xhi + kXRows * xsum_pitch;
   if constexpr (kStageX) {
-    for (int u = threadIdx.x; u < a.x_rows * x_groups; u += blockDim.x) {
+    for (int u = threadIdx.x; u < kXRows * x_groups; u += blockDim.x) {
       const int m = u / x_groups;
       const int gi = u - m * x_groups;
       float sum = 0.f;
@@ -984,23 +969,10 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       acc2[t][e] = 0.f;
     }
 
-  // The staged row of x behind this lane's B fragments of x tile t (row
-  // 8 t + g): itself, or past the staged rows the last one, a row of zeros.
-  // (As its staged row's start, lane chunk included, and its X row.)
-  const unsigned char* x_lane[MT];
-  int xsum_row[MT];
-#pragma unroll
-  for (int t = 0; t < MT; ++t) {
-    const int r = min(8 * t + g, a.x_rows - 1);
-    x_lane[t] = xs + r * a.x_pitch + c * kChunkBytes;
-    xsum_row[t] = r * xsum_pitch;
-  }
-
   for (int i = 0; i < total; ++i) {
     const int slot = i % ring;
     const int tl = i / st_count;
-    const int li = i - tl * st_count; // stage within the warp's stages
-    const int si = sub_first + li; // stage within the k part
+    const int si = i - tl * st_count; // stage within the k part
     mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
     if constexpr (!(kVariant & kBulkOmitMath)) {
       const unsigned char* sl = slots + slot * slot_bytes;
@@ -1017,7 +989,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
             frag[1]);
 #pragma unroll
         for (int t = 0; t < MT; ++t) {
-          const unsigned char* xrow = x_lane[t] + (si * steps + j) * kStepBytes;
+          const unsigned char* xrow = xs + (8 * t + g) * a.x_pitch +
+              (si * steps + j) * kStepBytes + c * kChunkBytes;
           uint32_t xb[V / 2];
 #pragma unroll
           for (int q = 0; q < kPieces; ++q) {
@@ -1040,7 +1013,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
         const uint32_t a1 = *reinterpret_cast<const uint32_t*>(bi + (g + 8) * spr + h + 2 * c);
 #pragma unroll
         for (int t = 0; t < MT; ++t) {
-          const int xi = xsum_row[t] + si * spr + h + 2 * c;
+          const int xi = (8 * t + g) * xsum_pitch + si * spr + h + 2 * c;
           mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xhi + xi));
           mma1688<T>(acc[t], a0, a1, *reinterpret_cast<const uint32_t*>(xlo + xi));
         }
@@ -1055,18 +1028,17 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
         issue(i + ring);
       }
     }
-    if (li == st_count - 1) {
-      // The tile is done: store it (one k part, one warp a tile) or keep its
-      // partial sums (slot sub of tile lt).
-      const int lt = team + teams * tl; // tile within the block
+    if (si == st_count - 1) {
+      // The tile is done: store it (one k part) or keep its partial sums.
+      const int lt = warp + warps * tl; // tile within the block
       const int64_t n0 = int64_t(tile_begin + lt) * 16;
 #pragma unroll
       for (int t = 0; t < MT; ++t)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float v = acc[t][e] + acc2[t][e];
-          if (a.split > 1 || ws > 1) {
-            partials[(sub * a.tiles_per_block + lt) * kAccFloats + (t * 4 + e) * 32 + lane] = v;
+          if (a.split > 1) {
+            partials[lt * kAccFloats + (t * 4 + e) * 32 + lane] = v;
           } else {
             // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
             const int64_t n = n0 + g + 8 * (e / 2);
@@ -1081,17 +1053,12 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
   }
 
-  // Partial sums: rank r of the cluster (0 with one k part) adds the partial
-  // sums of the block's tiles lt = r, r + split, ..., over the warp-split
-  // slots in order and within each over the ranks in order, and stores them.
-  if (!(kVariant & kBulkOmitReduce) && (a.split > 1 || ws > 1)) {
+  // k parts: rank r of the cluster adds, in rank order, every rank's partial
+  // sums of the block's tiles lt = r, r + split, ... and stores them.
+  if (!(kVariant & kBulkOmitReduce) && a.split > 1) {
     cg::cluster_group cluster = cg::this_cluster();
-    if (a.split > 1) {
-      cluster.sync();
-    } else {
-      __syncthreads();
-    }
-    const int rank = a.split > 1 ? int(cluster.block_rank()) : 0;
+    cluster.sync();
+    const int rank = int(cluster.block_rank());
     const int ntiles = tile_end - tile_begin;
     // All the block's threads share the rank's (tile, float) pairs, each
     // pair's remote reads issued before any is added, pairs of rows past M
@@ -1100,12 +1067,10 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8).
     constexpr int kMaxSplit = 8; // a portable cluster
     const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
-    const int slot_stride = a.tiles_per_block * kAccFloats; // between warp-split slots
     const float* rank_partials[kMaxSplit];
 #pragma unroll
     for (int q = 0; q < kMaxSplit; ++q) {
-      rank_partials[q] =
-          q < a.split && a.split > 1 ? cluster.map_shared_rank(partials, q) : partials;
+      rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
     }
     for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
       const int lt = rank + a.split * (idx / kAccFloats);
@@ -1113,26 +1078,22 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       int64_t n, m;
       partial_coords(f, tile_begin + lt, n, m);
       if (n < a.N && m < a.M) {
+        float part[kMaxSplit];
+#pragma unroll
+        for (int q = 0; q < kMaxSplit; ++q) {
+          part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
+        }
         float v = 0.f;
-        for (int r = 0; r < ws; ++r) {
-          float part[kMaxSplit];
 #pragma unroll
-          for (int q = 0; q < kMaxSplit; ++q) {
-            part[q] = q < a.split ? rank_partials[q][r * slot_stride + lt * kAccFloats + f] : 0.f;
-          }
-#pragma unroll
-          for (int q = 0; q < kMaxSplit; ++q) {
-            if (q < a.split) {
-              v += part[q];
-            }
+        for (int q = 0; q < kMaxSplit; ++q) {
+          if (q < a.split) {
+            v += part[q];
           }
         }
         out[m * a.N + n] = from_f<T>(v);
       }
     }
-    if (a.split > 1) {
-      cluster.sync(); // no block leaves while another reads its partial sums
-    }
+    cluster.sync(); // no block leaves while another reads its partial sums
   }
 #endif
 }
@@ -1496,20 +1457,8 @@ void dispatch(
       ba.split = plan.split_k;
       ba.tiles = int((p.N + 15) / 16);
       ba.tiles_per_block = plan.tiles_per_block;
-      ba.warp_split = plan.warp_split;
-      // Every member of a team needs a stage of every k part (the last is the
-      // shortest), or its partial-sum slots would go unwritten.
-      const int64_t last_part = plan.num_steps - (plan.split_k - 1) * plan.steps_per_split;
-      if (plan.warp_split < 1 || (plan.block / 32) % plan.warp_split != 0 ||
-          last_part < plan.warp_split) {
-        throw std::runtime_error("mlx_kernels CUDA: bad warp split in the bulk plan");
-      }
       ba.ring = plan.ring;
       ba.x_pitch = plan.x_pitch;
-      ba.x_rows = plan.x_rows;
-      if (plan.x_rows < std::min<int64_t>(p.M + 1, 8 * plan.m_tiles) || plan.x_rows > 8 * plan.m_tiles) {
-        throw std::runtime_error("mlx_kernels CUDA: bad staged rows of x in the bulk plan");
-      }
       ba.smem_x = plan.smem_x;
       ba.smem_xsum = plan.smem_xsum;
       ba.smem_partials = plan.smem_partials;
