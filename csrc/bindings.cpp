@@ -216,6 +216,13 @@ NB_MODULE(_ext, m) {
       "sms"_a,
       "Tests only: plan the CUDA quantized_matmul for this many SMs (0: the device's).");
   m.def(
+      "set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm",
+      [](int64_t kb) { mlx_kernels::cuda::set_qmm_kslice_over_bulk_kb_per_sm(kb); },
+      "kb"_a,
+      "Tests only: weights the CUDA bulk quantized_matmul kernel would take, up to this many KB "
+      "of packed weights an SM, go to the k-slice kernel instead (0: none; below 0: the "
+      "default, 124, or MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM).");
+  m.def(
       "set_cuda_quantized_matmul_bulk_omit",
       [](int mask) {
         if (mask < 0 || mask > mlx_kernels::cuda::kBulkOmitAll) {

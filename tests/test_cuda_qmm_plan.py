@@ -24,7 +24,7 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
             check_bulk_plan(p, M, N, K, 64, bits)
             continue
         if p["kernel"] == "tensor_core_kslice":
-            check_kslice_plan(p, M, N, K, bits)
+            check_kslice_plan(p, M, N, K, bits, rounds=kslice_rounds(M, N, K, 64, bits))
             continue
         assert p["kernel"] == "tensor_core"
         # only variants that exist in the binary (a missing one raised at run time)
@@ -50,30 +50,71 @@ def kslice_batch(M):
     return 4 if M <= 8 else 2
 
 
+def kslice_covers(M, K, bits, rounds=KSLICE_ROUNDS):
+    """Whether the k-slice kernel takes K at this M (qmm_plan.cpp): M <= 16 and
+    K at most `rounds` batches of kslice_batch(M) k-steps for each of
+    KSLICE_MAX_WARPS warps."""
+    steps = math.ceil(K / (4 * 128 // bits))
+    return M <= 16 and steps <= rounds * kslice_batch(M) * KSLICE_MAX_WARPS
+
+
 def expected_non_bulk(M, K, bits):
     """The kernel of a float16 transpose=true plan the bulk kernel did not take
-    (qmm_plan.cpp, default knobs): the k-slice kernel at M <= 16 when K is at
-    most KSLICE_ROUNDS batches of kslice_batch(M) k-steps for each of
-    KSLICE_MAX_WARPS warps, else tc_qmm."""
-    steps = math.ceil(K / (4 * 128 // bits))
-    cover = KSLICE_ROUNDS * kslice_batch(M) * KSLICE_MAX_WARPS
-    return "tensor_core_kslice" if M <= 16 and steps <= cover else "tensor_core"
+    (qmm_plan.cpp, default knobs): the k-slice kernel where it covers K in one
+    round of loads a warp, else tc_qmm."""
+    return "tensor_core_kslice" if kslice_covers(M, K, bits) else "tensor_core"
 
 
-def kslice_warps(M, N, steps, sms=132):
+KSLICE_OVER_BULK_KB_PER_SM = 124  # qmm_plan.cpp (16 MB on 132 SMs)
+KSLICE_OVER_BULK_ROUNDS = 4
+
+
+def bulk_takes(M, N, K, gs, bits, sms=132):
+    """Whether the bulk kernel can take the problem (qmm_plan.cpp, defaults):
+    M <= 16, whole stages of 8 groups (at least 256 bytes a row), 30 KB of
+    weights an SM, and a k split whose blocks of 8 warps fit the ring floor in
+    227 KB of shared memory."""
+    stage_k = max(256, gs * bits) * 8 // bits
+    if not (M <= 16 and K % stage_k == 0 and N * K * bits // 8 >= 30 * 1024 * sms):
+        return False
+    for split in (1, 2, 4, 8):
+        if split <= K // stage_k:
+            fixed, slot, busiest = bulk_fixed_smem(M, K, gs, bits, split, math.ceil(N / 16), sms, 8)
+            if fixed + 8 * min(ring_floor(M), busiest) * slot <= 227 * 1024:
+                return True
+    return False
+
+
+def over_bulk(M, N, K, bits, sms=132):
+    """Mid-sized weights (at most KSLICE_OVER_BULK_KB_PER_SM KB of packed w an
+    SM) that the k-slice kernel takes from the bulk kernel, with up to
+    KSLICE_OVER_BULK_ROUNDS rounds of loads a warp."""
+    return (N * K * bits // 8 <= KSLICE_OVER_BULK_KB_PER_SM * 1024 * sms
+            and kslice_covers(M, K, bits, KSLICE_OVER_BULK_ROUNDS))
+
+
+def kslice_rounds(M, N, K, gs, bits, sms=132):
+    """Rounds of loads a k-slice warp may take in this plan: 4 on weights it
+    takes from the bulk kernel, else 1."""
+    if bulk_takes(M, N, K, gs, bits, sms) and over_bulk(M, N, K, bits, sms):
+        return KSLICE_OVER_BULK_ROUNDS
+    return KSLICE_ROUNDS
+
+
+def kslice_warps(M, N, steps, sms=132, rounds=KSLICE_ROUNDS):
     """Warps of a k-slice block (qmm_plan.cpp): two k-steps a warp, at most 4
-    warps when the row tiles outnumber the SMs, but enough that KSLICE_ROUNDS
+    warps when the row tiles outnumber the SMs, but enough that `rounds`
     batches a warp cover K."""
     w = min(KSLICE_MAX_WARPS, math.ceil(steps / 2))
     if math.ceil(N / 16) > sms:
         w = min(w, 4)
-    return max(w, math.ceil(steps / (KSLICE_ROUNDS * kslice_batch(M))))
+    return max(w, math.ceil(steps / (rounds * kslice_batch(M))))
 
 
-def check_kslice_plan(p, M, N, K, bits):
+def check_kslice_plan(p, M, N, K, bits, sms=132, rounds=KSLICE_ROUNDS):
     """One block per 16-row tile; its warps cover every k-step once, each at
-    most KSLICE_ROUNDS batches of them (rounds of loads); no cluster."""
-    assert p["kernel"] == expected_non_bulk(M, K, bits) == "tensor_core_kslice", (M, N, K, p)
+    most `rounds` batches of them (rounds of loads); no cluster."""
+    assert p["kernel"] == "tensor_core_kslice" and kslice_covers(M, K, bits, rounds), (M, N, K, p)
     assert p["grid"] == (math.ceil(N / 16), 1, 1)
     assert p["split_k"] == 1 and p["row_tiles"] == 1
     assert p["m_tiles"] == (1 if M <= 8 else 2)  # every row of x
@@ -81,10 +122,10 @@ def check_kslice_plan(p, M, N, K, bits):
     assert p["num_steps"] == math.ceil(K / p["k_step"])
     w = p["warps"]
     assert 1 <= w <= KSLICE_MAX_WARPS and p["block"] == 32 * w
-    assert w == kslice_warps(M, N, p["num_steps"])
+    assert w == kslice_warps(M, N, p["num_steps"], sms, rounds)
     assert w <= p["num_steps"]  # no warp without a k-step
     assert p["steps_per_split"] == math.ceil(p["num_steps"] / w)
-    assert p["steps_per_split"] <= KSLICE_ROUNDS * kslice_batch(M)
+    assert p["steps_per_split"] <= rounds * kslice_batch(M)
 
 
 def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
@@ -151,26 +192,24 @@ def test_bulk_plan_shapes(bits, gs, sms):
         for K in (stage_k, 3 * stage_k, 4096, 14336):
             for M in (1, 4, 5, 8, 9, 16, 17):
                 p = _ext.plan_cuda_quantized_matmul(M, N, K, gs, bits, True, "float16", sms)
-                # M <= 16, whole stages, at least 30 KB of weights an SM (defaults)
-                if M <= 16 and K % stage_k == 0 and N * K * bits // 8 >= 30 * 1024 * sms:
-                    if p["kernel"] == "tensor_core_bulk":
+                if bulk_takes(M, N, K, gs, bits, sms):
+                    if over_bulk(M, N, K, bits, sms):  # mid-sized: the k-slice kernel
+                        check_kslice_plan(p, M, N, K, bits, sms, KSLICE_OVER_BULK_ROUNDS)
+                    else:
+                        assert p["kernel"] == "tensor_core_bulk", (M, N, K)
                         check_bulk_plan(p, M, N, K, gs, bits, sms)
-                        continue
-                    # only when no k split leaves room for the ring floor
-                    for split in (1, 2, 4, 8):
-                        if split <= K // stage_k:
-                            fixed, slot, busiest = bulk_fixed_smem(
-                                M, K, gs, bits, split, math.ceil(N / 16), sms, 8)
-                            floor = min(ring_floor(M), busiest)
-                            assert fixed + 8 * floor * slot > 227 * 1024, (M, N, K, split)
+                    continue
                 assert p["kernel"] == expected_non_bulk(M, K, bits), (M, N, K)
+                if p["kernel"] == "tensor_core_kslice":
+                    check_kslice_plan(p, M, N, K, bits, sms)
 
 
 def test_bulk_plan_fills_the_gpu():
-    """Llama-3-8B shapes at M = 1 and 16 on 132 SMs: the bulk kernel, with the work
-    of an SM (row tiles a block x stages a k part) within 12% of an even share, and
-    at least the ring floor (two stage buffers a warp at M <= 8, one above)."""
-    for N, K in [(4096, 4096), (14336, 4096), (4096, 14336), (128256, 4096), (151936, 1024)]:
+    """Llama-3-8B shapes of more than 16 MB at M = 1 and 16 on 132 SMs: the bulk
+    kernel, with the work of an SM (row tiles a block x stages a k part) within 12%
+    of an even share, and at least the ring floor (two stage buffers a warp at
+    M <= 8, one above)."""
+    for N, K in [(14336, 4096), (4096, 14336), (128256, 4096), (151936, 1024)]:
         for M in (1, 16):
             p = _ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, "float16", 132)
             assert p["kernel"] == "tensor_core_bulk", (N, K)
@@ -198,7 +237,7 @@ def plan_under(knobs, expr):
 
 
 def test_bulk_kernel_can_be_turned_off():
-    expr = "_ext.plan_cuda_quantized_matmul(1, 4096, 4096, 64, 4, True, 'float16')['kernel']"
+    expr = "_ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, 'float16')['kernel']"
     knobs = {"MLX_KERNELS_QMM_BULK": "0", "MLX_KERNELS_QMM_KSLICE": None}
     assert plan_under(knobs, expr) == "tensor_core_kslice"  # K = 4096: 32 k-steps
     assert plan_under(dict(knobs, MLX_KERNELS_QMM_KSLICE="0"), expr) == "tensor_core"
@@ -214,12 +253,14 @@ def test_kslice_plan_where_weights_are_small(bits):
         for M in (1, 2, 3, 4, 6, 8, 9, 12, 16, 17):
             for dtype in ("float16", "bfloat16"):
                 p = _ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dtype, 132)
-                if p["kernel"] == "tensor_core_bulk":  # 8-bit 1024x4096: 4 MB
+                if p["kernel"] == "tensor_core_bulk":
                     check_bulk_plan(p, M, N, K, 64, bits)
                     continue
-                assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, p["kernel"])
+                rounds = kslice_rounds(M, N, K, 64, bits)  # 8-bit 1024x4096 (4 MB): 4
+                if rounds == KSLICE_ROUNDS:
+                    assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, p["kernel"])
                 if p["kernel"] == "tensor_core_kslice":
-                    check_kslice_plan(p, M, N, K, bits)
+                    check_kslice_plan(p, M, N, K, bits, rounds=rounds)
     # the warps knob (A/B runs): at most that many warps, each with more
     # k-steps; K past 2 warps x 4 k-steps then goes to tc_qmm
     expr = ("[(lambda p: (p['kernel'], p['warps']))("
@@ -238,23 +279,41 @@ def test_kslice_plan_where_weights_are_small(bits):
         (ks, 4), (ks, 8), (ks, 8)]
 
 
-def test_kslice_over_bulk_candidate():
-    """MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB (off by default): weights the bulk
-    kernel takes, up to that many KB, go to the k-slice kernel with up to 4
-    rounds of loads a warp (4096x4096: 256 row tiles, so 4 warps of 8 k-steps);
-    larger weights stay with the bulk kernel."""
+def test_kslice_over_bulk():
+    """Weights the bulk kernel would take, up to 124 KB of packed w an SM (16 MB
+    on 132 SMs), go to the k-slice kernel with up to 4 rounds of loads a warp
+    (4096x4096: 256 row tiles, so 4 warps of 8 k-steps); larger weights stay
+    with the bulk kernel. MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM=0 and the
+    tests' setter turn it off (the setter's -1 back on)."""
+    shapes = ((1, 4096), (16, 4096), (1, 6144), (1, 10240), (1, 14336))
     expr = ("[(lambda p: (p['kernel'], p['warps'], p['steps_per_split'], p['m_tiles']))("
             "_ext.plan_cuda_quantized_matmul(M, N, 4096, 64, 4, True, 'float16', 132)) "
-            "for M, N in ((1, 4096), (16, 4096), (1, 14336))]")
-    knob = "MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB"
-    default = eval(plan_under({knob: None}, expr))
-    assert [k for k, *_ in default] == ["tensor_core_bulk"] * 3
-    on = eval(plan_under({knob: "16384"}, expr))  # 16 MB: 4096x4096 (9.4 MB) only
-    assert on[:2] == [("tensor_core_kslice", 4, 8, 1), ("tensor_core_kslice", 4, 8, 2)]
-    assert on[2][0] == "tensor_core_bulk"  # 14336x4096: 29 MB
+            f"for M, N in {shapes}]")
+    knob = "MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM"
+    ks, bulk = "tensor_core_kslice", "tensor_core_bulk"
+    on = eval(plan_under({knob: None}, expr))
+    assert on[:2] == [(ks, 4, 8, 1), (ks, 4, 8, 2)]
+    assert on[2][0] == ks  # 6144x4096: 12.6 MB
+    assert [k for k, *_ in on[3:]] == [bulk, bulk]  # 21 and 29 MB
+    assert [k for k, *_ in eval(plan_under({knob: "0"}, expr))] == [bulk] * 5
     # with up to 8 warps where the row tiles outnumber the SMs: one round each
-    wide = eval(plan_under({knob: "16384", "MLX_KERNELS_QMM_KSLICE_WIDE_WARPS": "8"}, expr))
-    assert wide[:2] == [("tensor_core_kslice", 8, 4, 1), ("tensor_core_kslice", 8, 4, 2)]
+    wide = eval(plan_under({knob: None, "MLX_KERNELS_QMM_KSLICE_WIDE_WARPS": "8"}, expr))
+    assert wide[:2] == [(ks, 8, 4, 1), (ks, 8, 4, 2)]
+    # the threshold scales with the SMs planned for: 4096x4096 is 62 KB an SM
+    # on 132 SMs, 128 on 64
+    assert _ext.plan_cuda_quantized_matmul(1, 4096, 4096, 64, 4, True, "float16", 64)[
+        "kernel"] == bulk
+    try:
+        _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(0)
+        assert _ext.plan_cuda_quantized_matmul(1, 4096, 4096, 64, 4, True, "float16")[
+            "kernel"] == bulk
+        _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(1 << 20)
+        assert _ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, "float16")[
+            "kernel"] == ks
+    finally:
+        _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
+    assert _ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, "float16")[
+        "kernel"] == bulk
 
 
 def test_bulk_split_knob():

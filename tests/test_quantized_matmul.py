@@ -66,11 +66,15 @@ def test_shapes(N, K, group_size, bits, transpose, dtype, device):
 
 # --- Decode rows over long K: the CUDA bulk-copy kernel's territory ----------
 # (M <= 16, K a multiple of 8 groups and at least 512 4-bit / 256 8-bit values,
-# 30 KB of weights an SM). On the GPU each case runs three times: planned for
+# 30 KB of weights an SM). On the GPU each case runs five times: planned for
 # the device's SMs (these sizes then take the mma kernel), for one SM and for
-# four (set_cuda_quantized_matmul_plan_sms), where the bulk kernel runs with
-# every kind of split: one SM gives clusters of up to 8 k parts, four SMs one
-# k part with several tiles a warp, so that the stage ring wraps around.
+# four (set_cuda_quantized_matmul_plan_sms) with the k-slice kernel kept off
+# the bulk kernel's weights, where the bulk kernel runs with every kind of
+# split: one SM gives clusters of up to 8 k parts, four SMs one k part with
+# several tiles a warp, so that the stage ring wraps around (72x2048, 74 KB,
+# is below the bulk kernel's 30 KB an SM on four: k-slice); and for one and
+# four SMs with the k-slice kernel taking them all (the path of mid-sized
+# weights on a full GPU: up to 4 rounds of loads a warp, at most 4 warps).
 BULK_CASES = [
     (1000, 4096, 64, 4),  # N tail (1000 = 62.5 row tiles)
     (40, 8192, 64, 4),  # 3 row tiles: many k parts, a cluster split
@@ -80,21 +84,36 @@ BULK_CASES = [
     (40, 4096, 32, 8),
     (72, 4096, 128, 8),  # 8-bit, 128-value groups: 1 KB a row a stage
 ]
+# (plan SMs, KB of packed weights an SM up to which the k-slice kernel takes
+# the bulk kernel's problems: -1 the default, 0 none, 1 << 20 all)
+BULK_PLANS = [(0, -1), (1, 0), (4, 0), (1, 1 << 20), (4, 1 << 20)]
 
 
 @pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("N,K,group_size,bits", BULK_CASES, ids=lambda v: str(v))
 def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
     w, s, b = make_weights(N, K, group_size, bits, dtype)
-    plan_sms = [0, 1, 4] if backend == "gpu" else [0]
+    plans = BULK_PLANS if backend == "gpu" else BULK_PLANS[:1]
     try:
-        for sms in plan_sms:
+        # the kernels the GPU runs under the forced plans (plain C++, any build)
+        for sms, kslice_kb in BULK_PLANS[1:]:
+            mk._ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(kslice_kb)
+            bulk_share = N * K * bits // 8 >= 30 * 1024 * sms
+            for M in (1, 9, 16):
+                kernel = mk._ext.plan_cuda_quantized_matmul(
+                    M, N, K, group_size, bits, True, "float16", sms)["kernel"]
+                assert kernel == ("tensor_core_kslice" if kslice_kb or not bulk_share
+                                  else "tensor_core_bulk"), (M, sms, kslice_kb, kernel)
+        for sms, kslice_kb in plans:
             mk._ext.set_cuda_quantized_matmul_plan_sms(sms)
+            mk._ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(kslice_kb)
             for M in (1, 2, 3, 4, 5, 8, 9, 16):
                 x = make_x((M, K), dtype)
-                check(x, w, s, b, True, group_size, bits, device, f"M={M} plan SMs={sms or 'device'}")
+                check(x, w, s, b, True, group_size, bits, device,
+                      f"M={M} plan SMs={sms or 'device'} k-slice KB an SM={kslice_kb}")
     finally:
         mk._ext.set_cuda_quantized_matmul_plan_sms(0)
+        mk._ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
 
 
 # --- Decode rows on small weights: the CUDA k-slice kernel's territory --------

@@ -91,15 +91,25 @@ const int64_t kKSliceMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_MAX
 // 1 (tc_qmm) at M 9-16: 1024x4096 9.82-10.59 / 8.93-9.22 us, 1024x3072
 // 8.67-9.15 / 8.29-8.35: a second round costs more than tc_qmm's cluster.
 const int64_t kKSliceRounds = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_ROUNDS", 1), 4);
-// Candidate, off by default: weights the bulk kernel takes but of at most
-// this many KB (MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB) go to the k-slice kernel
-// with up to kKSliceOverBulkRounds rounds of loads a warp. H100, ncu, session
-// 12 (bulk off, 4 rounds, float16 and bfloat16): 4096x4096 (9.4 MB) at M 1,
-// 4, 8, 12, 16 10.0-13.8 us against the bulk kernel's 11.4-16.7 (0.82-0.92);
-// 14336x4096 and 4096x14336 (33 MB) slower (M = 1: 22.5 / 21.2 and 26.1 /
-// 22.4 us; M = 16 on 14336x4096 40.9 / 26.6). Not the default until the
-// GPU parity suite has run with it.
-const int64_t kKSliceOverBulkBytes = 1024 * tuning("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB", 0);
+// Weights the bulk kernel would take but of at most this many KB of packed w
+// an SM (MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM, 124 by default: 16 MB on
+// 132 SMs; 0 leaves them to the bulk kernel) go to the k-slice kernel with up
+// to kKSliceOverBulkRounds rounds of loads a warp. A share of an SM, like the
+// bulk kernel's lower bound, so that other SM counts scale it (measured on
+// 132 only). H100, ncu, session 15, float16 / bfloat16, bulk against k-slice
+// (a 16 MB threshold), M = 1 and 16: 2048x4096 (4.2 MB) 11.4 / 11.2 -> 7.5 /
+// 7.4 us and 15.5 / 15.8 -> 11.0 / 10.9 (M = 1 was 0.8x MLX, now 1.2x);
+// 4096x4096 (8.4 MB) 12.0 -> 10.4 and 16.5 -> 13.6; 6144x4096 (12.6 MB)
+// 14.2 / 14.1 -> 12.4 / 11.9 and 20.1 / 19.2 -> 17.3 / 17.2. Larger weights
+// stay with the bulk kernel: with a 40 MB threshold, 10240x4096 (21 MB) M = 16
+// 23.6 -> 29.9 us, 14336x4096 27.4 -> 41.5. With 16 MB, 480 of
+// test_quantized_matmul.py's 485 GPU cases passed in that session, none
+// failed (5 transpose=False cases, which take another kernel, were cut off by
+// the time limit).
+const int64_t kKSliceOverBulkKbPerSm = [] {
+  const char* v = std::getenv("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM");
+  return v ? std::max<int64_t>(std::atoll(v), 0) : int64_t{124};
+}();
 constexpr int64_t kKSliceOverBulkRounds = 4;
 // The most warps a k-slice block once its row tiles outnumber the SMs
 // (MLX_KERNELS_QMM_KSLICE_WIDE_WARPS, 1 .. kKSliceMaxWarps): 4, from the
@@ -249,7 +259,12 @@ bool plan_kslice(const QmmParams& p, int num_sms, int64_t rounds, QmmPlan& plan)
 namespace {
 std::atomic<int> plan_sms_override{0};
 std::atomic<int> bulk_omit_mask{0};
+std::atomic<int64_t> kslice_over_bulk_override{-1}; // KB an SM; -1: kKSliceOverBulkKbPerSm
 } // namespace
+
+void set_qmm_kslice_over_bulk_kb_per_sm(int64_t kb) {
+  kslice_over_bulk_override.store(kb >= 0 ? kb : -1);
+}
 
 int qmm_bulk_omit() {
   return bulk_omit_mask.load();
@@ -307,8 +322,10 @@ QmmPlan plan_cuda_qmm(
   }
   QmmPlan bulk;
   if (plan_bulk(p, num_sms, cluster_capacity, bulk)) {
-    // The candidate above: mid-sized weights to the k-slice kernel instead.
-    if (p.N * p.K * p.bits / 8 <= kKSliceOverBulkBytes &&
+    // Mid-sized weights to the k-slice kernel instead (kKSliceOverBulkKbPerSm).
+    const int64_t v = kslice_over_bulk_override.load();
+    const int64_t kb_per_sm = v >= 0 ? v : kKSliceOverBulkKbPerSm;
+    if (p.N * p.K * p.bits / 8 <= 1024 * kb_per_sm * std::max(num_sms, 1) &&
         plan_kslice(p, num_sms, kKSliceOverBulkRounds, plan)) {
       return plan;
     }

@@ -119,4 +119,10 @@ QmmPlan plan_cuda_qmm(
 int qmm_plan_sms(int device_sms);
 void set_qmm_plan_sms(int sms);
 
+// Tests only: the packed-weight KB an SM up to which weights the bulk kernel
+// would take go to the k-slice kernel (kb >= 0; below 0 restores
+// MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM or its default), so that the
+// parity suite runs both kernels on the same shapes.
+void set_qmm_kslice_over_bulk_kb_per_sm(int64_t kb);
+
 } // namespace mlx_kernels::cuda
