@@ -106,9 +106,10 @@ const int64_t kKSliceRounds = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_R
 // test_quantized_matmul.py's 485 GPU cases passed in that session, none
 // failed (5 transpose=False cases, which take another kernel, were cut off by
 // the time limit).
+constexpr int64_t kKSliceOverBulkMaxKbPerSm = int64_t{1} << 30; // 1 TB: no overflow below
 const int64_t kKSliceOverBulkKbPerSm = [] {
   const char* v = std::getenv("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM");
-  return v ? std::max<int64_t>(std::atoll(v), 0) : int64_t{124};
+  return v ? std::clamp<int64_t>(std::atoll(v), 0, kKSliceOverBulkMaxKbPerSm) : int64_t{124};
 }();
 constexpr int64_t kKSliceOverBulkRounds = 4;
 // The most warps a k-slice block once its row tiles outnumber the SMs
@@ -263,7 +264,7 @@ std::atomic<int64_t> kslice_over_bulk_override{-1}; // KB an SM; -1: kKSliceOver
 } // namespace
 
 void set_qmm_kslice_over_bulk_kb_per_sm(int64_t kb) {
-  kslice_over_bulk_override.store(kb >= 0 ? kb : -1);
+  kslice_over_bulk_override.store(kb >= 0 ? std::min(kb, kKSliceOverBulkMaxKbPerSm) : -1);
 }
 
 int qmm_bulk_omit() {
