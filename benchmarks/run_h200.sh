@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the lent H200 in ONE call.
 # Run from the root of the checkout that the device tool ships, with the MLX
-# CUDA kit at .kit/ (carry it); the project is that checkout, or a copy of
+# CUDA kit at .kit/ (carry it; and .whl/ for tests/test_models.py, see below); the project is that checkout, or a copy of
 # another tree at .cudawork/ (carried) when one is there:
 #   STAGES="probe build omit test ncu" bash benchmarks/run_h200.sh
 # Logs and results go to $OUT (at most 8 files come back: pick the stages).
@@ -58,6 +58,13 @@ else
   echo "no .kit/mlx-cuda-kit.tar.xz (../shared/tools/make-cuda-kit.sh, then carry .kit)"; exit 1
 fi
 export PYTHONPATH=/tmp/site
+# Python packages the device image lacks (mlx-lm, for tests/test_models.py),
+# as wheels carried in .whl/ (benchmarks/tools/fetch-device-wheels.sh), no
+# dependencies: the image has the rest (transformers, sentencepiece, ...).
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && echo "wheels: $(cd .whl && ls *.whl | tr '\n' ' ')"
+fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
 python3 -c "import scikit_build_core, pytest, nanobind; print('skbuild', scikit_build_core.__version__, 'pytest', pytest.__version__, 'nanobind', nanobind.__version__)"
 
