@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the lent H200 in ONE call.
 # Run from the root of the checkout that the device tool ships, with the MLX
-# CUDA kit at .kit/ (carry it; and .whl/ for tests/test_models.py, see below); the project is that checkout, or a copy of
-# another tree at .cudawork/ (carried) when one is there:
+# CUDA kit at .kit/ (carry it; and .whl/ for tests/test_models.py, see below);
+# the project is that checkout, or a copy of another tree at .cudawork/
+# (carried) when one is there:
 #   STAGES="probe build omit test ncu" bash benchmarks/run_h200.sh
 # Logs and results go to $OUT (at most 8 files come back: pick the stages).
 # Stage probe needs neither the kit nor the build (stream_probe.cu, plain CUDA).
