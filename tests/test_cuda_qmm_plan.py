@@ -253,14 +253,16 @@ def test_kslice_plan_where_weights_are_small(bits):
         for M in (1, 2, 3, 4, 6, 8, 9, 12, 16, 17):
             for dtype in ("float16", "bfloat16"):
                 p = _ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dtype, 132)
+                rounds = kslice_rounds(M, N, K, 64, bits)  # 8-bit 1024x4096 (4 MB): 4
+                if rounds == KSLICE_OVER_BULK_ROUNDS:  # weights the bulk kernel would take
+                    check_kslice_plan(p, M, N, K, bits, rounds=rounds)
+                    continue
                 if p["kernel"] == "tensor_core_bulk":
                     check_bulk_plan(p, M, N, K, 64, bits)
                     continue
-                rounds = kslice_rounds(M, N, K, 64, bits)  # 8-bit 1024x4096 (4 MB): 4
-                if rounds == KSLICE_ROUNDS:
-                    assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, p["kernel"])
+                assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, p["kernel"])
                 if p["kernel"] == "tensor_core_kslice":
-                    check_kslice_plan(p, M, N, K, bits, rounds=rounds)
+                    check_kslice_plan(p, M, N, K, bits)
     # the warps knob (A/B runs): at most that many warps, each with more
     # k-steps; K past 2 warps x 4 k-steps then goes to tc_qmm
     expr = ("[(lambda p: (p['kernel'], p['warps']))("
