@@ -7,6 +7,7 @@ import math
 import pytest
 
 from mlx_kernels import _ext
+from test_quantized_matmul import BULK_CASES, BULK_PLANS
 
 BULK_WARPS = (16, 8)  # warps of a bulk-kernel block, the first that fits
 SHAPES = [(72, 192), (1000, 4096), (1024, 1024), (4096, 4096), (14336, 4096),
@@ -202,6 +203,27 @@ def test_bulk_plan_shapes(bits, gs, sms):
                 assert p["kernel"] == expected_non_bulk(M, K, bits), (M, N, K)
                 if p["kernel"] == "tensor_core_kslice":
                     check_kslice_plan(p, M, N, K, bits, sms)
+
+
+def test_long_k_forced_plans():
+    """The kernels test_quantized_matmul.py's long-K cases run on the GPU under
+    its forced plans: with the k-slice kernel kept off (threshold 0), the bulk
+    kernel wherever it can take the problem on that many SMs; with it taking
+    everything (1 << 20 KB an SM), the k-slice kernel."""
+    try:
+        for sms, kslice_kb in BULK_PLANS[1:]:
+            _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(kslice_kb)
+            for N, K, gs, bits in BULK_CASES:
+                for M in (1, 2, 3, 4, 5, 8, 9, 16):
+                    p = _ext.plan_cuda_quantized_matmul(M, N, K, gs, bits, True, "float16", sms)
+                    if kslice_kb:
+                        assert p["kernel"] == "tensor_core_kslice", (N, K, M, sms)
+                    elif bulk_takes(M, N, K, gs, bits, sms):
+                        check_bulk_plan(p, M, N, K, gs, bits, sms)
+                    else:  # 72x2048 (74 KB) on four SMs
+                        assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, sms)
+    finally:
+        _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
 
 
 def test_bulk_plan_fills_the_gpu():
