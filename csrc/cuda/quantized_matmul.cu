@@ -693,7 +693,8 @@ struct BulkArgs {
   int ring; // stage buffers a warp, <= kBulkMaxRing
   int step_major; // 1: w_map is the (64 B, N, steps) view
   int x_pitch; // bytes of a staged row of x
-  int smem_x, smem_xsum, smem_xneg, smem_partials, smem_ring; // region offsets
+  int smem_x, smem_xsum, smem_partials, smem_ring; // region offsets
+  int smem_xneg; // scale after the mma only: -magic * X, float [groups][8 MT rows]
 };
 
 // Dequantize one 16-byte chunk into A fragments of q * s (no bias), in the
@@ -986,23 +987,34 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
             }
             uint32_t xb[V / 2];
             x_pairs_in_chunk_order<bits>(xr, xb); // a permutation inside each 8-value piece
-            // Piece q (8 values at k = kc + 8 q) goes to lane lc's chunk of
-            // its step, at piece position pos: lc = (k % 128) / 32, pos = q
-            // by default; with the scale after the mma, the piece of group
-            // part h = (k % 128) / kPartVals of the step, lc = its lane there.
-            constexpr int kG = kAfterG > 0 ? kAfterG : 1;
-            constexpr int kPartVals = 4 * V / kG; // k values of a group part of a step
-            constexpr int kLaneVals = V / kG; // of one lane in a group part
+            if constexpr (kAfterG == 0) {
+              const int step = kc / (4 * V);
+              const int lc = (kc / V) % 4; // the lane c that multiplies this chunk
+              unsigned char* dst = xs + m * a.x_pitch + step * kStepBytes + lc * kChunkBytes;
 #pragma unroll
-            for (int q = 0; q < kPieces; ++q) {
-              const int k = kc + 8 * q;
-              const int ks = k % (4 * V);
-              const int h = ks / kPartVals;
-              const int lc = (ks % kPartVals) / kLaneVals;
-              const int pos = h * (kLaneVals / 8) + (ks % kLaneVals) / 8;
-              unsigned char* dst = xs + m * a.x_pitch + (k / (4 * V)) * kStepBytes + lc * kChunkBytes;
-              *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(pos, lc)) =
-                  make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
+              for (int q = 0; q < kPieces; ++q) {
+                *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(q, lc)) =
+                    make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
+              }
+            } else {
+              // The scale after the mma: piece q (8 values at k = kc + 8 q)
+              // belongs to group part h = (k % 128) / kPartVals of its step,
+              // to the lane lc whose 16 / kAfterG bytes of that part hold it,
+              // at piece position pos of lc's chunk (load_group_pieces).
+              constexpr int kPartVals = 4 * V / kAfterG; // k values of a group part of a step
+              constexpr int kLaneVals = V / kAfterG; // of one lane in a group part
+#pragma unroll
+              for (int q = 0; q < kPieces; ++q) {
+                const int k = kc + 8 * q;
+                const int ks = k % (4 * V);
+                const int h = ks / kPartVals;
+                const int lc = (ks % kPartVals) / kLaneVals;
+                const int pos = h * (kLaneVals / 8) + (ks % kLaneVals) / 8;
+                unsigned char* dst =
+                    xs + m * a.x_pitch + (k / (4 * V)) * kStepBytes + lc * kChunkBytes;
+                *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(pos, lc)) =
+                    make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
+              }
             }
           }
         }
