@@ -217,11 +217,15 @@ def test_bulk_plan_shapes(bits, gs, sms):
 def test_long_k_forced_plans():
     """The kernels test_quantized_matmul.py's long-K cases run on the GPU under
     its forced plans: with the k-slice kernel kept off (threshold 0), the bulk
-    kernel wherever it can take the problem on that many SMs; with it taking
-    everything (1 << 20 KB an SM), the k-slice kernel."""
+    kernel wherever it can take the problem on that many SMs, with the scale
+    after the mma where the plan asks for it and the case allows it (4-bit,
+    groups of 64 or 128); with the k-slice kernel taking everything (1 << 20
+    KB an SM), the k-slice kernel."""
+    after_seen = 0
     try:
-        for sms, kslice_kb in BULK_PLANS[1:]:
+        for sms, kslice_kb, after in BULK_PLANS[1:]:
             _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(kslice_kb)
+            _ext.set_cuda_quantized_matmul_bulk_scale_after_mma(after)
             for N, K, gs, bits in BULK_CASES:
                 for M in (1, 2, 3, 4, 5, 8, 9, 16):
                     p = _ext.plan_cuda_quantized_matmul(M, N, K, gs, bits, True, "float16", sms)
@@ -229,10 +233,16 @@ def test_long_k_forced_plans():
                         assert p["kernel"] == "tensor_core_kslice", (N, K, M, sms)
                     elif bulk_takes(M, N, K, gs, bits, sms):
                         check_bulk_plan(p, M, N, K, gs, bits, sms)
+                        want = 128 // gs if after and bits == 4 and gs in (64, 128) else 0
+                        assert p["scale_after_mma"] == want, (N, K, M, sms)
+                        after_seen += want > 0
                     else:  # 72x2048 (74 KB) on four SMs
                         assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, sms)
     finally:
         _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
+        _ext.set_cuda_quantized_matmul_bulk_scale_after_mma(-1)
+    # both group layouts (64: two group parts a step, 128: one) at both MT
+    assert after_seen >= 2 * 8 * 3
 
 
 @pytest.mark.parametrize("bits,gs", [(4, 32), (4, 64), (4, 128), (8, 64)])
