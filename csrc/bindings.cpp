@@ -193,8 +193,6 @@ NB_MODULE(_ext, m) {
         d["smem"] = std::make_tuple(
             plan.smem_x, plan.smem_xsum, plan.smem_partials, plan.smem_ring, plan.smem_bytes);
         d["smem_bytes"] = plan.smem_bytes;
-        d["scale_after_mma"] = plan.scale_after_mma;
-        d["smem_xneg"] = plan.smem_xneg;
         return d;
       },
       "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a,
@@ -224,13 +222,6 @@ NB_MODULE(_ext, m) {
       "Tests only: weights the CUDA bulk quantized_matmul kernel would take, up to this many KB "
       "of packed weights an SM, go to the k-slice kernel instead (0: none; below 0: the "
       "default, 124, or MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM).");
-  m.def(
-      "set_cuda_quantized_matmul_bulk_scale_after_mma",
-      [](int on) { mlx_kernels::cuda::set_qmm_bulk_scale_after_mma(on); },
-      "on"_a,
-      "Tests only: the CUDA bulk quantized_matmul kernel's scale-after-mma candidate (4-bit, "
-      "group size 64 or 128) on (1) or off (0); below 0: MLX_KERNELS_QMM_BULK_SCALE_AFTER_MMA "
-      "(off unless 1).");
   m.def(
       "set_cuda_quantized_matmul_bulk_omit",
       [](int mask) {

@@ -170,16 +170,7 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     assert p["x_pitch"] == spp * p["k_step"] * 2 + (64 if bits == 4 else 16)
     assert p["x_pitch"] % 128 == (64 if bits == 4 else 16)  # conflict-free fragment reads
     assert x >= 16 * 4 * 8 and xsum >= x + 8 * mt * p["x_pitch"]
-    xsum_end = xsum + 2 * 8 * mt * spp * (p["k_step"] // gs) * 2
-    if p["scale_after_mma"]:
-        # the candidate: 4-bit, groups of 64 or 128 (2 or 1 a 128-value k-step),
-        # and -magic * X as float32 [groups of the k part][8 mt rows of x]
-        assert bits == 4 and gs in (64, 128) and p["scale_after_mma"] == 128 // gs
-        xneg = p["smem_xneg"]
-        assert xneg >= xsum_end and xneg % 128 == 0
-        assert part >= xneg + 8 * mt * spp * (p["k_step"] // gs) * 4
-    else:
-        assert p["smem_xneg"] == 0 and part >= xsum_end
+    assert part >= xsum + 2 * 8 * mt * spp * (p["k_step"] // gs) * 2
     assert ring_off >= part + (tpb * mt * 512 if split > 1 else 0)
     assert all(v % 128 == 0 for v in (x, xsum, part, ring_off))
     slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
@@ -217,15 +208,11 @@ def test_bulk_plan_shapes(bits, gs, sms):
 def test_long_k_forced_plans():
     """The kernels test_quantized_matmul.py's long-K cases run on the GPU under
     its forced plans: with the k-slice kernel kept off (threshold 0), the bulk
-    kernel wherever it can take the problem on that many SMs, with the scale
-    after the mma where the plan asks for it and the case allows it (4-bit,
-    groups of 64 or 128); with the k-slice kernel taking everything (1 << 20
-    KB an SM), the k-slice kernel."""
-    after_seen = 0
+    kernel wherever it can take the problem on that many SMs; with it taking
+    everything (1 << 20 KB an SM), the k-slice kernel."""
     try:
-        for sms, kslice_kb, after in BULK_PLANS[1:]:
+        for sms, kslice_kb in BULK_PLANS[1:]:
             _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(kslice_kb)
-            _ext.set_cuda_quantized_matmul_bulk_scale_after_mma(after)
             for N, K, gs, bits in BULK_CASES:
                 for M in (1, 2, 3, 4, 5, 8, 9, 16):
                     p = _ext.plan_cuda_quantized_matmul(M, N, K, gs, bits, True, "float16", sms)
@@ -233,43 +220,10 @@ def test_long_k_forced_plans():
                         assert p["kernel"] == "tensor_core_kslice", (N, K, M, sms)
                     elif bulk_takes(M, N, K, gs, bits, sms):
                         check_bulk_plan(p, M, N, K, gs, bits, sms)
-                        want = 128 // gs if after and bits == 4 and gs in (64, 128) else 0
-                        assert p["scale_after_mma"] == want, (N, K, M, sms)
-                        after_seen += want > 0
                     else:  # 72x2048 (74 KB) on four SMs
                         assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, sms)
     finally:
         _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
-        _ext.set_cuda_quantized_matmul_bulk_scale_after_mma(-1)
-    # both group layouts (64: two group parts a step, 128: one) at both MT
-    assert after_seen >= 2 * 8 * 3
-
-
-@pytest.mark.parametrize("bits,gs", [(4, 32), (4, 64), (4, 128), (8, 64)])
-def test_bulk_scale_after_mma_plan(bits, gs):
-    """The scale-after-mma candidate (off by default) changes only 4-bit bulk
-    plans of group size 64 or 128, whose shared memory then also holds
-    -magic * X in float32, still within 227 KB."""
-    shapes = [(14336, 4096), (4096, 14336), (128256, 4096), (151936, 1024), (40, 8192), (1000, 4096)]
-    seen = 0
-    try:
-        for on in (0, 1):
-            _ext.set_cuda_quantized_matmul_bulk_scale_after_mma(on)
-            for N, K in shapes:
-                for sms in (1, 4, 132):
-                    for M in (1, 8, 9, 16):
-                        p = _ext.plan_cuda_quantized_matmul(
-                            M, N, K, gs, bits, True, "float16", num_sms=sms)
-                        if p["kernel"] != "tensor_core_bulk":
-                            continue
-                        want = 128 // gs if on and bits == 4 and gs in (64, 128) else 0
-                        assert p["scale_after_mma"] == want, (N, K, sms, M)
-                        check_bulk_plan(p, M, N, K, gs, bits, sms)
-                        seen += on
-    finally:
-        _ext.set_cuda_quantized_matmul_bulk_scale_after_mma(-1)
-    assert seen > 20
-    assert _ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, "float16")["scale_after_mma"] == 0
 
 
 def test_bulk_plan_fills_the_gpu():

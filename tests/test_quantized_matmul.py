@@ -66,7 +66,7 @@ def test_shapes(N, K, group_size, bits, transpose, dtype, device):
 
 # --- Decode rows over long K: the CUDA bulk-copy kernel's territory ----------
 # (M <= 16, K a multiple of 8 groups and at least 512 4-bit / 256 8-bit values,
-# 30 KB of weights an SM). On the GPU each case runs seven times: planned for
+# 30 KB of weights an SM). On the GPU each case runs five times: planned for
 # the device's SMs (these sizes then take the mma kernel), for one SM and for
 # four (set_cuda_quantized_matmul_plan_sms) with the k-slice kernel kept off
 # the bulk kernel's weights, where the bulk kernel runs with every kind of
@@ -74,10 +74,7 @@ def test_shapes(N, K, group_size, bits, transpose, dtype, device):
 # several tiles a warp, so that the stage ring wraps around (72x2048, 74 KB,
 # is below the bulk kernel's 30 KB an SM on four: k-slice); and for one and
 # four SMs with the k-slice kernel taking them all (the path of mid-sized
-# weights on a full GPU: up to 4 rounds of loads a warp, at most 4 warps);
-# and for one and four SMs on the bulk kernel with its scale-after-mma
-# candidate switched on (4-bit cases of groups 64 and 128; the others keep
-# the default bulk kernel).
+# weights on a full GPU: up to 4 rounds of loads a warp, at most 4 warps).
 BULK_CASES = [
     (1000, 4096, 64, 4),  # N tail (1000 = 62.5 row tiles)
     (40, 8192, 64, 4),  # 3 row tiles: many k parts, a cluster split
@@ -88,11 +85,8 @@ BULK_CASES = [
     (72, 4096, 128, 8),  # 8-bit, 128-value groups: 1 KB a row a stage
 ]
 # (plan SMs, KB of packed weights an SM up to which the k-slice kernel takes
-# the bulk kernel's problems: -1 the default, 0 none, 1 << 20 all; the bulk
-# kernel's scale-after-mma candidate: 0 off, 1 on, where it applies: 4-bit,
-# groups of 64 or 128)
-BULK_PLANS = [(0, -1, 0), (1, 0, 0), (4, 0, 0), (1, 1 << 20, 0), (4, 1 << 20, 0),
-              (1, 0, 1), (4, 0, 1)]
+# the bulk kernel's problems: -1 the default, 0 none, 1 << 20 all)
+BULK_PLANS = [(0, -1), (1, 0), (4, 0), (1, 1 << 20), (4, 1 << 20)]
 
 
 @pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16], ids=["f16", "bf16"])
@@ -102,19 +96,16 @@ def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
     plans = BULK_PLANS if backend == "gpu" else BULK_PLANS[:1]
     try:
         # (test_cuda_qmm_plan.py checks which kernel each of these plans picks)
-        for sms, kslice_kb, after in plans:
+        for sms, kslice_kb in plans:
             mk._ext.set_cuda_quantized_matmul_plan_sms(sms)
             mk._ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(kslice_kb)
-            mk._ext.set_cuda_quantized_matmul_bulk_scale_after_mma(after)
             for M in (1, 2, 3, 4, 5, 8, 9, 16):
                 x = make_x((M, K), dtype)
                 check(x, w, s, b, True, group_size, bits, device,
-                      f"M={M} plan SMs={sms or 'device'} k-slice KB an SM={kslice_kb} "
-                      f"scale after mma={after}")
+                      f"M={M} plan SMs={sms or 'device'} k-slice KB an SM={kslice_kb}")
     finally:
         mk._ext.set_cuda_quantized_matmul_plan_sms(0)
         mk._ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
-        mk._ext.set_cuda_quantized_matmul_bulk_scale_after_mma(-1)
 
 
 # --- Decode rows on small weights: the CUDA k-slice kernel's territory --------

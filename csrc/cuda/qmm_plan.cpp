@@ -75,13 +75,6 @@ const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_R
 // (session 13, 14336x4096 with balanced blocks, below: one k part of 7 warps
 // 4-6% slower than two k parts of 14: no split-K reduction does not pay).
 const int64_t kBulkForcedSplit = tuning("MLX_KERNELS_QMM_BULK_SPLIT", 0);
-// Candidate, off by default (MLX_KERNELS_QMM_BULK_SCALE_AFTER_MMA=1 turns it
-// on): 4-bit weights of group size 64 or 128 enter the mma as the exact
-// integers magic + q (one LOP3 a pair, no HFMA2), each lane's k values of an
-// mma lie in one group, and the scale multiplies the group's float32 sum
-// after the mma (whose accumulator starts at -magic * X). SASS census
-// (session 13): the HFMA2s are 32 of the step loop's 127 instructions a KB.
-const bool kBulkScaleAfterMma = tuning("MLX_KERNELS_QMM_BULK_SCALE_AFTER_MMA", 0) == 1;
 // The k-slice kernel for small weights at M <= 16 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
 // (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
@@ -126,9 +119,6 @@ constexpr int64_t kKSliceOverBulkRounds = 4;
 const int64_t kKSliceWideWarps =
     std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_WIDE_WARPS", 4), kKSliceMaxWarps);
 
-// Tests only (set_qmm_bulk_scale_after_mma): 1 on, 0 off, -1 the env value.
-std::atomic<int> bulk_scale_after_mma_override{-1};
-
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
@@ -154,9 +144,6 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
     return false;
   }
   const int64_t m_tiles = p.M <= 8 ? 1 : 2;
-  const int after_override = bulk_scale_after_mma_override.load();
-  const bool after = (after_override >= 0 ? after_override == 1 : kBulkScaleAfterMma) &&
-      p.bits == 4 && (p.group_size == 64 || p.group_size == 128);
   const int64_t min_ring = kBulkMinRingKnob > 0 ? kBulkMinRingKnob : m_tiles == 2 ? 1 : 2;
   const int64_t x_rows = 8 * m_tiles;
   const int64_t groups_per_stage = k_per_stage / p.group_size;
@@ -186,9 +173,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       const int64_t x_pitch = spp * k_per_stage * 2 + bulk_x_pad(p.bits);
       const int64_t off_x = kBulkBarrierBytes;
       const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
-      const int64_t off_xneg = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
-      const int64_t xneg_bytes = after ? x_rows * spp * groups_per_stage * 4 : 0;
-      const int64_t off_part = align128(off_xneg + xneg_bytes);
+      const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
       const int64_t off_ring =
           align128(off_part + (split > 1 ? tpb * m_tiles * 4 * 32 * 4 : 0));
       const int64_t stages_a_warp = ceil_div(tpb, warps) * spp;
@@ -220,7 +205,6 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       plan.x_pitch = static_cast<int>(x_pitch);
       plan.smem_x = static_cast<int>(off_x);
       plan.smem_xsum = static_cast<int>(off_xsum);
-      plan.smem_xneg = after ? static_cast<int>(off_xneg) : 0;
       plan.smem_partials = static_cast<int>(off_part);
       plan.smem_ring = static_cast<int>(off_ring);
       plan.smem_bytes = static_cast<int>(off_ring + warps * ring * slot_bytes);
@@ -238,7 +222,6 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
   plan.k_step = static_cast<int>(k_per_stage);
   plan.num_steps = stages;
   plan.row_bytes = static_cast<int>(row_bytes);
-  plan.scale_after_mma = after ? static_cast<int>(128 / std::min<int64_t>(p.group_size, 128)) : 0;
   return true;
 }
 
@@ -279,10 +262,6 @@ std::atomic<int> plan_sms_override{0};
 std::atomic<int> bulk_omit_mask{0};
 std::atomic<int64_t> kslice_over_bulk_override{-1}; // KB an SM; -1: kKSliceOverBulkKbPerSm
 } // namespace
-
-void set_qmm_bulk_scale_after_mma(int on) {
-  bulk_scale_after_mma_override.store(on >= 0 ? (on != 0 ? 1 : 0) : -1);
-}
 
 void set_qmm_kslice_over_bulk_kb_per_sm(int64_t kb) {
   kslice_over_bulk_override.store(kb >= 0 ? std::min(kb, kKSliceOverBulkMaxKbPerSm) : -1);

@@ -41,13 +41,8 @@ struct QmmPlan {
   int ring = 0; // stage buffers a warp (bulk copies in flight)
   int row_bytes = 0; // bytes of one weight row a stage
   int x_pitch = 0; // bytes of one staged row of x
-  // Candidate (off by default): the scales applied after the mma, to sums of
-  // one quantization group (4-bit, group size 64 or 128). 0: off; else the
-  // groups a 128-value k-step of a weight row spans (2 or 1).
-  int scale_after_mma = 0;
-  // Byte offsets of the shared-memory regions (see quantized_matmul.cu);
-  // smem_xneg only with scale_after_mma.
-  int smem_x = 0, smem_xsum = 0, smem_xneg = 0, smem_partials = 0, smem_ring = 0;
+  // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
+  int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
 };
 
@@ -129,9 +124,5 @@ void set_qmm_plan_sms(int sms);
 // MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM or its default), so that the
 // parity suite runs both kernels on the same shapes.
 void set_qmm_kslice_over_bulk_kb_per_sm(int64_t kb);
-
-// Tests only: the bulk kernel's scale-after-mma candidate on (1) or off (0);
-// below 0 restores MLX_KERNELS_QMM_BULK_SCALE_AFTER_MMA (off unless set to 1).
-void set_qmm_bulk_scale_after_mma(int on);
 
 } // namespace mlx_kernels::cuda

@@ -694,7 +694,6 @@ struct BulkArgs {
   int step_major; // 1: w_map is the (64 B, N, steps) view
   int x_pitch; // bytes of a staged row of x
   int smem_x, smem_xsum, smem_partials, smem_ring; // region offsets
-  int smem_xneg; // scale after the mma only: -magic * X, float [groups][8 MT rows]
 };
 
 // Dequantize one 16-byte chunk into A fragments of q * s (no bias), in the
@@ -755,47 +754,6 @@ __device__ __forceinline__ void dequant_scaled(
   }
 }
 
-// Scale after the mma (candidate, 4-bit): one 16-byte chunk into A fragments
-// of the exact integers magic + q (float16: 64 + q, the nibble at bits 4-7
-// over 0x5400; bfloat16: 128 + q, bits 0-3 over 0x4300), one LOP3 a pair, in
-// the pair order of dequant_scaled. kBulkMagic<T> is the magic.
-template <typename T>
-constexpr float kBulkMagic = std::is_same_v<T, __half> ? 64.f : 128.f;
-
-template <typename T>
-__device__ __forceinline__ void dequant_offset_q4(uint4 raw, uint32_t (&frag)[8][2]) {
-  const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const uint32_t w = wv[j];
-#pragma unroll
-    for (int p = 0; p < 4; ++p) {
-      if constexpr (std::is_same_v<T, __half>) {
-        const uint32_t sh = p == 0 ? w << 4 : w >> (4 * (p - 1)); // nibble p (and p + 4) at bits 4-7
-        frag[2 * j + p / 2][p % 2] = and_or<0x00F000F0u, 0x54005400u>(sh);
-      } else {
-        frag[2 * j + p / 2][p % 2] = and_or<0x000F000Fu, 0x43004300u>(w >> (4 * p));
-      }
-    }
-  }
-}
-
-// A lane's 16 bytes of one weight row and 64-byte step in the scale-after
-// layout: kG pieces of 16 / kG bytes, piece h from group part h of the step
-// (bytes h * 64 / kG + c * 16 / kG), so that an mma's 16 k values lie in one
-// group (chunk_pos: mma i reads word i / 2, i.e. piece i / (8 / kG)).
-template <int kG>
-__device__ __forceinline__ uint4 load_group_pieces(const unsigned char* row_step, int c) {
-  if constexpr (kG == 1) {
-    return *reinterpret_cast<const uint4*>(row_step + 16 * c);
-  } else {
-    static_assert(kG == 2, "scale after the mma: group size 64 or 128");
-    const uint2 lo = *reinterpret_cast<const uint2*>(row_step + 8 * c);
-    const uint2 hi = *reinterpret_cast<const uint2*>(row_step + 32 + 8 * c);
-    return make_uint4(lo.x, lo.y, hi.x, hi.y);
-  }
-}
-
 template <typename T>
 __device__ __forceinline__ void mma1688(
     float (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
@@ -835,19 +793,10 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
 // kVariant (qmm_plan.h): 0, the kernel; or, for measurement only, the parts
 // of the kernel left out (kBulkOmit*) so that ncu can time the rest
 // (benchmarks/ncu_qmm_omit.py; the output is then wrong).
-// kAfterG (candidate, QmmPlan::scale_after_mma; 4-bit only): 0, the scales
-// applied to the weights before the mma (dequant_scaled); 1 or 2, the groups
-// a 64-byte step of a row spans (group size 128 or 64): a lane's 16 bytes
-// of a row are then kAfterG pieces, one a group (load_group_pieces), staged
-// x follows the same k order, the mma takes magic + q (dequant_offset_q4)
-// into an accumulator that starts at -magic * X[m, group] (smem_xneg, float
-// [groups of the k part][8 MT rows]), and the row's scale multiplies that
-// group sum once (one FFMA an accumulator and group).
-template <typename T, int bits, int MT, int kVariant = 0, int kAfterG = 0>
+template <typename T, int bits, int MT, int kVariant = 0>
 __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  static_assert(kAfterG == 0 || (bits == 4 && (kAfterG == 1 || kAfterG == 2)));
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
   constexpr int kPieces = V / 8; // 16-byte pieces of a lane's x chunk
@@ -986,35 +935,14 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
               sum += to_f<T>(h[0]) + to_f<T>(h[1]);
             }
             uint32_t xb[V / 2];
-            x_pairs_in_chunk_order<bits>(xr, xb); // a permutation inside each 8-value piece
-            if constexpr (kAfterG == 0) {
-              const int step = kc / (4 * V);
-              const int lc = (kc / V) % 4; // the lane c that multiplies this chunk
-              unsigned char* dst = xs + m * a.x_pitch + step * kStepBytes + lc * kChunkBytes;
+            x_pairs_in_chunk_order<bits>(xr, xb);
+            const int step = kc / (4 * V);
+            const int lc = (kc / V) % 4; // the lane c that multiplies this chunk
+            unsigned char* dst = xs + m * a.x_pitch + step * kStepBytes + lc * kChunkBytes;
 #pragma unroll
-              for (int q = 0; q < kPieces; ++q) {
-                *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(q, lc)) =
-                    make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
-              }
-            } else {
-              // The scale after the mma: piece q (8 values at k = kc + 8 q)
-              // belongs to group part h = (k % 128) / kPartVals of its step,
-              // to the lane lc whose 16 / kAfterG bytes of that part hold it,
-              // at piece position pos of lc's chunk (load_group_pieces).
-              constexpr int kPartVals = 4 * V / kAfterG; // k values of a group part of a step
-              constexpr int kLaneVals = V / kAfterG; // of one lane in a group part
-#pragma unroll
-              for (int q = 0; q < kPieces; ++q) {
-                const int k = kc + 8 * q;
-                const int ks = k % (4 * V);
-                const int h = ks / kPartVals;
-                const int lc = (ks % kPartVals) / kLaneVals;
-                const int pos = h * (kLaneVals / 8) + (ks % kLaneVals) / 8;
-                unsigned char* dst =
-                    xs + m * a.x_pitch + (k / (4 * V)) * kStepBytes + lc * kChunkBytes;
-                *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(pos, lc)) =
-                    make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
-              }
+            for (int q = 0; q < kPieces; ++q) {
+              *reinterpret_cast<uint4*>(dst + 16 * x_piece_slot<bits>(q, lc)) =
+                  make_uint4(xb[4 * q], xb[4 * q + 1], xb[4 * q + 2], xb[4 * q + 3]);
             }
           }
         }
@@ -1022,9 +950,6 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       const T hi = from_f<T>(sum);
       xhi[m * xsum_pitch + gi] = hi;
       xlo[m * xsum_pitch + gi] = from_f<T>(sum - to_f<T>(hi));
-      if constexpr (kAfterG > 0) {
-        reinterpret_cast<float*>(smem + a.smem_xneg)[gi * kXRows + m] = -kBulkMagic<T> * sum;
-      }
     }
   }
   __syncthreads();
@@ -1053,99 +978,33 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       const unsigned char* sl = slots + slot * slot_bytes;
       const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
       const T* bi = sc + 16 * spr;
-      if constexpr (kAfterG > 0) {
-        // The scale after the mma: group part h of step j (its mmas i with
-        // i / kNiPart == h) is group (128 j + h 128 / kAfterG) / group_size
-        // of the stage.
-        constexpr int kNiPart = NI / kAfterG;
-        const float* xneg = reinterpret_cast<const float*>(smem + a.smem_xneg);
 #pragma unroll 2
-        for (int j = 0; j < steps; ++j) {
-          const unsigned char* row_step = sl + j * step_stride + g * row_stride;
-          uint32_t frag[2][NI][2];
-          dequant_offset_q4<T>(load_group_pieces<kAfterG>(row_step, c), frag[0]);
-          dequant_offset_q4<T>(load_group_pieces<kAfterG>(row_step + 8 * row_stride, c), frag[1]);
-          int grp[kAfterG];
-          float s_lo[kAfterG], s_hi[kAfterG]; // rows g and g + 8
+      for (int j = 0; j < steps; ++j) {
+        const int grp = (j * 4 * V + c * V) >> a.group_shift; // of this lane's chunk
+        const unsigned char* chunk = sl + j * step_stride + g * row_stride + 16 * c;
+        uint32_t frag[2][NI][2];
+        dequant_scaled<T, bits>(*reinterpret_cast<const uint4*>(chunk), sc[g * spr + grp], frag[0]);
+        dequant_scaled<T, bits>(
+            *reinterpret_cast<const uint4*>(chunk + 8 * row_stride), sc[(g + 8) * spr + grp],
+            frag[1]);
 #pragma unroll
-          for (int h = 0; h < kAfterG; ++h) {
-            grp[h] = (j * 4 * V + h * (4 * V / kAfterG)) >> a.group_shift;
-            s_lo[h] = to_f<T>(sc[g * spr + grp[h]]);
-            s_hi[h] = to_f<T>(sc[(g + 8) * spr + grp[h]]);
+        for (int t = 0; t < MT; ++t) {
+          const unsigned char* xrow = xs + (8 * t + g) * a.x_pitch +
+              (si * steps + j) * kStepBytes + c * kChunkBytes;
+          uint32_t xb[V / 2];
+#pragma unroll
+          for (int q = 0; q < kPieces; ++q) {
+            const uint4 v = *reinterpret_cast<const uint4*>(xrow + 16 * x_piece_slot<bits>(q, c));
+            xb[4 * q + 0] = v.x;
+            xb[4 * q + 1] = v.y;
+            xb[4 * q + 2] = v.z;
+            xb[4 * q + 3] = v.w;
           }
 #pragma unroll
-          for (int t = 0; t < MT; ++t) {
-            const unsigned char* xrow = xs + (8 * t + g) * a.x_pitch +
-                (si * steps + j) * kStepBytes + c * kChunkBytes;
-            uint32_t xb[V / 2];
-#pragma unroll
-            for (int q = 0; q < kPieces; ++q) {
-              const uint4 v = *reinterpret_cast<const uint4*>(xrow + 16 * x_piece_slot<bits>(q, c));
-              xb[4 * q + 0] = v.x;
-              xb[4 * q + 1] = v.y;
-              xb[4 * q + 2] = v.z;
-              xb[4 * q + 3] = v.w;
-            }
-            // Two independent chains: the group parts (kAfterG = 2), or the
-            // even and odd mmas of the one group (kAfterG = 1, the second
-            // chain from 0).
-            float part[2][4];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const float2 xn = h < kAfterG
-                  ? *reinterpret_cast<const float2*>(
-                        xneg + (si * spr + grp[h < kAfterG ? h : 0]) * kXRows + 8 * t + 2 * c)
-                  : make_float2(0.f, 0.f);
-              part[h][0] = xn.x; // c0, c1: (row g, m = 8 t + 2c, + 1)
-              part[h][1] = xn.y;
-              part[h][2] = xn.x; // c2, c3: (row g + 8, the same m)
-              part[h][3] = xn.y;
-            }
-#pragma unroll
-            for (int ii = 0; ii < NI; ++ii)
-              mma16816<T>(
-                  part[kAfterG == 2 ? ii / kNiPart : ii & 1], frag[0][ii][0], frag[1][ii][0],
-                  frag[0][ii][1], frag[1][ii][1], xb[2 * ii], xb[2 * ii + 1]);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int gh = kAfterG == 2 ? h : 0;
-              float(&dst)[4] = h == 0 ? acc[t] : acc2[t];
-              dst[0] = fmaf(s_lo[gh], part[h][0], dst[0]);
-              dst[1] = fmaf(s_lo[gh], part[h][1], dst[1]);
-              dst[2] = fmaf(s_hi[gh], part[h][2], dst[2]);
-              dst[3] = fmaf(s_hi[gh], part[h][3], dst[3]);
-            }
-          }
-        }
-      } else {
-#pragma unroll 2
-        for (int j = 0; j < steps; ++j) {
-          const int grp = (j * 4 * V + c * V) >> a.group_shift; // of this lane's chunk
-          const unsigned char* chunk = sl + j * step_stride + g * row_stride + 16 * c;
-          uint32_t frag[2][NI][2];
-          dequant_scaled<T, bits>(*reinterpret_cast<const uint4*>(chunk), sc[g * spr + grp], frag[0]);
-          dequant_scaled<T, bits>(
-              *reinterpret_cast<const uint4*>(chunk + 8 * row_stride), sc[(g + 8) * spr + grp],
-              frag[1]);
-#pragma unroll
-          for (int t = 0; t < MT; ++t) {
-            const unsigned char* xrow = xs + (8 * t + g) * a.x_pitch +
-                (si * steps + j) * kStepBytes + c * kChunkBytes;
-            uint32_t xb[V / 2];
-#pragma unroll
-            for (int q = 0; q < kPieces; ++q) {
-              const uint4 v = *reinterpret_cast<const uint4*>(xrow + 16 * x_piece_slot<bits>(q, c));
-              xb[4 * q + 0] = v.x;
-              xb[4 * q + 1] = v.y;
-              xb[4 * q + 2] = v.z;
-              xb[4 * q + 3] = v.w;
-            }
-#pragma unroll
-            for (int ii = 0; ii < NI; ++ii)
-              mma16816<T>(
-                  (ii & 1) ? acc2[t] : acc[t], frag[0][ii][0], frag[1][ii][0], frag[0][ii][1],
-                  frag[1][ii][1], xb[2 * ii], xb[2 * ii + 1]);
-          }
+          for (int ii = 0; ii < NI; ++ii)
+            mma16816<T>(
+                (ii & 1) ? acc2[t] : acc[t], frag[0][ii][0], frag[1][ii][0], frag[0][ii][1],
+                frag[1][ii][1], xb[2 * ii], xb[2 * ii + 1]);
         }
       }
       // The stage's bias term: biases [16 rows][8 groups] x X [8 groups][8 rows of x].
@@ -1500,17 +1359,6 @@ const void* bulk_kernel(const QmmPlan& plan, int omit) {
       std::is_same_v<T, __half> && bits == 4,
       std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7>, std::integer_sequence<int, 0>>;
   static_assert(kBulkOmitAll == 7);
-  if constexpr (bits == 4) {
-    // The scale-after-mma candidate (no omit variants of it).
-    if (plan.scale_after_mma > 0 && omit == 0) {
-      if (plan.scale_after_mma == 2) {
-        return plan.m_tiles == 1 ? (const void*)tc_qmm_bulk_kernel<T, 4, 1, 0, 2>
-                                 : (const void*)tc_qmm_bulk_kernel<T, 4, 2, 0, 2>;
-      }
-      return plan.m_tiles == 1 ? (const void*)tc_qmm_bulk_kernel<T, 4, 1, 0, 1>
-                               : (const void*)tc_qmm_bulk_kernel<T, 4, 2, 0, 1>;
-    }
-  }
   const int variant = omit;
   const void* k = plan.m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(variant, Variants{})
                                     : bulk_kernel_for<T, bits, 2>(variant, Variants{});
@@ -1613,7 +1461,6 @@ void dispatch(
       ba.x_pitch = plan.x_pitch;
       ba.smem_x = plan.smem_x;
       ba.smem_xsum = plan.smem_xsum;
-      ba.smem_xneg = plan.smem_xneg;
       ba.smem_partials = plan.smem_partials;
       ba.smem_ring = plan.smem_ring;
       register_io();
