@@ -20,7 +20,7 @@ import pytest
 
 import mlx_kernels as mk
 from attn_cases import check, make, make_mask, make_qkv, reference64, sdpa
-from tolerances import to_np64
+from tolerances import ATTN_MLX_FLOOR, ATTN_REF64, rel_err, to_np64
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 DTYPE_IDS = ["f32", "f16", "bf16"]
@@ -216,6 +216,34 @@ def test_fully_masked_bool_rows(device):
     mean_v = to_np64(v).mean(axis=2)
     np.testing.assert_allclose(to_np64(out)[0, 0, 3], mean_v[0, 0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(to_np64(out)[0, 1, 0], mean_v[0, 1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("qL,kL", [(7, 7), (16, 300), (1, 300)])
+def test_fully_masked_bool_rows_half_precision(qL, kL, dtype, device):
+    """A left-padded batch in half precision (mlx-lm's BatchKVCache: a padding
+    query sees no key). Ours gives such a row the mean of v in every dtype, as
+    MLX's CPU op does in every dtype and its float32 GPU paths do. MLX's CUDA
+    op hands float16/bfloat16 prefill with an array mask to cuDNN after
+    turning a boolean mask into 0 / -inf, so its value for that row can differ
+    there; the row is checked against MLX's CPU op and the mean of v, the rest
+    of the batch against MLX on the device and float64."""
+    B, H, D = 2, 4, 64
+    q, k, v = make_qkv(B, H, H, qL, kL, D, dtype)
+    keep = np.random.default_rng(2).uniform(size=(B, 1, qL, kL)) < 0.6
+    keep[..., 0] = True  # every other row sees a key
+    keep[1, 0, 0, :] = False  # batch 1, query 0: every key masked
+    mask = mx.array(keep)
+    scale = D**-0.5
+    out = to_np64(mk.flash_attention(q, k, v, scale=scale, mask=mask, stream=device))
+    assert np.all(np.isfinite(out))
+    masked = out[1, :, 0]
+    assert rel_err(masked, to_np64(v)[1].mean(axis=1)) <= ATTN_REF64[dtype]
+    mlx_cpu = to_np64(sdpa(q, k, v, scale=scale, mask=mask, stream=mx.cpu))[1, :, 0]
+    assert rel_err(masked, mlx_cpu) <= ATTN_MLX_FLOOR[dtype]
+    check(q[:1], k[:1], v[:1], mask[:1], device, "batch 0")
+    if qL > 1:
+        check(q[1:, :, 1:], k[1:], v[1:], mask[1:, :, 1:], device, "batch 1, queries 1..")
 
 
 @pytest.mark.parametrize("qL,kL", [(9, 4), (33, 1), (300, 257)])

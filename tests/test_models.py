@@ -94,11 +94,25 @@ def greedy_tokens(model, prompt, padding=None):
     return tokens
 
 
-def compare(got, ref, dtype, what):
+def real_positions(logits, padding):
+    """The logits of the real tokens, [tokens, vocab]: with left padding, the
+    prefill's first padding[b] positions of row b are padding queries, which
+    see no key. Their logits are never used, and their value is MLX's value
+    of a fully masked attention row, which MLX's CUDA op computes differently
+    in half precision (cuDNN, the boolean mask as 0 / -inf) than its CPU op
+    and float32 paths (the mean of v, as ours in every dtype: checked at the
+    op level in test_flash_attention.py::test_fully_masked_bool_rows_*)."""
+    a = to_np64(logits)
+    if padding is None or a.shape[1] == 1:
+        return a.reshape(-1, a.shape[-1])
+    return np.concatenate([a[b, pad:] for b, pad in enumerate(padding)])
+
+
+def compare(got, ref, dtype, what, padding=None):
     assert len(got) == len(ref)
     for step, (g, r) in enumerate(zip(got, ref)):
         assert g.shape == r.shape and g.dtype == r.dtype, f"{what} step {step}"
-        err = rel_err(to_np64(g), to_np64(r))
+        err = rel_err(real_positions(g, padding), real_positions(r, padding))
         assert err <= MODEL_LOGITS[dtype], (
             f"{what}: step {step} ({'prefill' if step == 0 else 'decode'}) logits differ "
             f"from the unpatched model by {err:.3g} > {MODEL_LOGITS[dtype]:.3g}"
@@ -124,7 +138,7 @@ def test_patched_model_matches_unpatched(case, padded, device):
         # the same parameter tree, and MLX checkpoints load into the patched model
         assert [(k, v.shape, v.dtype) for k, v in tree_flatten(model.parameters())] == params
         model.load_weights(list(tree_flatten(model.parameters())))
-        compare(run(model, tokens, padding), ref, dtype, f"{arch} patched")
+        compare(run(model, tokens, padding), ref, dtype, f"{arch} patched", padding)
 
         report = mk.patch(model, attention=True)
         assert report.num_swapped == 0 and len(report.already) == expected_layers(arch)
@@ -132,7 +146,7 @@ def test_patched_model_matches_unpatched(case, padded, device):
             f"model.layers.{i}.self_attn" for i in range(COMMON["num_hidden_layers"])
         ], str(report)
         assert report.attention_skipped == []
-        compare(run(model, tokens, padding), ref, dtype, f"{arch} patched, attention")
+        compare(run(model, tokens, padding), ref, dtype, f"{arch} patched, attention", padding)
 
         restored = mk.unpatch(model)
         assert restored == expected_layers(arch) + COMMON["num_hidden_layers"]
