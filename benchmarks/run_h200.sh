@@ -5,6 +5,7 @@
 # the project is that checkout, or a copy of another tree at .cudawork/
 # (carried) when one is there:
 #   STAGES="probe build omit test ncu" bash benchmarks/run_h200.sh
+# (stage masked: fully masked attention rows, diag_masked_rows_gpu.py)
 # Logs and results go to $OUT (at most 8 files come back: pick the stages).
 # Stage probe needs neither the kit nor the build (stream_probe.cu, plain CUDA).
 set -u
@@ -150,6 +151,16 @@ if has sanitize; then
       python3 -m pytest --device gpu -q -p no:xdist -p no:cacheprovider -x \
       test_quantized_matmul.py -k "test_shapes and b4 and f16 and (K4096 or K96) or test_batched_x or test_non_contiguous") > "$OUT/sanitize.log" 2>&1
   echo "sanitize rc=$?"; grep -E "ERROR SUMMARY|Invalid|passed|failed" "$OUT/sanitize.log" | head -12
+fi
+
+if has masked; then
+  # Fully masked attention rows: MLX's and our value per dtype and mask kind
+  # (benchmarks/diag_masked_rows_gpu.py), and the tests that pin ours.
+  (cd "$PROJ"/benchmarks && timeout ${MASKED_T:-60} python3 diag_masked_rows_gpu.py) > "$OUT/diag_masked_rows.log" 2>&1
+  echo "masked diag rc=$?"; grep -v Warning "$OUT/diag_masked_rows.log" | tail -20
+  (cd "$PROJ"/tests && timeout ${MASKED_T:-60} python3 -m pytest --device gpu -q -p no:cacheprovider \
+      -p no:benchmark test_flash_attention.py -k fully_masked) > "$OUT/tests_fully_masked.log" 2>&1
+  echo "masked tests rc=$?"; tail -3 "$OUT/tests_fully_masked.log"
 fi
 
 if has test; then
