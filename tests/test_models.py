@@ -97,11 +97,12 @@ def greedy_tokens(model, prompt, padding=None):
 def real_positions(logits, padding):
     """The logits of the real tokens, [tokens, vocab]: with left padding, the
     prefill's first padding[b] positions of row b are padding queries, which
-    see no key. Their logits are never used, and their value is MLX's value
-    of a fully masked attention row, which MLX's CUDA op computes differently
-    in half precision (cuDNN, the boolean mask as 0 / -inf) than its CPU op
-    and float32 paths (the mean of v, as ours in every dtype: checked at the
-    op level in test_flash_attention.py::test_fully_masked_bool_rows_*)."""
+    see no key. Their logits are never used, and they carry the value of a
+    fully masked attention row, which MLX's CUDA op, by its source, takes from
+    cuDNN in half precision (the boolean mask as 0 / -inf), while its CPU op
+    and float32 paths give the mean of v, as ours does in every dtype (checked
+    at the op level: test_flash_attention.py::test_fully_masked_bool_rows_*).
+    The real positions never see the padding keys."""
     a = to_np64(logits)
     if padding is None or a.shape[1] == 1:
         return a.reshape(-1, a.shape[-1])
