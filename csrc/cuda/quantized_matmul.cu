@@ -54,6 +54,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
 #include <unordered_map>
 #include <optional>
@@ -324,11 +325,20 @@ struct TcShape {
   }
 };
 
-template <typename T, int bits, int RT, int MT>
+// kInterleave (measurement only, MLX_KERNELS_QMM_TC_INTERLEAVE=1; not yet
+// timed on a GPU): the mmas of two 8-row tiles of x (MT >= 2), or the even
+// and odd mmas of a chunk into two accumulator sets (MT = 1), alternate, so
+// that consecutive mmas do not wait on each other's accumulators. Without it,
+// one tile's NI mmas a chunk are a chain of dependent mmas (56 of the 64
+// HMMAs a step of the MT = 8 variant read the accumulator the one before
+// wrote, cuobjdump -sass), and a branch per tile keeps the compiler from
+// interleaving tiles. The bulk kernel does the same with acc / acc2.
+template <typename T, int bits, int RT, int MT, bool kInterleave>
 __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
   constexpr int kStep = 4 * V;
+  constexpr bool kTwoAcc = kInterleave && MT == 1; // acc2: the odd mmas
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
@@ -343,13 +353,18 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   const T* xg = static_cast<const T*>(a.x);
 
   float acc[RT][MT][4];
+  float acc2[RT][4];
 #pragma unroll
-  for (int r = 0; r < RT; ++r)
+  for (int r = 0; r < RT; ++r) {
 #pragma unroll
     for (int t = 0; t < MT; ++t)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
         acc[r][t][e] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      acc2[r][e] = 0.f;
+  }
 
   // Rows this lane loads: n_base + 16 r + g + 8 h.
   TileRows<T> rows[RT];
@@ -444,37 +459,74 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 #pragma unroll
         for (int h = 0; h < 2; ++h)
           dequant_chunk<T, bits>(raw[u][r][h], sc[u][r][h], bi[u][r][h], frag[r][h]);
+      // B fragments of x row 8 t + g of the block: the V values at
+      // k = u * kStep + c * V of the batch (zeros past M and K), rearranged
+      // into the dequantization order.
+      auto x_frags = [&](int t, uint32_t(&xb)[V / 2]) {
+        const T* row = xb_base + (8 * t + g) * kXPitch;
+        uint32_t xr[V / 2];
 #pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        if (t_base + t < a.mt_total) {
-          // B fragments of x row 8 t + g of the block: the V values at
-          // k = u * kStep + c * V of the batch (zeros past M and K), rearranged
-          // into the dequantization order.
-          const T* row = xb_base + (8 * t + g) * kXPitch;
-          uint32_t xr[V / 2];
+        for (int q = 0; q < V / 8; ++q) {
+          const int j = (u * kStep + c * V) / 8 + q;
+          const uint4 v = *reinterpret_cast<const uint4*>(row + 8 * Shape::swizzle(j));
+          xr[4 * q + 0] = v.x;
+          xr[4 * q + 1] = v.y;
+          xr[4 * q + 2] = v.z;
+          xr[4 * q + 3] = v.w;
+        }
+        x_pairs_in_chunk_order<bits>(xr, xb);
+      };
+      if constexpr (kInterleave) {
+        // Two tiles of x a pass (one at MT = 1), their mmas alternating; a
+        // pass past the block's last tile of x is skipped (rows past M
+        // inside a pass are zeros in shared memory).
+        constexpr int TP = MT >= 2 ? 2 : 1;
 #pragma unroll
-          for (int q = 0; q < V / 8; ++q) {
-            const int j = (u * kStep + c * V) / 8 + q;
-            const uint4 v = *reinterpret_cast<const uint4*>(row + 8 * Shape::swizzle(j));
-            xr[4 * q + 0] = v.x;
-            xr[4 * q + 1] = v.y;
-            xr[4 * q + 2] = v.z;
-            xr[4 * q + 3] = v.w;
-          }
-          uint32_t xb[V / 2];
-          x_pairs_in_chunk_order<bits>(xr, xb);
+        for (int t0 = 0; t0 < MT; t0 += TP) {
+          if (t_base + t0 < a.mt_total) {
+            uint32_t xb[TP][V / 2];
 #pragma unroll
-          for (int r = 0; r < RT; ++r)
+            for (int tt = 0; tt < TP; ++tt)
+              x_frags(t0 + tt, xb[tt]);
 #pragma unroll
             for (int i = 0; i < NI; ++i)
-              mma16816<T>(
-                  acc[r][t], frag[r][0][i][0], frag[r][1][i][0], frag[r][0][i][1],
-                  frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
+#pragma unroll
+              for (int tt = 0; tt < TP; ++tt)
+#pragma unroll
+                for (int r = 0; r < RT; ++r)
+                  mma16816<T>(
+                      (kTwoAcc && (i & 1)) ? acc2[r] : acc[r][t0 + tt], frag[r][0][i][0],
+                      frag[r][1][i][0], frag[r][0][i][1], frag[r][1][i][1], xb[tt][2 * i],
+                      xb[tt][2 * i + 1]);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          if (t_base + t < a.mt_total) {
+            uint32_t xb[V / 2];
+            x_frags(t, xb);
+#pragma unroll
+            for (int r = 0; r < RT; ++r)
+#pragma unroll
+              for (int i = 0; i < NI; ++i)
+                mma16816<T>(
+                    acc[r][t], frag[r][0][i][0], frag[r][1][i][0], frag[r][0][i][1],
+                    frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
+          }
         }
       }
     }
     // Everyone is done with this buffer before it is staged again.
     __syncthreads();
+  }
+
+  if constexpr (kTwoAcc) {
+#pragma unroll
+    for (int r = 0; r < RT; ++r)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        acc[r][0][e] += acc2[r][e];
   }
 
   // Split-K: the blocks of one cluster (grid.x) hold partial sums of the same
@@ -1273,6 +1325,16 @@ void add_cluster_node(
   enc.add_graph_node(reinterpret_cast<cudaGraph_t>(child));
 }
 
+// Measurement only: MLX_KERNELS_QMM_TC_INTERLEAVE=1 runs tc_qmm's kInterleave
+// variant, for an A/B on one build.
+bool tc_interleave() {
+  static const bool on = [] {
+    const char* e = std::getenv("MLX_KERNELS_QMM_TC_INTERLEAVE");
+    return e != nullptr && std::atoi(e) != 0;
+  }();
+  return on;
+}
+
 // The kernels that take TcArgs: tc_qmm (a cluster along x when split_k > 1)
 // and tc_qmm_kslice (no split across blocks).
 template <typename T, int bits>
@@ -1287,7 +1349,8 @@ void launch_tc(
 #define MK_TC(RT, MT)                                                          \
   static_assert(tc_variant_compiled(RT, MT));                                  \
   if (plan.kernel == QmmKernel::kTensorCore && plan.row_tiles == RT && plan.m_tiles == MT) \
-    k = (const void*)tc_qmm_kernel<T, bits, RT, MT>;
+    k = tc_interleave() ? (const void*)tc_qmm_kernel<T, bits, RT, MT, true>      \
+                        : (const void*)tc_qmm_kernel<T, bits, RT, MT, false>;
   MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)
 #undef MK_TC
   if (!k) {
