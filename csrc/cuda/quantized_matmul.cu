@@ -325,23 +325,19 @@ struct TcShape {
   }
 };
 
-// Variants of tc_qmm (measurement: MLX_KERNELS_QMM_TC_VARIANT, a bit mask):
-// kTcPrefetch: a batch's weights, scales and biases are loaded one batch
-//   ahead into registers (issued before the current batch's math), so their
-//   latency hides behind it; without it every batch waits for its own loads.
-// kTcInterleave: the mmas of two 8-row tiles of x (MT >= 2), or the even and
-//   odd mmas of a chunk into two accumulator sets (MT = 1), alternate, so
-//   that consecutive mmas do not wait on each other's accumulators (one
-//   tile's NI mmas a chunk are a chain of dependent mmas otherwise).
-constexpr int kTcPrefetch = 1;
-constexpr int kTcInterleave = 2;
-template <typename T, int bits, int RT, int MT, int kVariant>
+// kInterleave (measurement only, MLX_KERNELS_QMM_TC_INTERLEAVE=1; not yet
+// timed on a GPU): the mmas of two 8-row tiles of x (MT >= 2), or the even
+// and odd mmas of a chunk into two accumulator sets (MT = 1), alternate, so
+// that consecutive mmas do not wait on each other's accumulators. Without it,
+// one tile's NI mmas a chunk are a chain of dependent mmas (56 of the 64
+// HMMAs a step of the MT = 8 variant read the accumulator the one before
+// wrote, cuobjdump -sass), and a branch per tile keeps the compiler from
+// interleaving tiles. The bulk kernel does the same with acc / acc2.
+template <typename T, int bits, int RT, int MT, bool kInterleave>
 __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
   constexpr int kStep = 4 * V;
-  constexpr bool kPrefetch = (kVariant & kTcPrefetch) != 0;
-  constexpr bool kInterleave = (kVariant & kTcInterleave) != 0;
   constexpr bool kTwoAcc = kInterleave && MT == 1; // acc2: the odd mmas
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -421,14 +417,12 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
   if (s_begin32 < s_end32) {
     stage_x(s_begin32, 0);
   }
-  // A batch's weights, scales and biases: all loads issued before the first
-  // is used (2 * RT * kU 16-byte loads in flight a lane); zeros past the
-  // warp's k range and rows past N.
-  struct Batch {
+  int buf = 0;
+  for (int s0 = s_begin32; s0 < s_end32; s0 += kU, buf ^= 1) {
+    // This batch's weights, scales and biases: all loads issued before the
+    // first is used (2 * RT * kU 16-byte loads in flight a lane).
     uint4 raw[kU][RT][2];
     T sc[kU][RT][2], bi[kU][RT][2];
-  };
-  auto load_batch = [&](int s0, Batch& bt) {
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int k = (s0 + u) * kStep + c * V;
@@ -440,27 +434,11 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const bool ok = k_ok && rows[r].ok[h];
-          bt.raw[u][r][h] = ok ? __ldg(rows[r].w[h] + chunk) : make_uint4(0, 0, 0, 0);
-          bt.sc[u][r][h] = ok ? rows[r].s[h][grp] : from_f<T>(0.f);
-          bt.bi[u][r][h] = ok ? rows[r].b[h][grp] : from_f<T>(0.f);
+          raw[u][r][h] = ok ? __ldg(rows[r].w[h] + chunk) : make_uint4(0, 0, 0, 0);
+          sc[u][r][h] = ok ? rows[r].s[h][grp] : from_f<T>(0.f);
+          bi[u][r][h] = ok ? rows[r].b[h][grp] : from_f<T>(0.f);
         }
     }
-  };
-  Batch cur;
-  if constexpr (kPrefetch) {
-    load_batch(s_begin32, cur);
-  }
-  int buf = 0;
-  for (int s0 = s_begin32; s0 < s_end32; s0 += kU, buf ^= 1) {
-    Batch next;
-    if constexpr (kPrefetch) {
-      load_batch(s0 + kU, next);
-    } else {
-      load_batch(s0, cur);
-    }
-    const auto& raw = cur.raw;
-    const auto& sc = cur.sc;
-    const auto& bi = cur.bi;
     // The next batch's x into the other buffer, then wait for this one's.
     if (s0 + kU < s_end32) {
       stage_x(s0 + kU, buf ^ 1);
@@ -541,9 +519,6 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
     }
     // Everyone is done with this buffer before it is staged again.
     __syncthreads();
-    if constexpr (kPrefetch) {
-      cur = next;
-    }
   }
 
   if constexpr (kTwoAcc) {
@@ -1350,24 +1325,14 @@ void add_cluster_node(
   enc.add_graph_node(reinterpret_cast<cudaGraph_t>(child));
 }
 
-// Measurement only: MLX_KERNELS_QMM_TC_VARIANT (0-3, the kTc* bits) picks
-// tc_qmm's variant, for A/B runs on one build.
-int tc_variant() {
-  static const int v = [] {
-    const char* e = std::getenv("MLX_KERNELS_QMM_TC_VARIANT");
-    return e ? std::clamp(std::atoi(e), 0, kTcPrefetch | kTcInterleave) : 0;
+// Measurement only: MLX_KERNELS_QMM_TC_INTERLEAVE=1 runs tc_qmm's kInterleave
+// variant, for an A/B on one build.
+bool tc_interleave() {
+  static const bool on = [] {
+    const char* e = std::getenv("MLX_KERNELS_QMM_TC_INTERLEAVE");
+    return e != nullptr && std::atoi(e) != 0;
   }();
-  return v;
-}
-
-template <typename T, int bits, int RT, int MT>
-const void* tc_kernel_variant(int v) {
-  switch (v) {
-    case 1: return (const void*)tc_qmm_kernel<T, bits, RT, MT, 1>;
-    case 2: return (const void*)tc_qmm_kernel<T, bits, RT, MT, 2>;
-    case 3: return (const void*)tc_qmm_kernel<T, bits, RT, MT, 3>;
-    default: return (const void*)tc_qmm_kernel<T, bits, RT, MT, 0>;
-  }
+  return on;
 }
 
 // The kernels that take TcArgs: tc_qmm (a cluster along x when split_k > 1)
@@ -1384,7 +1349,8 @@ void launch_tc(
 #define MK_TC(RT, MT)                                                          \
   static_assert(tc_variant_compiled(RT, MT));                                  \
   if (plan.kernel == QmmKernel::kTensorCore && plan.row_tiles == RT && plan.m_tiles == MT) \
-    k = tc_kernel_variant<T, bits, RT, MT>(tc_variant());
+    k = tc_interleave() ? (const void*)tc_qmm_kernel<T, bits, RT, MT, true>      \
+                        : (const void*)tc_qmm_kernel<T, bits, RT, MT, false>;
   MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)
 #undef MK_TC
   if (!k) {
