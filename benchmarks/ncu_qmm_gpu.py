@@ -203,7 +203,7 @@ def parse(args):
     for fam, N, K, dt in keys:
         rs = {c["M"]: c for c in cases if (c["family"], c["N"], c["K"], c["dtype"]) == (fam, N, K, dt)}
         # A grid may leave out M = 1 or every M <= 8 or 16 (an A/B of the
-        # larger M): those columns are then "-".
+        # larger M): those columns are then nan (times) or "-" (bandwidth).
         any_case = next(iter(rs.values()))
         t1 = rs[1]["ours_us"] if 1 in rs else float("nan")
         up_to_16 = [rs[m]["ours_us"] for m in rs if m <= 16]

@@ -165,3 +165,35 @@ def test_ncu_qmm_replot_names_the_card(tmp_path, monkeypatch):
     ncu_qmm_gpu.replot(type("Args", (), {"json": [str(tmp_path / "run_a.json")]}))
     assert calls == [(2, {"qwen3-0.6b": [(1024, 1024)], "extra": [(2048, 4096)]}, ["bfloat16"],
                       tmp_path, "run_a", "NVIDIA H100 80GB HBM3")]
+
+
+def test_ncu_qmm_parse_grid_without_small_m(tmp_path, monkeypatch, capsys):
+    """ncu_qmm_gpu.py parse on an A/B grid of larger M only (no M = 1, no
+    M <= 8; session 17's tune run crashed on it): kernels go to their cases
+    in launch order, and the summary shows nan / "-" where its M are missing."""
+    import bench_qmm_gpu
+    import ncu_qmm_gpu
+
+    monkeypatch.setattr(bench_qmm_gpu, "plot_families", lambda *a, **k: None)
+    bw = 4.0e12
+    cases = [{"family": "qwen3-0.6b", "N": 1024, "K": 1024, "M": m, "dtype": "float16",
+              "weight_bytes": 1024 * 1024 // 2 + 2 * 2 * 1024 * 16} for m in (24, 64)]
+    (tmp_path / "cases.json").write_text(json.dumps(
+        {"cases": cases, "copy_bandwidth_Bps": bw, "machine": {"gpu": "test"}}))
+    header = '"ID","Kernel Name","gpu__time_duration.sum"\n"","","nsecond"\n'
+    rows = [("mlx_kernels::tc_qmm_kernel<__half, 4, 1, 4, false>", 8700),
+            ("cutlass_gemm_mlx", 21000),
+            ("mlx_kernels::tc_qmm_kernel<__half, 4, 1, 8, false>", 13900),
+            ("cutlass_gemm_mlx", 15000), ("mlx_reduce", 5000)]
+    body = "".join(f'"{i}","{n}","{t}"\n' for i, (n, t) in enumerate(rows))
+    (tmp_path / "run.csv").write_text("==PROF== banner\n" + header + body)
+    args = type("Args", (), {"cases": str(tmp_path / "cases.json"), "csv": str(tmp_path / "run.csv"),
+                             "out": str(tmp_path / "out"), "per_case": True})
+    ncu_qmm_gpu.parse(args)
+    table = capsys.readouterr().out.splitlines()
+    summary = next(line for line in table if line.startswith("1024x1024"))
+    assert summary.split()[2] == "nan" and summary.split()[-1] == "-"
+    result = json.loads((tmp_path / "out" / "qmm_h200_ncu.json").read_text())["results"]
+    assert [(c["M"], c["ours_us"], c["mlx_us"]) for c in result] == [
+        (24, pytest.approx(8.7), pytest.approx(21.0)), (64, pytest.approx(13.9), pytest.approx(20.0))]
+    assert result[1]["speedup"] == pytest.approx(20.0 / 13.9)
