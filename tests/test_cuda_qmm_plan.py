@@ -351,6 +351,20 @@ def test_bulk_split_knob():
     assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
 
 
+def test_tc_interleave_knob():
+    """MLX_KERNELS_QMM_TC_INTERLEAVE=1 (A/B runs only) marks tc_qmm plans for
+    the interleaved-mma variant; other kernels' plans and the default are
+    unmarked."""
+    expr = ("[(lambda p: (p['kernel'], p['interleave']))("
+            "_ext.plan_cuda_quantized_matmul(M, 151936, 1024, 64, 4, True, 'float16', 132)) "
+            "for M in (1, 64)]")
+    knob = "MLX_KERNELS_QMM_TC_INTERLEAVE"
+    assert eval(plan_under({knob: None}, expr)) == [
+        ("tensor_core_bulk", False), ("tensor_core", False)]
+    assert eval(plan_under({knob: "1"}, expr)) == [
+        ("tensor_core_bulk", False), ("tensor_core", True)]
+
+
 def test_ring_floor_by_m():
     """Two stage buffers a warp at M <= 8, one at M 9-16: there 16 warps fit
     next to twice the staged x (128256x4096 at M = 16, one k part; 8 warps of

@@ -112,6 +112,10 @@ const int64_t kKSliceOverBulkKbPerSm = [] {
   return v ? std::clamp<int64_t>(std::atoll(v), 0, kKSliceOverBulkMaxKbPerSm) : int64_t{124};
 }();
 constexpr int64_t kKSliceOverBulkRounds = 4;
+// Candidate, off by default (MLX_KERNELS_QMM_TC_INTERLEAVE=1): tc_qmm with
+// its mma chains interleaved (kInterleave in quantized_matmul.cu); not yet
+// timed on a GPU (notes, session 17).
+const bool kTcInterleave = tuning("MLX_KERNELS_QMM_TC_INTERLEAVE", 0) > 0;
 // The most warps a k-slice block once its row tiles outnumber the SMs
 // (MLX_KERNELS_QMM_KSLICE_WIDE_WARPS, 1 .. kKSliceMaxWarps): 4, from the
 // H200's 3072x1024 (192 tiles) in session 11, 8 warps 6.5-7.2 us, 4 warps
@@ -338,6 +342,7 @@ QmmPlan plan_cuda_qmm(
   const int64_t tc_k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
   const int64_t tc_steps = ceil_div(p.K, tc_k_step);
   plan.kernel = QmmKernel::kTensorCore;
+  plan.interleave = kTcInterleave;
   plan.block = 32 * kTcWarps;
   plan.m_tiles = p.M <= 8 ? 1 : p.M <= 16 ? 2 : p.M <= 32 ? 4 : 8;
   const int64_t m_chunks = ceil_div(p.M, 8 * plan.m_tiles);

@@ -54,7 +54,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <mutex>
 #include <unordered_map>
 #include <optional>
@@ -1325,16 +1324,6 @@ void add_cluster_node(
   enc.add_graph_node(reinterpret_cast<cudaGraph_t>(child));
 }
 
-// Measurement only: MLX_KERNELS_QMM_TC_INTERLEAVE=1 runs tc_qmm's kInterleave
-// variant, for an A/B on one build.
-bool tc_interleave() {
-  static const bool on = [] {
-    const char* e = std::getenv("MLX_KERNELS_QMM_TC_INTERLEAVE");
-    return e != nullptr && std::atoi(e) != 0;
-  }();
-  return on;
-}
-
 // The kernels that take TcArgs: tc_qmm (a cluster along x when split_k > 1)
 // and tc_qmm_kslice (no split across blocks).
 template <typename T, int bits>
@@ -1349,7 +1338,7 @@ void launch_tc(
 #define MK_TC(RT, MT)                                                          \
   static_assert(tc_variant_compiled(RT, MT));                                  \
   if (plan.kernel == QmmKernel::kTensorCore && plan.row_tiles == RT && plan.m_tiles == MT) \
-    k = tc_interleave() ? (const void*)tc_qmm_kernel<T, bits, RT, MT, true>      \
+    k = plan.interleave ? (const void*)tc_qmm_kernel<T, bits, RT, MT, true>      \
                         : (const void*)tc_qmm_kernel<T, bits, RT, MT, false>;
   MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)
 #undef MK_TC
