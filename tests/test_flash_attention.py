@@ -224,10 +224,10 @@ def test_fully_masked_bool_rows_half_precision(qL, kL, dtype, device):
     """A left-padded batch in half precision (mlx-lm's BatchKVCache: a padding
     query sees no key). Ours gives such a row the mean of v in every dtype, as
     MLX's CPU op does in every dtype and its float32 GPU paths do. MLX's CUDA
-    op hands float16/bfloat16 prefill with an array mask to cuDNN after
-    turning a boolean mask into 0 / -inf, so its value for that row can differ
-    there; the row is checked against MLX's CPU op and the mean of v, the rest
-    of the batch against MLX on the device and float64."""
+    op hands float16/bfloat16 prefill with an array mask to cuDNN, which
+    returns 0 for that row (H200, session 17, diag_masked_rows_gpu.py); so the
+    row is checked against MLX's CPU op and the mean of v, the rest of the
+    batch against MLX on the device and float64."""
     B, H, D = 2, 4, 64
     q, k, v = make_qkv(B, H, H, qL, kL, D, dtype)
     keep = np.random.default_rng(2).uniform(size=(B, 1, qL, kL)) < 0.6

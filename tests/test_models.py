@@ -98,10 +98,10 @@ def real_positions(logits, padding):
     """The logits of the real tokens, [tokens, vocab]: with left padding, the
     prefill's first padding[b] positions of row b are padding queries, which
     see no key. Their logits are never used, and they carry the value of a
-    fully masked attention row, which MLX's CUDA op, by its source, takes from
-    cuDNN in half precision (the boolean mask as 0 / -inf), while its CPU op
-    and float32 paths give the mean of v, as ours does in every dtype (checked
-    at the op level: test_flash_attention.py::test_fully_masked_bool_rows_*).
+    fully masked attention row: MLX's CUDA op returns 0 there in half
+    precision (cuDNN; H200, session 17, benchmarks/diag_masked_rows_gpu.py),
+    its CPU op and float32 paths the mean of v, as ours does in every dtype
+    (checked at the op level: test_flash_attention.py::test_fully_masked_bool_rows_*).
     The real positions never see the padding keys."""
     a = to_np64(logits)
     if padding is None or a.shape[1] == 1:
