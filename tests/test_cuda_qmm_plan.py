@@ -351,18 +351,29 @@ def test_bulk_split_knob():
     assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
 
 
-def test_tc_interleave_knob():
-    """MLX_KERNELS_QMM_TC_INTERLEAVE=1 (A/B runs only) marks tc_qmm plans for
-    the interleaved-mma variant; other kernels' plans and the default are
-    unmarked."""
-    expr = ("[(lambda p: (p['kernel'], p['interleave']))("
-            "_ext.plan_cuda_quantized_matmul(M, 151936, 1024, 64, 4, True, 'float16', 132)) "
-            "for M in (1, 64)]")
+def test_tc_interleave_by_tiles():
+    """tc_qmm takes its interleaved-mma variant where it was measured faster
+    (one row tile, 2 or 8 tiles of x: M 9-16 and M > 32), not at 4 tiles
+    (M 17-32, mixed) or 1 (untimed); other kernels' plans are unmarked.
+    MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs only): 1 every variant, 0 none."""
+    expr = ("[(lambda p: (p['kernel'], p['m_tiles'], p['row_tiles'], p['interleave']))("
+            "_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', 132)) "
+            "for M, N, K in ((1, 151936, 1024), (64, 151936, 1024), (24, 4096, 4096), "
+            "(32, 1024, 1024), (12, 1024, 4096), (16, 1024, 3072), (40, 4096, 4096))]")
     knob = "MLX_KERNELS_QMM_TC_INTERLEAVE"
-    assert eval(plan_under({knob: None}, expr)) == [
-        ("tensor_core_bulk", False), ("tensor_core", False)]
-    assert eval(plan_under({knob: "1"}, expr)) == [
-        ("tensor_core_bulk", False), ("tensor_core", True)]
+    default = eval(plan_under({knob: None}, expr))
+    assert default == [
+        ("tensor_core_bulk", 1, 1, False),
+        ("tensor_core", 8, 1, True),
+        ("tensor_core", 4, 1, False),
+        ("tensor_core", 4, 1, False),
+        ("tensor_core", 2, 1, True),
+        ("tensor_core", 2, 1, True),
+        ("tensor_core", 8, 1, True),
+    ]
+    assert [p[3] for p in eval(plan_under({knob: "1"}, expr))] == [
+        False, True, True, True, True, True, True]
+    assert [p[3] for p in eval(plan_under({knob: "0"}, expr))] == [False] * 7
 
 
 def test_ring_floor_by_m():

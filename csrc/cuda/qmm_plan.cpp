@@ -112,10 +112,24 @@ const int64_t kKSliceOverBulkKbPerSm = [] {
   return v ? std::clamp<int64_t>(std::atoll(v), 0, kKSliceOverBulkMaxKbPerSm) : int64_t{124};
 }();
 constexpr int64_t kKSliceOverBulkRounds = 4;
-// Candidate, off by default (MLX_KERNELS_QMM_TC_INTERLEAVE=1): tc_qmm with
-// its mma chains interleaved (kInterleave in quantized_matmul.cu); not yet
-// timed on a GPU (notes, session 17).
-const bool kTcInterleave = tuning("MLX_KERNELS_QMM_TC_INTERLEAVE", 0) > 0;
+// tc_qmm with its mma chains interleaved (kInterleave in quantized_matmul.cu)
+// where it was measured faster: one row tile a warp and 2 or 8 tiles of x
+// (M 9-16 and M > 32). H100, session 18, ncu, against the default measured
+// twice in the same lease: 0.76-0.98x the time on all 30 such cases (M 12, 16
+// and 64). With 4 tiles (M 17-32) it was mixed, 0.86-1.14x over 44 cases: at
+// M = 24 a pass's pair of tiles includes a fourth, empty one, and M = 32 on
+// 4096x4096 took 1.07x. One tile (M <= 8) is untimed.
+// MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs): 1 every variant, 0 none.
+const int64_t kTcInterleaveKnob = [] {
+  const char* v = std::getenv("MLX_KERNELS_QMM_TC_INTERLEAVE");
+  return v ? std::atoll(v) : int64_t{-1};
+}();
+bool tc_interleave(int row_tiles, int m_tiles) {
+  if (kTcInterleaveKnob >= 0) {
+    return kTcInterleaveKnob > 0;
+  }
+  return row_tiles == 1 && (m_tiles == 2 || m_tiles == 8);
+}
 // The most warps a k-slice block once its row tiles outnumber the SMs
 // (MLX_KERNELS_QMM_KSLICE_WIDE_WARPS, 1 .. kKSliceMaxWarps): 4, from the
 // H200's 3072x1024 (192 tiles) in session 11, 8 warps 6.5-7.2 us, 4 warps
@@ -342,7 +356,6 @@ QmmPlan plan_cuda_qmm(
   const int64_t tc_k_step = 4 * (128 / p.bits); // 4 lanes, 16 bytes each
   const int64_t tc_steps = ceil_div(p.K, tc_k_step);
   plan.kernel = QmmKernel::kTensorCore;
-  plan.interleave = kTcInterleave;
   plan.block = 32 * kTcWarps;
   plan.m_tiles = p.M <= 8 ? 1 : p.M <= 16 ? 2 : p.M <= 32 ? 4 : 8;
   const int64_t m_chunks = ceil_div(p.M, 8 * plan.m_tiles);
@@ -356,6 +369,7 @@ QmmPlan plan_cuda_qmm(
   plan.row_tiles =
       plan.m_tiles <= 2 && ceil_div(p.N, rows_rt2) * m_chunks >= target_blocks ? 2 : 1;
   const int64_t rows_per_block = 16 * plan.row_tiles * kTcWarps;
+  plan.interleave = tc_interleave(plan.row_tiles, plan.m_tiles);
   plan.k_step = static_cast<int>(tc_k_step);
   plan.num_steps = tc_steps;
   const int64_t row_blocks = ceil_div(p.N, rows_per_block);

@@ -24,8 +24,8 @@ struct QmmPlan {
   // 16 weight rows (output columns) and m_tiles tiles of 8 rows of x.
   int row_tiles = 1; // RT: 16-row tiles of w per warp
   int m_tiles = 1; // MT: 8-row tiles of x per block (the M chunk is 8 * MT)
-  // kTensorCore, measurement only (MLX_KERNELS_QMM_TC_INTERLEAVE=1): the
-  // kernel variant whose mma chains are interleaved (quantized_matmul.cu).
+  // kTensorCore: the kernel variant whose mma chains are interleaved
+  // (quantized_matmul.cu; which plans take it: tc_interleave in qmm_plan.cpp).
   bool interleave = false;
   int k_step = 128; // k values one warp consumes per step (4 lanes x 16 bytes)
   int64_t num_steps = 0; // ceil(K / k_step)

@@ -324,8 +324,8 @@ struct TcShape {
   }
 };
 
-// kInterleave (measurement only, MLX_KERNELS_QMM_TC_INTERLEAVE=1; not yet
-// timed on a GPU): the mmas of two 8-row tiles of x (MT >= 2), or the even
+// kInterleave (the plan's choice: tc_interleave in qmm_plan.cpp, which gives
+// the times): the mmas of two 8-row tiles of x (MT >= 2), or the even
 // and odd mmas of a chunk into two accumulator sets (MT = 1), alternate, so
 // that consecutive mmas do not wait on each other's accumulators. Without it,
 // one tile's NI mmas a chunk are a chain of dependent mmas (56 of the 64
