@@ -17,6 +17,8 @@ launch order: a case is our kernel(s) (names in namespace mlx_kernels)
 followed by MLX's kernel(s) (every other name; MLX may launch more than one
 per op), and sums each side's durations. The copy bandwidth is measured in
 `run`, outside the profiling range, with CUDA events around a torch copy.
+`compare --json NEW BASE [BASE2]` sets one setting's times against another's
+of the same lease (A/B of a tuning knob), grouped by NEW's plan.
 
 Writes qmm_h200_ncu.json and qmm_h200_ncu_<family>.png to DIR (default
 benchmarks/results) and prints the
@@ -268,9 +270,46 @@ def replot(args):
         plot_results(json.loads(path.read_text()), path.parent, path.stem)
 
 
+def geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def compare(args):
+    """A/B of our kernel times: --json NEW BASE [BASE2 ...], results JSONs of
+    one lease. Per case, NEW's time over the geometric mean of the bases'
+    (two bases of one setting show the run-to-run noise); then the geomean,
+    min and max per group of NEW's plan (kernel, m_tiles). Returns the groups."""
+    new, *bases = [{(r["N"], r["K"], r["M"], r["dtype"]): r
+                    for r in json.loads(Path(n).read_text())["results"]} for n in args.json]
+    if not bases:
+        raise SystemExit("compare: --json NEW BASE [BASE2 ...]")
+    groups = {}
+    for key in sorted(new):
+        if not all(key in b for b in bases):
+            continue
+        ratio = new[key]["ours_us"] / geomean([b[key]["ours_us"] for b in bases])
+        plan = new[key].get("plan") or {}
+        group = (plan.get("kernel", "?"), plan.get("m_tiles", 0))
+        groups.setdefault(group, []).append(ratio)
+        if args.per_case:
+            base_us = " ".join(f"{b[key]['ours_us']:7.2f}" for b in bases)
+            print(f"{key[0]}x{key[1]} {key[3]:8s} M={key[2]:<3d} {group[0]:18s} "
+                  f"MT {group[1]}: new {new[key]['ours_us']:7.2f} us, base {base_us} -> "
+                  f"x{ratio:.3f}")
+    if len(bases) > 1:
+        noise = [bases[1][k]["ours_us"] / bases[0][k]["ours_us"] for k in new
+                 if all(k in b for b in bases[:2])]
+        print(f"base 2 / base 1: geomean {geomean(noise):.3f}, "
+              f"{min(noise):.3f}-{max(noise):.3f}")
+    for (kernel, m_tiles), ratios in sorted(groups.items()):
+        print(f"{kernel:18s} m_tiles {m_tiles}: {len(ratios):3d} cases, new/base geomean "
+              f"{geomean(ratios):.3f}, {min(ratios):.3f}-{max(ratios):.3f}")
+    return groups
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["run", "parse", "plot"])
+    ap.add_argument("mode", choices=["run", "parse", "plot", "compare"])
     ap.add_argument("--cases", default="/tmp/qmm_ncu_cases.json")
     ap.add_argument("--csv", default="/tmp/qmm_ncu.csv")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -278,9 +317,10 @@ def main():
     ap.add_argument("--mvalues", default="")
     ap.add_argument("--shapes", default="")
     ap.add_argument("--per-case", action="store_true", help="parse: also print every case")
-    ap.add_argument("--json", nargs="+", default=[], help="plot: results JSONs to redraw")
+    ap.add_argument("--json", nargs="+", default=[],
+                    help="plot: results JSONs to redraw; compare: NEW BASE [BASE2 ...]")
     args = ap.parse_args()
-    {"run": run, "parse": parse, "plot": replot}[args.mode](args)
+    {"run": run, "parse": parse, "plot": replot, "compare": compare}[args.mode](args)
 
 
 if __name__ == "__main__":

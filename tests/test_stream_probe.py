@@ -197,3 +197,29 @@ def test_ncu_qmm_parse_grid_without_small_m(tmp_path, monkeypatch, capsys):
     assert [(c["M"], c["ours_us"], c["mlx_us"]) for c in result] == [
         (24, pytest.approx(8.7), pytest.approx(21.0)), (64, pytest.approx(13.9), pytest.approx(20.0))]
     assert result[1]["speedup"] == pytest.approx(20.0 / 13.9)
+
+
+def test_ncu_qmm_compare_groups_by_plan(tmp_path, capsys):
+    """ncu_qmm_gpu.py compare: NEW's time over the geometric mean of the
+    bases', per case, grouped by NEW's (kernel, m_tiles); cases missing from
+    a base are left out; the two bases' ratio is printed as the noise."""
+    import ncu_qmm_gpu
+
+    def write(name, times):
+        rows = [{"N": 1024, "K": 1024, "M": m, "dtype": "float16", "ours_us": t,
+                 "plan": {"kernel": "tensor_core", "m_tiles": 8 if m > 32 else 4}}
+                for m, t in times.items()]
+        (tmp_path / name).write_text(json.dumps({"results": rows}))
+        return str(tmp_path / name)
+
+    new = write("new.json", {24: 9.0, 32: 8.0, 64: 12.0, 48: 5.0})
+    base1 = write("b1.json", {24: 8.0, 32: 10.0, 64: 16.0})
+    base2 = write("b2.json", {24: 8.0, 32: 10.0, 64: 9.0})
+    groups = ncu_qmm_gpu.compare(type("Args", (), {"json": [new, base1, base2], "per_case": False}))
+    assert sorted(groups) == [("tensor_core", 4), ("tensor_core", 8)]
+    assert groups[("tensor_core", 4)] == [pytest.approx(9.0 / 8.0), pytest.approx(0.8)]
+    assert groups[("tensor_core", 8)] == [pytest.approx(12.0 / 12.0)]
+    out = capsys.readouterr().out
+    assert "base 2 / base 1: geomean" in out and "0.562-1.000" in out
+    with pytest.raises(SystemExit):
+        ncu_qmm_gpu.compare(type("Args", (), {"json": [new], "per_case": False}))
