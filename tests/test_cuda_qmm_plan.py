@@ -354,8 +354,9 @@ def test_bulk_split_knob():
 def test_tc_interleave_by_tiles():
     """tc_qmm takes its interleaved-mma variant where it was measured faster
     (one row tile, 2 or 8 tiles of x: M 9-16 and M > 32), not at 4 tiles
-    (M 17-32, mixed) or 1 (untimed); other kernels' plans are unmarked.
-    MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs only): 1 every variant, 0 none."""
+    (M 17-32, mixed) or 1 (untimed); other kernels' plans are unmarked (0).
+    MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs only): 1 every variant, 0 none,
+    2 every variant in the candidate order."""
     expr = ("[(lambda p: (p['kernel'], p['m_tiles'], p['row_tiles'], p['interleave']))("
             "_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', 132)) "
             "for M, N, K in ((1, 151936, 1024), (64, 151936, 1024), (24, 4096, 4096), "
@@ -363,17 +364,18 @@ def test_tc_interleave_by_tiles():
     knob = "MLX_KERNELS_QMM_TC_INTERLEAVE"
     default = eval(plan_under({knob: None}, expr))
     assert default == [
-        ("tensor_core_bulk", 1, 1, False),
-        ("tensor_core", 8, 1, True),
-        ("tensor_core", 4, 1, False),
-        ("tensor_core", 4, 1, False),
-        ("tensor_core", 2, 1, True),
-        ("tensor_core", 2, 1, True),
-        ("tensor_core", 8, 1, True),
+        ("tensor_core_bulk", 1, 1, 0),
+        ("tensor_core", 8, 1, 1),
+        ("tensor_core", 4, 1, 0),
+        ("tensor_core", 4, 1, 0),
+        ("tensor_core", 2, 1, 1),
+        ("tensor_core", 2, 1, 1),
+        ("tensor_core", 8, 1, 1),
     ]
-    assert [p[3] for p in eval(plan_under({knob: "1"}, expr))] == [
-        False, True, True, True, True, True, True]
-    assert [p[3] for p in eval(plan_under({knob: "0"}, expr))] == [False] * 7
+    assert [p[3] for p in eval(plan_under({knob: "1"}, expr))] == [0, 1, 1, 1, 1, 1, 1]
+    assert [p[3] for p in eval(plan_under({knob: "0"}, expr))] == [0] * 7
+    # 2: the candidate order (ragged last pass as one tile) for every variant.
+    assert [p[3] for p in eval(plan_under({knob: "2"}, expr))] == [0, 2, 2, 2, 2, 2, 2]
 
 
 def test_ring_floor_by_m():

@@ -119,16 +119,17 @@ constexpr int64_t kKSliceOverBulkRounds = 4;
 // and 64). With 4 tiles (M 17-32) it was mixed, 0.86-1.14x over 44 cases: at
 // M = 24 a pass's pair of tiles includes a fourth, empty one, and M = 32 on
 // 4096x4096 took 1.07x. One tile (M <= 8) is untimed.
-// MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs): 1 every variant, 0 none.
+// MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs): 1 every variant, 0 none; 2 every
+// variant in the candidate order (kTcInterleavedTail, not yet run on a GPU).
 const int64_t kTcInterleaveKnob = [] {
   const char* v = std::getenv("MLX_KERNELS_QMM_TC_INTERLEAVE");
-  return v ? std::atoll(v) : int64_t{-1};
+  return v ? std::clamp<int64_t>(std::atoll(v), 0, 2) : int64_t{-1};
 }();
-bool tc_interleave(int row_tiles, int m_tiles) {
+int tc_interleave(int row_tiles, int m_tiles) {
   if (kTcInterleaveKnob >= 0) {
-    return kTcInterleaveKnob > 0;
+    return static_cast<int>(kTcInterleaveKnob);
   }
-  return row_tiles == 1 && (m_tiles == 2 || m_tiles == 8);
+  return row_tiles == 1 && (m_tiles == 2 || m_tiles == 8) ? 1 : 0;
 }
 // The most warps a k-slice block once its row tiles outnumber the SMs
 // (MLX_KERNELS_QMM_KSLICE_WIDE_WARPS, 1 .. kKSliceMaxWarps): 4, from the

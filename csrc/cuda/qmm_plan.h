@@ -24,9 +24,11 @@ struct QmmPlan {
   // 16 weight rows (output columns) and m_tiles tiles of 8 rows of x.
   int row_tiles = 1; // RT: 16-row tiles of w per warp
   int m_tiles = 1; // MT: 8-row tiles of x per block (the M chunk is 8 * MT)
-  // kTensorCore: the kernel variant whose mma chains are interleaved
-  // (quantized_matmul.cu; which plans take it: tc_interleave in qmm_plan.cpp).
-  bool interleave = false;
+  // kTensorCore: the order of the kernel's mmas (TcOrder in
+  // quantized_matmul.cu): 0 tile by tile, 1 two tiles' chains interleaved,
+  // 2 a candidate (interleaved, ragged last pass as one tile). Which plans
+  // take which: tc_interleave in qmm_plan.cpp.
+  int interleave = 0;
   int k_step = 128; // k values one warp consumes per step (4 lanes x 16 bytes)
   int64_t num_steps = 0; // ceil(K / k_step)
   int64_t steps_per_split = 0;

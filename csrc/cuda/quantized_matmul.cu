@@ -324,20 +324,31 @@ struct TcShape {
   }
 };
 
-// kInterleave (the plan's choice: tc_interleave in qmm_plan.cpp, which gives
-// the times): the mmas of two 8-row tiles of x (MT >= 2), or the even
+// kOrder, the order of the mmas (the plan's choice: tc_interleave in
+// qmm_plan.cpp, which gives the times). kTcChained: tile by tile.
+// kTcInterleaved: the mmas of two 8-row tiles of x (MT >= 2), or the even
 // and odd mmas of a chunk into two accumulator sets (MT = 1), alternate, so
 // that consecutive mmas do not wait on each other's accumulators. Without it,
 // one tile's NI mmas a chunk are a chain of dependent mmas (56 of the 64
 // HMMAs a step of the MT = 8 variant read the accumulator the one before
 // wrote, cuobjdump -sass), and a branch per tile keeps the compiler from
 // interleaving tiles. The bulk kernel does the same with acc / acc2.
-template <typename T, int bits, int RT, int MT, bool kInterleave>
-__global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
+// kTcInterleavedTail (candidate, MLX_KERNELS_QMM_TC_INTERLEAVE=2; not yet run
+// on a GPU): as kTcInterleaved, but a pass whose second tile is past M (M = 24
+// at 4 tiles) does the one tile's mmas, even and odd into its own and the
+// empty tile's accumulators (added at the end), instead of a pair with an
+// empty tile; and at 4 tiles it asks for 5 blocks an SM (<= 102 registers;
+// kTcInterleaved takes 114 at 4-bit, 4 blocks).
+// (The launch bounds' second argument 0 asks for nothing: the same code as
+// the one-argument form, cuobjdump -sass; 1 would change it.)
+enum TcOrder : int { kTcChained = 0, kTcInterleaved = 1, kTcInterleavedTail = 2 };
+template <typename T, int bits, int RT, int MT, int kOrder>
+__global__ void __launch_bounds__(32 * kTcWarps, kOrder == kTcInterleavedTail && MT == 4 ? 5 : 0)
+    tc_qmm_kernel(TcArgs a) {
   constexpr int V = 128 / bits; // values per 16-byte chunk
   constexpr int NI = V / 4; // mmas per chunk
   constexpr int kStep = 4 * V;
-  constexpr bool kTwoAcc = kInterleave && MT == 1; // acc2: the odd mmas
+  constexpr bool kTwoAcc = kOrder != kTcChained && MT == 1; // acc2: the odd mmas
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
@@ -475,7 +486,7 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
         }
         x_pairs_in_chunk_order<bits>(xr, xb);
       };
-      if constexpr (kInterleave) {
+      if constexpr (kOrder != kTcChained) {
         // Two tiles of x a pass (one at MT = 1), their mmas alternating; a
         // pass past the block's last tile of x is skipped (rows past M
         // inside a pass are zeros in shared memory).
@@ -483,6 +494,20 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 #pragma unroll
         for (int t0 = 0; t0 < MT; t0 += TP) {
           if (t_base + t0 < a.mt_total) {
+            if constexpr (kOrder == kTcInterleavedTail && TP == 2) {
+              if (t_base + t0 + 1 >= a.mt_total) { // the last tile, alone
+                uint32_t xb[V / 2];
+                x_frags(t0, xb);
+#pragma unroll
+                for (int i = 0; i < NI; ++i)
+#pragma unroll
+                  for (int r = 0; r < RT; ++r)
+                    mma16816<T>(
+                        acc[r][t0 + (i & 1)], frag[r][0][i][0], frag[r][1][i][0],
+                        frag[r][0][i][1], frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
+                continue;
+              }
+            }
             uint32_t xb[TP][V / 2];
 #pragma unroll
             for (int tt = 0; tt < TP; ++tt)
@@ -526,6 +551,18 @@ __global__ void __launch_bounds__(32 * kTcWarps) tc_qmm_kernel(TcArgs a) {
 #pragma unroll
       for (int e = 0; e < 4; ++e)
         acc[r][0][e] += acc2[r][e];
+  }
+  if constexpr (kOrder == kTcInterleavedTail && MT >= 2) {
+    // A ragged pass's odd mmas went to the empty tile's accumulators.
+#pragma unroll
+    for (int t0 = 0; t0 < MT; t0 += 2)
+      if (t_base + t0 < a.mt_total && t_base + t0 + 1 >= a.mt_total) {
+#pragma unroll
+        for (int r = 0; r < RT; ++r)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            acc[r][t0][e] += acc[r][t0 + 1][e];
+      }
   }
 
   // Split-K: the blocks of one cluster (grid.x) hold partial sums of the same
@@ -1338,8 +1375,9 @@ void launch_tc(
 #define MK_TC(RT, MT)                                                          \
   static_assert(tc_variant_compiled(RT, MT));                                  \
   if (plan.kernel == QmmKernel::kTensorCore && plan.row_tiles == RT && plan.m_tiles == MT) \
-    k = plan.interleave ? (const void*)tc_qmm_kernel<T, bits, RT, MT, true>      \
-                        : (const void*)tc_qmm_kernel<T, bits, RT, MT, false>;
+    k = plan.interleave == 2   ? (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcInterleavedTail> \
+        : plan.interleave == 1 ? (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcInterleaved>     \
+                               : (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcChained>;
   MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)
 #undef MK_TC
   if (!k) {
