@@ -65,7 +65,7 @@ def weight_bytes(N, K, itemsize=2):
 
 # The plan fields that tell the launches apart (see qmm_plan.h).
 PLAN_FIELDS = ("kernel", "split_k", "grid", "warps", "tiles_per_block", "ring", "m_tiles",
-               "row_tiles", "interleave")
+               "row_tiles", "mma_order")
 
 
 def planned(M, N, K, dtype):

@@ -177,7 +177,7 @@ NB_MODULE(_ext, m) {
         d["kernel"] = cu::qmm_kernel_name(plan.kernel);
         d["row_tiles"] = plan.row_tiles;
         d["m_tiles"] = plan.m_tiles;
-        d["interleave"] = plan.interleave;
+        d["mma_order"] = static_cast<int>(plan.mma_order);
         d["compiled"] = plan.kernel != cu::QmmKernel::kTensorCore ||
             cu::tc_variant_compiled(plan.row_tiles, plan.m_tiles);
         d["k_step"] = plan.k_step;

@@ -351,13 +351,13 @@ def test_bulk_split_knob():
     assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
 
 
-def test_tc_interleave_by_tiles():
+def test_tc_mma_order_by_tiles():
     """tc_qmm takes its interleaved-mma variant where it was measured faster
     (one row tile, 2 or 8 tiles of x: M 9-16 and M > 32), not at 4 tiles
     (M 17-32, mixed) or 1 (untimed); other kernels' plans are unmarked (0).
     MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs only): 1 every variant, 0 none,
     2 every variant in the candidate order."""
-    expr = ("[(lambda p: (p['kernel'], p['m_tiles'], p['row_tiles'], p['interleave']))("
+    expr = ("[(lambda p: (p['kernel'], p['m_tiles'], p['row_tiles'], p['mma_order']))("
             "_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', 132)) "
             "for M, N, K in ((1, 151936, 1024), (64, 151936, 1024), (24, 4096, 4096), "
             "(32, 1024, 1024), (12, 1024, 4096), (16, 1024, 3072), (40, 4096, 4096))]")

@@ -112,7 +112,7 @@ const int64_t kKSliceOverBulkKbPerSm = [] {
   return v ? std::clamp<int64_t>(std::atoll(v), 0, kKSliceOverBulkMaxKbPerSm) : int64_t{124};
 }();
 constexpr int64_t kKSliceOverBulkRounds = 4;
-// tc_qmm with its mma chains interleaved (kInterleave in quantized_matmul.cu)
+// tc_qmm with its mma chains interleaved (kTcInterleaved, quantized_matmul.cu)
 // where it was measured faster: one row tile a warp and 2 or 8 tiles of x
 // (M 9-16 and M > 32). H100, session 18, ncu, against the default measured
 // twice in the same lease: 0.76-0.98x the time on all 30 such cases (M 12, 16
@@ -125,11 +125,11 @@ const int64_t kTcInterleaveKnob = [] {
   const char* v = std::getenv("MLX_KERNELS_QMM_TC_INTERLEAVE");
   return v ? std::clamp<int64_t>(std::atoll(v), 0, 2) : int64_t{-1};
 }();
-int tc_interleave(int row_tiles, int m_tiles) {
+TcOrder tc_mma_order(int row_tiles, int m_tiles) {
   if (kTcInterleaveKnob >= 0) {
-    return static_cast<int>(kTcInterleaveKnob);
+    return static_cast<TcOrder>(kTcInterleaveKnob);
   }
-  return row_tiles == 1 && (m_tiles == 2 || m_tiles == 8) ? 1 : 0;
+  return row_tiles == 1 && (m_tiles == 2 || m_tiles == 8) ? kTcInterleaved : kTcChained;
 }
 // The most warps a k-slice block once its row tiles outnumber the SMs
 // (MLX_KERNELS_QMM_KSLICE_WIDE_WARPS, 1 .. kKSliceMaxWarps): 4, from the
@@ -370,7 +370,7 @@ QmmPlan plan_cuda_qmm(
   plan.row_tiles =
       plan.m_tiles <= 2 && ceil_div(p.N, rows_rt2) * m_chunks >= target_blocks ? 2 : 1;
   const int64_t rows_per_block = 16 * plan.row_tiles * kTcWarps;
-  plan.interleave = tc_interleave(plan.row_tiles, plan.m_tiles);
+  plan.mma_order = tc_mma_order(plan.row_tiles, plan.m_tiles);
   plan.k_step = static_cast<int>(tc_k_step);
   plan.num_steps = tc_steps;
   const int64_t row_blocks = ceil_div(p.N, rows_per_block);

@@ -18,17 +18,20 @@ enum class QmmKernel {
   kSimtNoTranspose, // transpose=false: fp32 SIMT, one thread per packed word
 };
 
+// The order of tc_qmm's mmas (its kOrder; quantized_matmul.cu says more):
+// tile of x by tile, two tiles' chains interleaved, or the candidate
+// (interleaved, a ragged last pass as one tile, 5 blocks an SM at 4 tiles).
+enum TcOrder : int { kTcChained = 0, kTcInterleaved = 1, kTcInterleavedTail = 2 };
+
 struct QmmPlan {
   QmmKernel kernel = QmmKernel::kNone;
   // kTensorCore: a block is kWarps warps; each warp owns row_tiles tiles of
   // 16 weight rows (output columns) and m_tiles tiles of 8 rows of x.
   int row_tiles = 1; // RT: 16-row tiles of w per warp
   int m_tiles = 1; // MT: 8-row tiles of x per block (the M chunk is 8 * MT)
-  // kTensorCore: the order of the kernel's mmas (TcOrder in
-  // quantized_matmul.cu): 0 tile by tile, 1 two tiles' chains interleaved,
-  // 2 a candidate (interleaved, ragged last pass as one tile). Which plans
-  // take which: tc_interleave in qmm_plan.cpp.
-  int interleave = 0;
+  // kTensorCore: the order of the kernel's mmas (TcOrder above; which plans
+  // take which: tc_mma_order in qmm_plan.cpp).
+  TcOrder mma_order = kTcChained;
   int k_step = 128; // k values one warp consumes per step (4 lanes x 16 bytes)
   int64_t num_steps = 0; // ceil(K / k_step)
   int64_t steps_per_split = 0;

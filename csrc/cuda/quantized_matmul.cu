@@ -324,8 +324,8 @@ struct TcShape {
   }
 };
 
-// kOrder, the order of the mmas (the plan's choice: tc_interleave in
-// qmm_plan.cpp, which gives the times). kTcChained: tile by tile.
+// kOrder, the order of the mmas (TcOrder in qmm_plan.h; the plan's choice:
+// tc_mma_order in qmm_plan.cpp, which gives the times). kTcChained: tile by tile.
 // kTcInterleaved: the mmas of two 8-row tiles of x (MT >= 2), or the even
 // and odd mmas of a chunk into two accumulator sets (MT = 1), alternate, so
 // that consecutive mmas do not wait on each other's accumulators. Without it,
@@ -341,7 +341,6 @@ struct TcShape {
 // kTcInterleaved takes 114 at 4-bit, 4 blocks).
 // (The launch bounds' second argument 0 asks for nothing: the same code as
 // the one-argument form, cuobjdump -sass; 1 would change it.)
-enum TcOrder : int { kTcChained = 0, kTcInterleaved = 1, kTcInterleavedTail = 2 };
 template <typename T, int bits, int RT, int MT, int kOrder>
 __global__ void __launch_bounds__(32 * kTcWarps, kOrder == kTcInterleavedTail && MT == 4 ? 5 : 0)
     tc_qmm_kernel(TcArgs a) {
@@ -1375,9 +1374,9 @@ void launch_tc(
 #define MK_TC(RT, MT)                                                          \
   static_assert(tc_variant_compiled(RT, MT));                                  \
   if (plan.kernel == QmmKernel::kTensorCore && plan.row_tiles == RT && plan.m_tiles == MT) \
-    k = plan.interleave == 2   ? (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcInterleavedTail> \
-        : plan.interleave == 1 ? (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcInterleaved>     \
-                               : (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcChained>;
+    k = plan.mma_order == kTcInterleavedTail ? (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcInterleavedTail> \
+        : plan.mma_order == kTcInterleaved   ? (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcInterleaved>     \
+                                             : (const void*)tc_qmm_kernel<T, bits, RT, MT, kTcChained>;
   MK_TC(1, 1) MK_TC(2, 1) MK_TC(1, 2) MK_TC(2, 2) MK_TC(1, 4) MK_TC(1, 8)
 #undef MK_TC
   if (!k) {
