@@ -278,6 +278,7 @@ NB_MODULE(_ext, m) {
         d["smem_bytes"] = plan.smem_bytes;
         d["merge_grid"] = plan.merge_grid;
         d["merge_block"] = plan.merge_block;
+        d["merge_wide"] = plan.merge_wide;
         d["blocks_per_sm"] = plan.blocks_per_sm;
         d["wave_efficiency"] = plan.wave_efficiency;
         if (blocks) {

@@ -149,3 +149,32 @@ def test_kernel_names():
     assert not nat.kernel_is(ours_name("attn_decode_mma_kernel"), "attn_decode_kernel")
     assert nat.kernel_is("_ZN11mlx_kernels4cuda12_GLOBAL__N_122attn_decode_mma_kernelI6__halfLi128E",
                          "attn_decode_mma_kernel")
+
+
+def test_merge_wide_plan_expects_its_kernel(tmp_path, monkeypatch):
+    """Under MLX_KERNELS_ATTN_MERGE_WIDE=1 a split decode's plan names
+    attn_merge_wide_kernel, which parse tells apart from attn_merge_kernel."""
+    import mlx_kernels as mk
+
+    real = mk._ext.plan_cuda_flash_attention
+
+    def wide(*args, **kwargs):
+        p = dict(real(*args, **kwargs))
+        p["merge_wide"] = bool(p["merge_grid"])
+        return p
+
+    monkeypatch.setattr(mk._ext, "plan_cuda_flash_attention", wide)
+    args = argparse.Namespace(dtypes="float16", parts="decode", quick=False, device="gpu",
+                              only="1x1x32768")
+    cs = nat.build_cases(args, 132)
+    assert cs[0]["expected_ours"] == ["attn_decode_mma_kernel", "attn_merge_wide_kernel"]
+    assert cs[0]["plan"]["merge_wide"] is True
+    assert not nat.kernel_is(ours_name("attn_merge_wide_kernel"), "attn_merge_kernel")
+    for c in cs:
+        c.update(profiled=True, rel_err_ours=1e-4, rel_err_mlx=2e-4)
+    _, out = run_parse(tmp_path, cs, launches(cs))
+    assert out["assignment_errors"] == []
+    swapped = [(ours_name("attn_merge_kernel"), ns, g) if "merge_wide" in name else (name, ns, g)
+               for name, ns, g in launches(cs)]
+    _, out = run_parse(tmp_path, cs, swapped)
+    assert any("attn_merge_wide_kernel" in e for e in out["assignment_errors"])

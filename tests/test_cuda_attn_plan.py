@@ -159,7 +159,8 @@ def check_split(p, B, Hq, kL, splits):
     assert kL > (p["splits"] - 1) * p["chunk"] or kL == 0
     if splits > 1:
         assert p["chunk"] >= 256
-        assert p["merge_grid"] == B * Hq and p["merge_block"] == 128
+        assert p["merge_grid"] == B * Hq
+        assert p["merge_block"] == (256 if p["merge_wide"] else 128)
     else:
         assert p["merge_grid"] == 0
 
@@ -363,3 +364,27 @@ def test_prefill_env_switch(tmp_path):
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                              check=True).stdout.split()
         assert " ".join(out) == want, (value, out)
+
+
+def test_merge_wide_env_switch():
+    """MLX_KERNELS_ATTN_MERGE_WIDE=1 (A/B runs; read once per process) gives
+    split decode plans the 8-warp merge kernel; otherwise, and for unsplit
+    plans, the 4-warp one (merge_block 128) or none."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
+            "print(*[(lambda q: (q['splits'] > 1, q['merge_wide'], q['merge_block']))("
+            "p(B, 32, 8, 1, kL, 128, 'float16', 'none', 132)) "
+            "for B, kL in ((1, 32768), (16, 256))])")
+    for value, want in [(None, "(True, False, 128) (False, False, 0)"),
+                        ("0", "(True, False, 128) (False, False, 0)"),
+                        ("1", "(True, True, 256) (False, False, 0)")]:
+        env = dict(os.environ)
+        env.pop("MLX_KERNELS_ATTN_MERGE_WIDE", None)
+        if value is not None:
+            env["MLX_KERNELS_ATTN_MERGE_WIDE"] = value
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert out == want, (value, out)

@@ -64,6 +64,18 @@ def test_decode_head_dims_dtypes(D, dtype, device):
     check(q, k, v, None, device, f"D={D}")
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize("D,kL", [(64, 40000), (128, 40000), (256, 16384)])
+def test_decode_many_splits(D, kL, dtype, device):
+    """A decode whose CUDA plan splits the keys 64-125 ways: the merge pass
+    takes several rounds of splits a warp (both merge kernels; the 8-warp one
+    loads 64 splits a round at D <= 128, 32 at D = 256)."""
+    splits = mk._ext.plan_cuda_flash_attention(1, 2, 1, 1, kL, D, "float16", "none", 132)["splits"]
+    assert splits > (64 if D <= 128 else 32)
+    q, k, v = make_qkv(1, 2, 1, 1, kL, D, dtype)
+    check(q, k, v, None, device, f"D={D} kL={kL}")
+
+
 # --- GQA / MQA x decode and prefill x batch ---------------------------------
 GQA_SHAPES = [  # (B, qL, kL)
     (1, 1, 1024),  # decode, split over keys when few KV heads

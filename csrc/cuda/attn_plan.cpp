@@ -153,6 +153,14 @@ PrefillChoice prefill_choice_from_env() {
   return choice;
 }
 
+bool merge_wide_from_env() {
+  static const bool wide = [] {
+    const char* v = std::getenv("MLX_KERNELS_ATTN_MERGE_WIDE");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return wide;
+}
+
 AttnPlan plan_cuda_flash_attention(
     const AttnParams& p, bool is_float32, int num_sms, bool has_wgmma, PrefillChoice choice) {
   if (!supported_head_dim(p.D)) {
@@ -217,7 +225,8 @@ AttnPlan plan_cuda_flash_attention(
     plan.wave_efficiency = wave_efficiency(plan.grid, capacity);
     if (g.splits > 1) {
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
-      plan.merge_block = kAttnThreads;
+      plan.merge_wide = merge_wide_from_env();
+      plan.merge_block = plan.merge_wide ? 32 * kMergeWideWarps : kAttnThreads;
     }
   } else if (
       !is_float32 && has_wgmma && choice == PrefillChoice::Auto &&

@@ -125,9 +125,11 @@ struct AttnPlan {
   int block = 0; // threads per block
   int block_k = 0; // prefill: keys per staged tile
   size_t smem_bytes = 0; // PrefillMma: dynamic; the others: their static arrays
-  // Decode with splits > 1: the merge pass, one block per output row.
+  // Decode with splits > 1: the merge pass, one block per output row;
+  // merge_wide: the candidate attn_merge_wide_kernel (merge_wide_from_env).
   int64_t merge_grid = 0;
   int merge_block = 0;
+  bool merge_wide = false;
   // Decode: blocks of the main kernel resident per SM (from shared memory and
   // threads; registers not counted) and the wave efficiency of the grid,
   // grid / (ceil(grid / capacity) * capacity), capacity = blocks_per_sm * SMs.
@@ -135,7 +137,8 @@ struct AttnPlan {
   double wave_efficiency = 0.0;
 };
 
-constexpr int kAttnThreads = 128; // 4 warps, every kernel
+constexpr int kAttnThreads = 128; // 4 warps, every kernel but the next
+constexpr int kMergeWideWarps = 8; // attn_merge_wide_kernel
 constexpr int kDecodeMaxQueries = 8;
 constexpr int kDecodeWarps = 4;
 // DecodeMma: 16 * MT rows a block (MT = 1, 2 or 4 row tiles of 16; the 4 warps
@@ -187,6 +190,9 @@ bool prefill_wgmma_head_dim(int D);
 // anything else: PrefillWgmma where it applies. Read once.
 enum class PrefillChoice { Auto, Mma };
 PrefillChoice prefill_choice_from_env();
+// MLX_KERNELS_ATTN_MERGE_WIDE=1 (A/B runs; off by default, not yet run on a
+// GPU): the decode merge pass by attn_merge_wide_kernel. Read once.
+bool merge_wide_from_env();
 // Dynamic shared memory of the DecodeMma kernel.
 size_t decode_mma_smem_bytes(int block_rows, int D);
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit
