@@ -345,35 +345,37 @@ def test_prefill_wgmma_causal_order_and_extent():
         assert k_end == rows[-1][1] + 1 and len(rows) == 128
 
 
-def test_prefill_env_switch(tmp_path):
-    """MLX_KERNELS_ATTN_PREFILL=mma forces the mma.sync prefill (read once per
-    process); unset or another value leaves the choice to the plan."""
+def output_under_env(code, var, value):
+    """stdout of `python -c code` with the environment variable var set to
+    value (None: unset); the plan reads its switches once per process."""
     import os
     import subprocess
     import sys
 
+    env = dict(os.environ)
+    env.pop(var, None)
+    if value is not None:
+        env[var] = value
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_prefill_env_switch(tmp_path):
+    """MLX_KERNELS_ATTN_PREFILL=mma forces the mma.sync prefill (read once per
+    process); unset or another value leaves the choice to the plan."""
     code = ("import mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
             "print(p(1, 32, 8, 4096, 4096, 128, 'float16', 'causal')['kernel'], "
             "p(1, 32, 8, 4096, 4096, 128, 'float16', 'causal', prefill='auto')['kernel'])")
     for value, want in [("mma", "prefill_mma prefill_wgmma"), ("", "prefill_wgmma prefill_wgmma"),
                         ("wgmma", "prefill_wgmma prefill_wgmma"), (None, "prefill_wgmma prefill_wgmma")]:
-        env = dict(os.environ)
-        env.pop("MLX_KERNELS_ATTN_PREFILL", None)
-        if value is not None:
-            env["MLX_KERNELS_ATTN_PREFILL"] = value
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                             check=True).stdout.split()
-        assert " ".join(out) == want, (value, out)
+        out = output_under_env(code, "MLX_KERNELS_ATTN_PREFILL", value)
+        assert " ".join(out.split()) == want, (value, out)
 
 
 def test_merge_wide_env_switch():
     """MLX_KERNELS_ATTN_MERGE_WIDE=1 (A/B runs; read once per process) gives
     split decode plans the 8-warp merge kernel; otherwise, and for unsplit
     plans, the 4-warp one (merge_block 128) or none."""
-    import os
-    import subprocess
-    import sys
-
     code = ("import mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
             "print(*[(lambda q: (q['splits'] > 1, q['merge_wide'], q['merge_block']))("
             "p(B, 32, 8, 1, kL, 128, 'float16', 'none', 132)) "
@@ -381,10 +383,5 @@ def test_merge_wide_env_switch():
     for value, want in [(None, "(True, False, 128) (False, False, 0)"),
                         ("0", "(True, False, 128) (False, False, 0)"),
                         ("1", "(True, True, 256) (False, False, 0)")]:
-        env = dict(os.environ)
-        env.pop("MLX_KERNELS_ATTN_MERGE_WIDE", None)
-        if value is not None:
-            env["MLX_KERNELS_ATTN_MERGE_WIDE"] = value
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                             check=True).stdout.strip()
+        out = output_under_env(code, "MLX_KERNELS_ATTN_MERGE_WIDE", value)
         assert out == want, (value, out)

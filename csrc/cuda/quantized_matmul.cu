@@ -485,6 +485,11 @@ __global__ void __launch_bounds__(32 * kTcWarps, kOrder == kTcInterleavedTail &&
         }
         x_pairs_in_chunk_order<bits>(xr, xb);
       };
+      // mma i of row tile r with x fragments xb into accumulators c.
+      auto mma_at = [&](float(&c)[4], int r, int i, const uint32_t(&xb)[V / 2]) {
+        mma16816<T>(c, frag[r][0][i][0], frag[r][1][i][0], frag[r][0][i][1], frag[r][1][i][1],
+                    xb[2 * i], xb[2 * i + 1]);
+      };
       if constexpr (kOrder != kTcChained) {
         // Two tiles of x a pass (one at MT = 1), their mmas alternating; a
         // pass past the block's last tile of x is skipped (rows past M
@@ -501,9 +506,7 @@ __global__ void __launch_bounds__(32 * kTcWarps, kOrder == kTcInterleavedTail &&
                 for (int i = 0; i < NI; ++i)
 #pragma unroll
                   for (int r = 0; r < RT; ++r)
-                    mma16816<T>(
-                        acc[r][t0 + (i & 1)], frag[r][0][i][0], frag[r][1][i][0],
-                        frag[r][0][i][1], frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
+                    mma_at(acc[r][t0 + (i & 1)], r, i, xb);
                 continue;
               }
             }
@@ -517,10 +520,7 @@ __global__ void __launch_bounds__(32 * kTcWarps, kOrder == kTcInterleavedTail &&
               for (int tt = 0; tt < TP; ++tt)
 #pragma unroll
                 for (int r = 0; r < RT; ++r)
-                  mma16816<T>(
-                      (kTwoAcc && (i & 1)) ? acc2[r] : acc[r][t0 + tt], frag[r][0][i][0],
-                      frag[r][1][i][0], frag[r][0][i][1], frag[r][1][i][1], xb[tt][2 * i],
-                      xb[tt][2 * i + 1]);
+                  mma_at((kTwoAcc && (i & 1)) ? acc2[r] : acc[r][t0 + tt], r, i, xb[tt]);
           }
         }
       } else {
@@ -533,9 +533,7 @@ __global__ void __launch_bounds__(32 * kTcWarps, kOrder == kTcInterleavedTail &&
             for (int r = 0; r < RT; ++r)
 #pragma unroll
               for (int i = 0; i < NI; ++i)
-                mma16816<T>(
-                    acc[r][t], frag[r][0][i][0], frag[r][1][i][0], frag[r][0][i][1],
-                    frag[r][1][i][1], xb[2 * i], xb[2 * i + 1]);
+                mma_at(acc[r][t], r, i, xb);
           }
         }
       }
