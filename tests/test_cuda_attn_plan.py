@@ -11,6 +11,7 @@ import itertools
 import pytest
 
 import mlx_kernels as mk
+from knob_env import output_under
 
 plan_raw = mk._ext.plan_cuda_flash_attention
 
@@ -345,21 +346,6 @@ def test_prefill_wgmma_causal_order_and_extent():
         assert k_end == rows[-1][1] + 1 and len(rows) == 128
 
 
-def output_under_env(code, var, value):
-    """stdout of `python -c code` with the environment variable var set to
-    value (None: unset); the plan reads its switches once per process."""
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ)
-    env.pop(var, None)
-    if value is not None:
-        env[var] = value
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
 def test_prefill_env_switch(tmp_path):
     """MLX_KERNELS_ATTN_PREFILL=mma forces the mma.sync prefill (read once per
     process); unset or another value leaves the choice to the plan."""
@@ -368,7 +354,7 @@ def test_prefill_env_switch(tmp_path):
             "p(1, 32, 8, 4096, 4096, 128, 'float16', 'causal', prefill='auto')['kernel'])")
     for value, want in [("mma", "prefill_mma prefill_wgmma"), ("", "prefill_wgmma prefill_wgmma"),
                         ("wgmma", "prefill_wgmma prefill_wgmma"), (None, "prefill_wgmma prefill_wgmma")]:
-        out = output_under_env(code, "MLX_KERNELS_ATTN_PREFILL", value)
+        out = output_under({"MLX_KERNELS_ATTN_PREFILL": value}, code)
         assert " ".join(out.split()) == want, (value, out)
 
 
@@ -383,5 +369,5 @@ def test_merge_wide_env_switch():
     for value, want in [(None, "(True, False, 128) (False, False, 0)"),
                         ("0", "(True, False, 128) (False, False, 0)"),
                         ("1", "(True, True, 256) (False, False, 0)")]:
-        out = output_under_env(code, "MLX_KERNELS_ATTN_MERGE_WIDE", value)
+        out = output_under({"MLX_KERNELS_ATTN_MERGE_WIDE": value}, code)
         assert out == want, (value, out)

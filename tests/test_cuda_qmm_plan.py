@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from knob_env import output_under
 from mlx_kernels import _ext
 from test_quantized_matmul import BULK_CASES, BULK_PLANS
 
@@ -245,17 +246,7 @@ def plan_under(knobs, expr):
     """`expr` (with _ext in scope) evaluated in a fresh process whose
     environment has `knobs` (None: unset): the plan reads its knobs once a
     process. Returns what it prints."""
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ)
-    for k, v in knobs.items():
-        env.pop(k, None) if v is None else env.__setitem__(k, v)
-    code = f"from mlx_kernels import _ext; print({expr})"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    return out.stdout.strip()
+    return output_under(knobs, f"from mlx_kernels import _ext; print({expr})")
 
 
 def test_bulk_kernel_can_be_turned_off():
