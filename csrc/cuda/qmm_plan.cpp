@@ -45,6 +45,12 @@ int64_t tuning(const char* name, int64_t fallback) {
   const int64_t n = v ? std::atoll(v) : 0;
   return n > 0 ? n : fallback;
 }
+// A knob whose 0 means something: its value clamped to [lo, hi], or
+// `fallback` when the variable is unset.
+int64_t knob_in(const char* name, int64_t lo, int64_t hi, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::clamp<int64_t>(std::atoll(v), lo, hi) : fallback;
+}
 // A kernel switch: on unless the variable is set to 0.
 bool switched_on(const char* name) {
   const char* v = std::getenv(name);
@@ -107,10 +113,8 @@ const int64_t kKSliceRounds = std::min<int64_t>(tuning("MLX_KERNELS_QMM_KSLICE_R
 // failed (5 transpose=False cases, which take another kernel, were cut off by
 // the time limit).
 constexpr int64_t kKSliceOverBulkMaxKbPerSm = int64_t{1} << 30; // 1 TB: no overflow below
-const int64_t kKSliceOverBulkKbPerSm = [] {
-  const char* v = std::getenv("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM");
-  return v ? std::clamp<int64_t>(std::atoll(v), 0, kKSliceOverBulkMaxKbPerSm) : int64_t{124};
-}();
+const int64_t kKSliceOverBulkKbPerSm =
+    knob_in("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM", 0, kKSliceOverBulkMaxKbPerSm, 124);
 constexpr int64_t kKSliceOverBulkRounds = 4;
 // tc_qmm with its mma chains interleaved (kTcInterleaved, quantized_matmul.cu)
 // where it was measured faster: one row tile a warp and 2 or 8 tiles of x
@@ -121,10 +125,7 @@ constexpr int64_t kKSliceOverBulkRounds = 4;
 // 4096x4096 took 1.07x. One tile (M <= 8) is untimed.
 // MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs): 1 every variant, 0 none; 2 every
 // variant in the candidate order (kTcInterleavedTail, not yet run on a GPU).
-const int64_t kTcInterleaveKnob = [] {
-  const char* v = std::getenv("MLX_KERNELS_QMM_TC_INTERLEAVE");
-  return v ? std::clamp<int64_t>(std::atoll(v), 0, 2) : int64_t{-1};
-}();
+const int64_t kTcInterleaveKnob = knob_in("MLX_KERNELS_QMM_TC_INTERLEAVE", 0, 2, -1);
 TcOrder tc_mma_order(int row_tiles, int m_tiles) {
   if (kTcInterleaveKnob >= 0) {
     return static_cast<TcOrder>(kTcInterleaveKnob);
