@@ -36,8 +36,8 @@ holding `mlx_kernels`, our namespace, or attn_*_kernel) followed by MLX's
 (every other name: its sdpa kernels, cuDNN's for prefill, several per op
 maybe). Ours must be exactly what the plan recorded by `run` launches: the
 main kernel (attn_decode_mma_kernel, attn_prefill_mma_kernel, ...) with the
-plan's grid, then attn_merge_kernel (attn_merge_wide_kernel under
-MLX_KERNELS_ATTN_MERGE_WIDE=1) when the plan splits the keys; the NaN
+plan's grid, then attn_merge_kernel or attn_merge_wide_kernel (the plan's
+merge_wide) when the plan splits the keys; the NaN
 fill of MLX_KERNELS_POISON_OUTPUTS (fill_bytes_kernel) is reported and left
 out of the time. MLX's side must have at least one kernel. Anything else
 (a case with other kernels, kernels left over or missing) is a misassignment:
@@ -67,7 +67,7 @@ MAIN_KERNELS = {"decode": "attn_decode_kernel", "decode_mma": "attn_decode_mma_k
                 "prefill_mma": "attn_prefill_mma_kernel", "prefill_simt": "attn_prefill_simt_kernel",
                 "prefill_wgmma": "attn_prefill_wgmma_kernel"}
 MERGE_KERNEL = "attn_merge_kernel"
-MERGE_WIDE_KERNEL = "attn_merge_wide_kernel"  # MLX_KERNELS_ATTN_MERGE_WIDE=1
+MERGE_WIDE_KERNEL = "attn_merge_wide_kernel"  # where the plan's merge_wide is set
 POISON_KERNEL = "fill_bytes_kernel"
 _OURS_RE = re.compile(r"(^|[^\w])(attn_\w+_kernel|fill_bytes_kernel)\b")
 METHOD = ("Nsight Compute kernel durations (gpu__time_duration.sum), caches flushed before each "

@@ -7,8 +7,8 @@
 #   STAGES="probe build omit test ncu" bash benchmarks/run_h200.sh
 # (stage masked: fully masked attention rows, diag_masked_rows_gpu.py)
 # Logs and results go to $OUT (at most 8 files come back: pick the stages).
-# MLX's and the driver's JIT caches travel in .jitcache/ (see JITDIR below):
-# after a call, copy its newest jitcache.tar.xz to .jitcache/ and carry it.
+# MLX's and the driver's JIT caches stay on the machine between calls of one
+# lease (see JITDIR below): warm calls are quick, the first is not.
 # Stage probe needs neither the kit nor the build (stream_probe.cu, plain CUDA).
 set -u
 STAGES=${STAGES:-"build diag test bench"}
@@ -45,13 +45,6 @@ ncu_warm() {
 # back at most 8 files).
 pack() {
   tar -C "$OUT" -czf /tmp/out.tgz . && find "$OUT" -mindepth 1 -delete && mv /tmp/out.tgz "$OUT/"
-  local dir=${JITDIR:-} size
-  if [ "${JITCACHE:-1}" != 0 ] && [ -n "$dir" ] && [ -d "$dir" ] &&
-      tar -C "$dir" -cJf /tmp/jitcache.tar.xz .; then
-    size=$(stat -c %s /tmp/jitcache.tar.xz)
-    if [ "$size" -lt $((15 * 1024 * 1024)) ]; then mv /tmp/jitcache.tar.xz "$OUT/"; fi
-    echo "jit caches: $(du -sh "$dir" | cut -f1), $((size / 1024)) KiB compressed"
-  fi
 }
 [ -n "${PACK:-}" ] && trap pack EXIT
 
@@ -77,16 +70,17 @@ export PYTHONPATH=/tmp/site
 # use is the likeliest cause of the first ncu process's stall (it profiled
 # nothing in 150-220 s in sessions 10, 11 and 18, while later processes of
 # the same machine were quick; session 12's warm-up without ncu stalled too).
-# Both caches travel: .jitcache/jitcache.tar.xz (carried; from an earlier
-# call's $OUT) is unpacked here, and with PACK=1 the caches as they are at the
-# end go back as $OUT/jitcache.tar.xz when under 15 MiB (JITCACHE=0: neither).
+# Both caches live in JITDIR, which outlasts a call while the machine stays
+# warm. They cannot travel: after session 19's first call (a build and 461
+# tests) they held 1.1 GB, 113 MB as xz (carry takes 64 MiB), and packing
+# them took minutes of that call. On that warm machine the next calls were
+# quick: the qmm ncu grid twice and the attention decode grid twice in 120 s.
+# So a lease's first call should warm the caches (build and tests) before ncu.
+# JITCACHE=0: MLX's and the driver's default places.
 JITDIR=/tmp/jitcache
 if [ "${JITCACHE:-1}" != 0 ]; then
   export MLX_PTX_CACHE_DIR=$JITDIR/mlx-ptx CUDA_CACHE_PATH=$JITDIR/nv
   mkdir -p "$MLX_PTX_CACHE_DIR" "$CUDA_CACHE_PATH"
-  if [ -f .jitcache/jitcache.tar.xz ]; then
-    tar -C "$JITDIR" -xJf .jitcache/jitcache.tar.xz && echo "jit caches carried: $(du -sh "$JITDIR" | cut -f1)"
-  fi
 fi
 # Python packages the device image lacks (mlx-lm, for tests/test_models.py),
 # as wheels carried in .whl/ (benchmarks/tools/fetch-device-wheels.sh), no

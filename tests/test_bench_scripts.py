@@ -118,7 +118,8 @@ def test_parse_fails_on_missing_merge(tmp_path, cases):
     r, out = run_parse(tmp_path, cases, ks)
     assert r.returncode == 2
     assert not out["complete"]
-    assert any("case 0" in e and "attn_merge_kernel" in e for e in out["assignment_errors"])
+    merge = cases[0]["expected_ours"][1]
+    assert any("case 0" in e and merge in e for e in out["assignment_errors"])
 
 
 def test_parse_fails_on_another_grid(tmp_path, cases):
@@ -151,30 +152,18 @@ def test_kernel_names():
                          "attn_decode_mma_kernel")
 
 
-def test_merge_wide_plan_expects_its_kernel(tmp_path, monkeypatch):
-    """Under MLX_KERNELS_ATTN_MERGE_WIDE=1 a split decode's plan names
-    attn_merge_wide_kernel, which parse tells apart from attn_merge_kernel."""
-    import mlx_kernels as mk
-
-    real = mk._ext.plan_cuda_flash_attention
-
-    def wide(*args, **kwargs):
-        p = dict(real(*args, **kwargs))
-        p["merge_wide"] = bool(p["merge_grid"])
-        return p
-
-    monkeypatch.setattr(mk._ext, "plan_cuda_flash_attention", wide)
-    args = argparse.Namespace(dtypes="float16", parts="decode", quick=False, device="gpu",
-                              only="1x1x32768")
-    cs = nat.build_cases(args, 132)
-    assert cs[0]["expected_ours"] == ["attn_decode_mma_kernel", "attn_merge_wide_kernel"]
-    assert cs[0]["plan"]["merge_wide"] is True
+def test_merge_kernel_by_plan(tmp_path, cases):
+    """A split decode's plan names its merge kernel: the 8-warp one at B = 1,
+    kL 32k (47 splits, 32 rows), the 4-warp one at B = 16, qL 8, kL 2k (2
+    splits); parse tells the two apart."""
+    dec1, dec16 = cases[0], cases[1]
+    assert dec1["plan"]["merge_wide"] and not dec16["plan"]["merge_wide"]
+    assert dec1["expected_ours"] == ["attn_decode_mma_kernel", "attn_merge_wide_kernel"]
+    assert dec16["expected_ours"] == ["attn_decode_mma_kernel", "attn_merge_kernel"]
     assert not nat.kernel_is(ours_name("attn_merge_wide_kernel"), "attn_merge_kernel")
-    for c in cs:
-        c.update(profiled=True, rel_err_ours=1e-4, rel_err_mlx=2e-4)
-    _, out = run_parse(tmp_path, cs, launches(cs))
-    assert out["assignment_errors"] == []
+    assert not nat.kernel_is(ours_name("attn_merge_kernel"), "attn_merge_wide_kernel")
     swapped = [(ours_name("attn_merge_kernel"), ns, g) if "merge_wide" in name else (name, ns, g)
-               for name, ns, g in launches(cs)]
-    _, out = run_parse(tmp_path, cs, swapped)
-    assert any("attn_merge_wide_kernel" in e for e in out["assignment_errors"])
+               for name, ns, g in launches(cases)]
+    r, out = run_parse(tmp_path, cases, swapped)
+    assert r.returncode == 2
+    assert any("case 0" in e and "attn_merge_wide_kernel" in e for e in out["assignment_errors"])

@@ -359,15 +359,38 @@ def test_prefill_env_switch(tmp_path):
 
 
 def test_merge_wide_env_switch():
-    """MLX_KERNELS_ATTN_MERGE_WIDE=1 (A/B runs; read once per process) gives
-    split decode plans the 8-warp merge kernel; otherwise, and for unsplit
-    plans, the 4-warp one (merge_block 128) or none."""
+    """MLX_KERNELS_ATTN_MERGE_WIDE (A/B runs; read once per process): 1 gives
+    every split decode the 8-warp merge kernel (merge_block 256), 0 the 4-warp
+    one (128); unset, the plan's rule; unsplit plans have no merge."""
     code = ("import mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
             "print(*[(lambda q: (q['splits'] > 1, q['merge_wide'], q['merge_block']))("
             "p(B, 32, 8, 1, kL, 128, 'float16', 'none', 132)) "
-            "for B, kL in ((1, 32768), (16, 256))])")
-    for value, want in [(None, "(True, False, 128) (False, False, 0)"),
-                        ("0", "(True, False, 128) (False, False, 0)"),
-                        ("1", "(True, True, 256) (False, False, 0)")]:
+            "for B, kL in ((1, 32768), (16, 4096), (16, 256))])")
+    for value, want in [(None, "(True, True, 256) (True, False, 128) (False, False, 0)"),
+                        ("", "(True, True, 256) (True, False, 128) (False, False, 0)"),
+                        ("0", "(True, False, 128) (True, False, 128) (False, False, 0)"),
+                        ("1", "(True, True, 256) (True, True, 256) (False, False, 0)")]:
         out = output_under({"MLX_KERNELS_ATTN_MERGE_WIDE": value}, code)
         assert out == want, (value, out)
+
+
+@pytest.mark.parametrize("num_sms", [132, 78, 16])
+def test_merge_wide_rule(num_sms):
+    """The 8-warp merge where a row has at least 8 splits and there are at
+    most 2 rows an SM (measured: attn_plan.cpp); the 4-warp merge elsewhere."""
+    seen = set()
+    shapes = itertools.product([1, 2, 4, 16, 64], [(32, 8), (8, 8), (64, 8)], [1, 4, 8],
+                               [512, 2048, 8192, 32768, 100000])
+    for B, (Hq, Hkv), qL, kL in shapes:
+        for dtype in ("float16", "float32"):
+            p = plan(B, Hq, Hkv, qL, kL, 128, dtype, "none", num_sms)
+            if p["splits"] == 1:
+                assert p["merge_grid"] == 0
+                continue
+            rows = B * Hq * qL
+            assert p["merge_grid"] == rows
+            want = p["splits"] >= 8 and rows <= 2 * num_sms
+            assert p["merge_wide"] == want, (B, Hq, Hkv, qL, kL, dtype, p)
+            assert p["merge_block"] == (256 if want else 128)
+            seen.add(want)
+    assert seen == {True, False}

@@ -343,11 +343,11 @@ def test_bulk_split_knob():
 
 
 def test_tc_mma_order_by_tiles():
-    """tc_qmm takes its interleaved-mma variant where it was measured faster
-    (one row tile, 2 or 8 tiles of x: M 9-16 and M > 32), not at 4 tiles
-    (M 17-32, mixed) or 1 (untimed); other kernels' plans are unmarked (0).
-    MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs only): 1 every variant, 0 none,
-    2 every variant in the candidate order."""
+    """tc_qmm's mma order where each was measured faster, at one row tile:
+    interleaved (1) at 2 or 8 tiles of x (M 9-16, M > 32), interleaved with a
+    one-tile tail (2) at 4 tiles (M 17-32), chained (0) at 1 tile (untimed);
+    other kernels' plans are unmarked (0). MLX_KERNELS_QMM_TC_INTERLEAVE (A/B
+    runs only) puts every variant in one order: 0, 1 or 2."""
     expr = ("[(lambda p: (p['kernel'], p['m_tiles'], p['row_tiles'], p['mma_order']))("
             "_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, 'float16', 132)) "
             "for M, N, K in ((1, 151936, 1024), (64, 151936, 1024), (24, 4096, 4096), "
@@ -357,15 +357,15 @@ def test_tc_mma_order_by_tiles():
     assert default == [
         ("tensor_core_bulk", 1, 1, 0),
         ("tensor_core", 8, 1, 1),
-        ("tensor_core", 4, 1, 0),
-        ("tensor_core", 4, 1, 0),
+        ("tensor_core", 4, 1, 2),
+        ("tensor_core", 4, 1, 2),
         ("tensor_core", 2, 1, 1),
         ("tensor_core", 2, 1, 1),
         ("tensor_core", 8, 1, 1),
     ]
     assert [p[3] for p in eval(plan_under({knob: "1"}, expr))] == [0, 1, 1, 1, 1, 1, 1]
     assert [p[3] for p in eval(plan_under({knob: "0"}, expr))] == [0] * 7
-    # 2: the candidate order (ragged last pass as one tile) for every variant.
+    # 2: interleaved with the ragged last pass as one tile, every variant.
     assert [p[3] for p in eval(plan_under({knob: "2"}, expr))] == [0, 2, 2, 2, 2, 2, 2]
 
 

@@ -153,12 +153,31 @@ PrefillChoice prefill_choice_from_env() {
   return choice;
 }
 
-bool merge_wide_from_env() {
-  static const bool wide = [] {
+MergeChoice merge_choice_from_env() {
+  static const MergeChoice choice = [] {
     const char* v = std::getenv("MLX_KERNELS_ATTN_MERGE_WIDE");
-    return v != nullptr && std::strcmp(v, "1") == 0;
+    if (v != nullptr && std::strcmp(v, "1") == 0) {
+      return MergeChoice::Wide;
+    }
+    return v != nullptr && std::strcmp(v, "0") == 0 ? MergeChoice::Narrow : MergeChoice::Auto;
   }();
-  return wide;
+  return choice;
+}
+
+// attn_merge_wide_kernel gathers a row's splits with 8 warps in batches
+// (fewer dependent rounds of loads); it pays where a row has many splits and
+// the grid is small, so that the 4-warp kernel's rounds are the latency.
+// H100, ncu, session 19, the decode grid (Hq 32, Hkv 8, D 128, float16), wide
+// over 4-warp merge time: 8-47 splits and 32-256 rows (up to 2 an SM):
+// 0.47-1.00x on all 20 cases, geomean 0.72 (B = 1, qL = 1, kL 16k-32k, 43-47
+// splits: 8.0-8.6 -> 3.8-4.0 us); 8-12 splits at 512-1024 rows: 1.05-1.55x
+// (10 cases); 2-4 splits: 0.97-1.65x (24).
+bool use_merge_wide(int64_t merge_rows, int splits, int num_sms, MergeChoice choice) {
+  if (choice != MergeChoice::Auto) {
+    return choice == MergeChoice::Wide;
+  }
+  return splits >= kMergeWideMinSplits &&
+      merge_rows <= int64_t{kMergeWideMaxRowsPerSm} * std::max(num_sms, 1);
 }
 
 AttnPlan plan_cuda_flash_attention(
@@ -225,7 +244,7 @@ AttnPlan plan_cuda_flash_attention(
     plan.wave_efficiency = wave_efficiency(plan.grid, capacity);
     if (g.splits > 1) {
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
-      plan.merge_wide = merge_wide_from_env();
+      plan.merge_wide = use_merge_wide(plan.merge_grid, g.splits, num_sms, merge_choice_from_env());
       plan.merge_block = plan.merge_wide ? 32 * kMergeWideWarps : kAttnThreads;
     }
   } else if (

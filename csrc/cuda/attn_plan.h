@@ -126,7 +126,8 @@ struct AttnPlan {
   int block_k = 0; // prefill: keys per staged tile
   size_t smem_bytes = 0; // PrefillMma: dynamic; the others: their static arrays
   // Decode with splits > 1: the merge pass, one block per output row;
-  // merge_wide: the candidate attn_merge_wide_kernel (merge_wide_from_env).
+  // merge_wide: by attn_merge_wide_kernel (8 warps a row) rather than
+  // attn_merge_kernel (4); the rule: use_merge_wide in attn_plan.cpp.
   int64_t merge_grid = 0;
   int merge_block = 0;
   bool merge_wide = false;
@@ -139,6 +140,10 @@ struct AttnPlan {
 
 constexpr int kAttnThreads = 128; // 4 warps, every kernel but the next
 constexpr int kMergeWideWarps = 8; // attn_merge_wide_kernel
+// The wide merge where a row has at least kMergeWideMinSplits splits and there
+// are at most kMergeWideMaxRowsPerSm rows an SM (use_merge_wide).
+constexpr int kMergeWideMinSplits = 8;
+constexpr int kMergeWideMaxRowsPerSm = 2;
 constexpr int kDecodeMaxQueries = 8;
 constexpr int kDecodeWarps = 4;
 // DecodeMma: 16 * MT rows a block (MT = 1, 2 or 4 row tiles of 16; the 4 warps
@@ -190,9 +195,13 @@ bool prefill_wgmma_head_dim(int D);
 // anything else: PrefillWgmma where it applies. Read once.
 enum class PrefillChoice { Auto, Mma };
 PrefillChoice prefill_choice_from_env();
-// MLX_KERNELS_ATTN_MERGE_WIDE=1 (A/B runs; off by default, not yet run on a
-// GPU): the decode merge pass by attn_merge_wide_kernel. Read once.
-bool merge_wide_from_env();
+// MLX_KERNELS_ATTN_MERGE_WIDE (A/B runs; read once): 1 every split decode's
+// merge by attn_merge_wide_kernel, 0 none; unset or else: the plan's rule.
+enum class MergeChoice { Auto, Wide, Narrow };
+MergeChoice merge_choice_from_env();
+// The plan's rule for a split decode's merge pass (merge_grid rows, splits
+// each) on num_sms SMs.
+bool use_merge_wide(int64_t merge_rows, int splits, int num_sms, MergeChoice choice);
 // Dynamic shared memory of the DecodeMma kernel.
 size_t decode_mma_smem_bytes(int block_rows, int D);
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit

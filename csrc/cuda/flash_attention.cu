@@ -70,16 +70,17 @@
 //   (lanes over D in float4); the warps add up through shared memory;
 //   out = acc / sum.
 //
-// attn_merge_wide_kernel<T>  (candidate: MLX_KERNELS_ATTN_MERGE_WIDE=1, off;
-//   not yet run on a GPU) The same combination with fewer dependent rounds of
-//   global loads: one block of 8 warps per output row; warp w takes the splits
+// attn_merge_wide_kernel<T>  (decode with many splits and few rows: the
+//   plan's use_merge_wide) The same combination with fewer dependent rounds
+//   of global loads: one block of 8 warps per output row; warp w takes the splits
 //   w, w + 8, ... in batches of 8, every load of a batch (m, l and the row of
 //   acc, lanes over D in float4) issued before the first is used, and keeps its
 //   own running max, rescaling its sums when a batch raises it; the warps'
 //   (max, sum, acc) are then combined through shared memory. attn_merge_kernel
 //   reads all maxima first, then 4 splits at a time a warp: at the 43-47
-//   splits of B = 1 and kL 16k-32k about five rounds, and 7.8-8.7 us under
-//   ncu on the H200 (session 17), where MLX's whole reduction took 3.9-4.4.
+//   splits of B = 1 and kL 16k-32k about five rounds: 7.8-8.7 us under ncu
+//   on the H200 (session 17), where MLX's whole reduction took 3.9-4.4; on
+//   the H100 (session 19) 8.0-8.6 us against this kernel's 3.8-4.0.
 //
 // attn_prefill_mma_kernel<T, D>  (qL > 8, float16 / bfloat16)
 //   A block owns BQ consecutive queries of one (batch, query head): BQ = 128

@@ -116,21 +116,38 @@ constexpr int64_t kKSliceOverBulkMaxKbPerSm = int64_t{1} << 30; // 1 TB: no over
 const int64_t kKSliceOverBulkKbPerSm =
     knob_in("MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM", 0, kKSliceOverBulkMaxKbPerSm, 124);
 constexpr int64_t kKSliceOverBulkRounds = 4;
-// tc_qmm with its mma chains interleaved (kTcInterleaved, quantized_matmul.cu)
-// where it was measured faster: one row tile a warp and 2 or 8 tiles of x
-// (M 9-16 and M > 32). H100, session 18, ncu, against the default measured
-// twice in the same lease: 0.76-0.98x the time on all 30 such cases (M 12, 16
-// and 64). With 4 tiles (M 17-32) it was mixed, 0.86-1.14x over 44 cases: at
-// M = 24 a pass's pair of tiles includes a fourth, empty one, and M = 32 on
-// 4096x4096 took 1.07x. One tile (M <= 8) is untimed.
-// MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs): 1 every variant, 0 none; 2 every
-// variant in the candidate order (kTcInterleavedTail, not yet run on a GPU).
+// The order of tc_qmm's mmas (TcOrder; quantized_matmul.cu) where one row
+// tile a warp was measured: H100, ncu, every shape, float16 and bfloat16.
+// - 2 or 8 tiles of x (M 9-16, M > 32): kTcInterleaved. Session 18, against
+//   the chained order measured twice in the same lease: 0.76-0.98x the time on
+//   all 30 cases (M 12, 16, 64); 151936x1024 M = 64 149.0 -> 127.4 us.
+// - 4 tiles (M 17-32): kTcInterleavedTail. Plain interleaving was mixed there
+//   (0.86-1.14x over 44 cases: at M = 24 a pass pairs a tile with an empty
+//   one). Session 19, against the chained order in the same lease, the full
+//   grid: 0.90-0.98x on all 44 cases at M 24 and 32 (4096x4096 M = 32 19.3 ->
+//   17.9 us); an earlier run in that lease, M 17, 24 and 32: 0.92-1.00x on
+//   66. At 8 tiles the same order took 0.98-1.14x the time of kTcInterleaved
+//   (M = 64; 1.06-1.14x on the large shapes), so it stays at 4 tiles.
+// - 1 tile (M <= 8): chained (untimed).
+// MLX_KERNELS_QMM_TC_INTERLEAVE (A/B runs): every variant in one order, 0
+// chained, 1 interleaved, 2 interleaved with the one-tile tail.
 const int64_t kTcInterleaveKnob = knob_in("MLX_KERNELS_QMM_TC_INTERLEAVE", 0, 2, -1);
 TcOrder tc_mma_order(int row_tiles, int m_tiles) {
   if (kTcInterleaveKnob >= 0) {
     return static_cast<TcOrder>(kTcInterleaveKnob);
   }
-  return row_tiles == 1 && (m_tiles == 2 || m_tiles == 8) ? kTcInterleaved : kTcChained;
+  if (row_tiles != 1) {
+    return kTcChained;
+  }
+  switch (m_tiles) {
+    case 2:
+    case 8:
+      return kTcInterleaved;
+    case 4:
+      return kTcInterleavedTail;
+    default:
+      return kTcChained;
+  }
 }
 // The most warps a k-slice block once its row tiles outnumber the SMs
 // (MLX_KERNELS_QMM_KSLICE_WIDE_WARPS, 1 .. kKSliceMaxWarps): 4, from the

@@ -19,8 +19,8 @@ enum class QmmKernel {
 };
 
 // The order of tc_qmm's mmas (its kOrder; quantized_matmul.cu says more):
-// tile of x by tile, two tiles' chains interleaved, or the candidate
-// (interleaved, a ragged last pass as one tile, 5 blocks an SM at 4 tiles).
+// tile of x by tile, two tiles' chains interleaved, or interleaved with a
+// ragged last pass as one tile (and 5 blocks an SM at 4 tiles).
 enum TcOrder : int { kTcChained = 0, kTcInterleaved = 1, kTcInterleavedTail = 2 };
 
 struct QmmPlan {

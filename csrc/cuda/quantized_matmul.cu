@@ -333,8 +333,7 @@ struct TcShape {
 // HMMAs a step of the MT = 8 variant read the accumulator the one before
 // wrote, cuobjdump -sass), and a branch per tile keeps the compiler from
 // interleaving tiles. The bulk kernel does the same with acc / acc2.
-// kTcInterleavedTail (candidate, MLX_KERNELS_QMM_TC_INTERLEAVE=2; not yet run
-// on a GPU): as kTcInterleaved, but a pass whose second tile is past M (M = 24
+// kTcInterleavedTail (the plan's order at 4 tiles): as kTcInterleaved, but a pass whose second tile is past M (M = 24
 // at 4 tiles) does the one tile's mmas, even and odd into its own and the
 // empty tile's accumulators (added at the end), instead of a pair with an
 // empty tile; and at 4 tiles it asks for 5 blocks an SM (<= 102 registers;
