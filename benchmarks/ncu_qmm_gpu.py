@@ -35,6 +35,7 @@ import io
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 SHAPES = {
@@ -89,7 +90,16 @@ def run(args):
     from bench_qmm_gpu import copy_bandwidth_torch
 
     mx.set_default_device(mx.gpu)
+    t0 = time.monotonic()
+
+    def progress(what):
+        # stderr (qmm_ncu.err comes back): where a process that profiles
+        # nothing spends its time (the first ncu process of a lease, session 19)
+        print(f"[{time.monotonic() - t0:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+    progress("start")
     bw = copy_bandwidth_torch()
+    progress(f"copy bandwidth {bw / 1e12:.2f} TB/s")
     dtypes = {"float16": mx.float16, "bfloat16": mx.bfloat16}
     dtypes = {k: v for k, v in dtypes.items() if k in args.dtypes.split(",")}
     m_values = [int(v) for v in args.mvalues.split(",")] if args.mvalues else M_VALUES
@@ -100,18 +110,23 @@ def run(args):
                 w, s, b = mx.quantize(mx.random.normal((N, K)), group_size=GS, bits=BITS)
                 s, b = s.astype(dt), b.astype(dt)
                 mx.eval(w, s, b)
+                progress(f"{N}x{K} {dname}: weights quantized")
                 for M in m_values:
                     x = mx.random.normal((M, K)).astype(dt)
                     mx.eval(x)
                     kw = dict(transpose=True, group_size=GS, bits=BITS)
                     ours = lambda x=x, w=w, s=s, b=b, kw=kw: mk.quantized_matmul(x, w, s, b, **kw)  # noqa: E731
                     mlx = lambda x=x, w=w, s=s, b=b, kw=kw: mx.quantized_matmul(x, w, s, b, **kw)  # noqa: E731
-                    mx.eval(ours(), mlx())  # warm-up (JIT, graph caches) outside the range
+                    mx.eval(ours())  # warm-up (JIT, graph caches) outside the range
+                    progress(f"{N}x{K} {dname} M={M}: ours warmed up")
+                    mx.eval(mlx())
+                    progress(f"{N}x{K} {dname} M={M}: MLX's warmed up")
                     cases.append({"family": fam, "N": N, "K": K, "M": M, "dtype": dname,
                                   "weight_bytes": weight_bytes(N, K),
                                   "plan": planned(M, N, K, dname)})
                     prepared.append((ours, mlx))
     mx.synchronize()
+    progress(f"{len(cases)} cases prepared; profiling")
     from _common import machine_info
     Path(args.cases).write_text(json.dumps(
         {"copy_bandwidth_Bps": bw, "machine": machine_info("gpu"), "cases": cases}))

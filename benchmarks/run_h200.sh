@@ -30,6 +30,12 @@ NCU_TIME=(--csv --page raw --print-units base --metrics gpu__time_duration.sum
 # (WARM_T seconds each, 120 by default; 0 skips it). Session 12: after the
 # test stage the qmm warm-up still ran past 120 s, printing nothing; session
 # 13: with WARM_T=0 the tune stages after a test stage worked at once.
+# Session 19 (H100): on one machine the first tune process was killed by the
+# call's limit after about 2 min, and every later ncu stage of that lease was
+# quick (the qmm grid twice in under 100 s); on the next machine, with
+# WARM_T=0 after a test stage and an attention ncu stage (which worked), two
+# qmm tune processes (150 s, then 120 s) profiled nothing. ncu_qmm_gpu.py run
+# now reports each step on stderr ($dir/qmm_ncu.err) to show where it waits.
 ncu_warm() {
   [ -n "${ncu_warm_done:-}" ] && return
   [ "${WARM_T:-120}" = 0 ] && return

@@ -223,3 +223,31 @@ def test_ncu_qmm_compare_groups_by_plan(tmp_path, capsys):
     assert "base 2 / base 1: geomean" in out and "0.562-1.000" in out
     with pytest.raises(SystemExit):
         ncu_qmm_gpu.compare(type("Args", (), {"json": [new], "per_case": False}))
+
+
+def test_ncu_qmm_run_reports_progress(tmp_path, monkeypatch, capsys):
+    """ncu_qmm_gpu.py run (here on the CPU stream, the copy and the profiling
+    range stubbed): writes every case with its plan, and reports each step on
+    stderr, so that a process that profiles nothing shows where it stopped."""
+    import argparse
+
+    import bench_qmm_gpu
+    import mlx.core as mx
+    import ncu_qmm_gpu
+
+    monkeypatch.setattr(bench_qmm_gpu, "copy_bandwidth_torch", lambda: 2.5e12)
+    monkeypatch.setattr(mx, "set_default_device", lambda device: None)
+    profiled = []
+    monkeypatch.setattr(ncu_qmm_gpu, "profile_pairs", lambda prepared: profiled.append(len(prepared)))
+    cases = tmp_path / "cases.json"
+    args = argparse.Namespace(cases=str(cases), dtypes="float16", mvalues="1,3", shapes="1024x1024")
+    ncu_qmm_gpu.run(args)
+    meta = json.loads(cases.read_text())
+    assert meta["copy_bandwidth_Bps"] == 2.5e12 and profiled == [2]
+    assert [(c["N"], c["K"], c["M"], c["dtype"]) for c in meta["cases"]] == [
+        (1024, 1024, 1, "float16"), (1024, 1024, 3, "float16")]
+    err = capsys.readouterr().err
+    for step in ("start", "copy bandwidth 2.50 TB/s", "1024x1024 float16: weights quantized",
+                 "1024x1024 float16 M=3: ours warmed up", "1024x1024 float16 M=3: MLX's warmed up",
+                 "2 cases prepared; profiling"):
+        assert step in err, (step, err)
