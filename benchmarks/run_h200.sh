@@ -81,7 +81,7 @@ export PYTHONPATH=/tmp/site
 # tests) they held 1.1 GB, 113 MB as xz (carry takes 64 MiB), and packing
 # them took minutes of that call. On that warm machine the next calls were
 # quick: the qmm ncu grid twice and the attention decode grid twice in 120 s.
-# So a lease's first call should warm the caches (build and tests) before ncu.
+# Warm caches alone are not the whole story: see ncu_warm above (calls 6-7).
 # JITCACHE=0: MLX's and the driver's default places.
 JITDIR=/tmp/jitcache
 if [ "${JITCACHE:-1}" != 0 ]; then

@@ -72,10 +72,10 @@
 //
 // attn_merge_wide_kernel<T>  (decode with many splits and few rows: the
 //   plan's use_merge_wide) The same combination with fewer dependent rounds
-//   of global loads: one block of 8 warps per output row; warp w takes the splits
-//   w, w + 8, ... in batches of 8, every load of a batch (m, l and the row of
-//   acc, lanes over D in float4) issued before the first is used, and keeps its
-//   own running max, rescaling its sums when a batch raises it; the warps'
+//   of global loads: one block of 8 warps per output row; warp w takes the
+//   splits w, w + 8, ... in batches of 8, every load of a batch (m, l and the
+//   row of acc, lanes over D in float4) issued before the first is used, and
+//   keeps its own running max, rescaling its sums when a batch raises it; the warps'
 //   (max, sum, acc) are then combined through shared memory. attn_merge_kernel
 //   reads all maxima first, then 4 splits at a time a warp: at the 43-47
 //   splits of B = 1 and kL 16k-32k about five rounds: 7.8-8.7 us under ncu

@@ -333,11 +333,12 @@ struct TcShape {
 // HMMAs a step of the MT = 8 variant read the accumulator the one before
 // wrote, cuobjdump -sass), and a branch per tile keeps the compiler from
 // interleaving tiles. The bulk kernel does the same with acc / acc2.
-// kTcInterleavedTail (the plan's order at 4 tiles): as kTcInterleaved, but a pass whose second tile is past M (M = 24
-// at 4 tiles) does the one tile's mmas, even and odd into its own and the
-// empty tile's accumulators (added at the end), instead of a pair with an
-// empty tile; and at 4 tiles it asks for 5 blocks an SM (<= 102 registers;
-// kTcInterleaved takes 114 at 4-bit, 4 blocks).
+// kTcInterleavedTail (the plan's order at 4 tiles): as kTcInterleaved, but a
+// pass whose second tile is past M (M = 24 at 4 tiles) does the one tile's
+// mmas, even and odd into its own and the empty tile's accumulators (added at
+// the end), instead of a pair with an empty tile; and at 4 tiles it asks for
+// 5 blocks an SM (<= 102 registers; kTcInterleaved takes 114 at 4-bit, 4
+// blocks). H100 times of the three orders: tc_mma_order in qmm_plan.cpp.
 // (The launch bounds' second argument 0 asks for nothing: the same code as
 // the one-argument form, cuobjdump -sass; 1 would change it.)
 template <typename T, int bits, int RT, int MT, int kOrder>
