@@ -7,6 +7,7 @@ are visited exactly once across the decode splits (up to the causal limit for
 prefill)."""
 
 import itertools
+import json
 
 import pytest
 
@@ -130,6 +131,17 @@ def wave_efficiency(grid, capacity):
     return grid / (ceil_div(grid, capacity) * capacity)
 
 
+def rule_splits(base, kL, capacity, min_split_keys=256):
+    """The split rule written out: the smallest requested split count whose
+    launched grid (base blocks a split) reaches 90% wave efficiency, else the
+    most efficient (smallest of equals); as launched."""
+    effs = [(wave_efficiency(base * launched_splits(kL, s), capacity), s)
+            for s in range(1, min(max(kL // min_split_keys, 1), 256) + 1)]
+    good = [s for e, s in effs if e >= WAVE_EFFICIENCY]
+    want = good[0] if good else max(effs, key=lambda es: (es[0], -es[1]))[1]
+    return launched_splits(kL, want)
+
+
 @pytest.mark.parametrize(
     "B,Hq,Hkv,kL,splits16,splits32",
     [
@@ -179,11 +191,7 @@ def test_decode_wave_rule(dtype, num_sms):
         assert p["blocks_per_sm"] == blocks_per_sm(p["smem_bytes"])
         capacity = p["blocks_per_sm"] * num_sms
         base = B * Hkv * p["row_tiles"]
-        effs = [(wave_efficiency(base * launched_splits(kL, s), capacity), s)
-                for s in range(1, min(max(kL // 256, 1), 256) + 1)]
-        good = [s for e, s in effs if e >= WAVE_EFFICIENCY]
-        want = good[0] if good else max(effs, key=lambda es: (es[0], -es[1]))[1]
-        assert p["splits"] == launched_splits(kL, want), (B, Hq, Hkv, qL, kL, p)
+        assert p["splits"] == rule_splits(base, kL, capacity), (B, Hq, Hkv, qL, kL, p)
         assert p["grid"] == base * p["splits"]
         assert p["wave_efficiency"] == pytest.approx(wave_efficiency(p["grid"], capacity))
 
@@ -394,3 +402,34 @@ def test_merge_wide_rule(num_sms):
             assert p["merge_block"] == (256 if want else 128)
             seen.add(want)
     assert seen == {True, False}
+
+
+def test_decode_split_knobs():
+    """MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM and MLX_KERNELS_ATTN_MIN_SPLIT_KEYS
+    (A/B runs; read once per process) replace the wave's blocks an SM and the
+    fewest keys a split in the same rule; blocks_per_sm stays the residency.
+    Values are clamped (1-32 blocks, at least 64 keys)."""
+    shapes = [(1, 32, 8, 1, 16384), (1, 32, 8, 1, 32768), (1, 32, 8, 8, 1024),
+              (4, 32, 8, 8, 1024), (16, 32, 8, 1, 4096), (1, 32, 8, 1, 300)]
+    code = ("import json, mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
+            "print(json.dumps([(lambda q: [q['splits'], q['row_tiles'], q['blocks_per_sm'], "
+            "q['wave_efficiency']])(p(B, Hq, Hkv, qL, kL, 128, 'float16', 'causal', 132)) "
+            f"for B, Hq, Hkv, qL, kL in {shapes}]))")
+    default = [plan(B, Hq, Hkv, qL, kL, 128, "float16", "causal", 132) for B, Hq, Hkv, qL, kL in shapes]
+    for knobs, wave_blocks, min_keys in [
+            ({}, None, 256),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "2"}, 2, 256),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "0"}, 1, 256),
+            ({"MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "512"}, None, 512),
+            ({"MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "1"}, None, 64),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "1",
+              "MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "1024"}, 1, 1024)]:
+        got = json.loads(output_under(knobs, code))
+        for (B, Hq, Hkv, qL, kL), (splits, row_tiles, bps, eff), d in zip(shapes, got, default):
+            assert bps == d["blocks_per_sm"] and row_tiles == d["row_tiles"]
+            capacity = (wave_blocks or bps) * 132
+            want = rule_splits(B * Hkv * row_tiles, kL, capacity, min_keys)
+            assert splits == want, (knobs, B, qL, kL, splits, want)
+            assert eff == pytest.approx(wave_efficiency(B * Hkv * row_tiles * splits, capacity))
+        if knobs:
+            assert [g[0] for g in got] != [d["splits"] for d in default], knobs

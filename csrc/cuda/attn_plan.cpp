@@ -50,6 +50,7 @@
 #include <limits>
 #include <utility>
 
+#include "cuda/plan_knobs.h"
 #include "errors.h"
 
 namespace mlx_kernels::cuda {
@@ -86,6 +87,21 @@ std::pair<int, int> decode_chunks(int kL, int64_t requested) {
   const int64_t splits = std::max<int64_t>(ceil_div(kL, chunk), 1);
   return {static_cast<int>(chunk), static_cast<int>(splits)};
 }
+
+// A/B knobs of the decode split rule (read once; unset: the rule above).
+// - MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM: the blocks an SM that the rule
+//   counts as one wave, in place of the residency from shared memory (the
+//   plan's blocks_per_sm stays the residency; its wave_efficiency is then
+//   against the knob's wave).
+// - MLX_KERNELS_ATTN_MIN_SPLIT_KEYS: the fewest keys a split, in place of
+//   kMinSplitKeys.
+// Not yet run on a GPU. For the decode cases slower than MLX: B = 1 at kL
+// 16k-32k (43-47 splits of 6 key tiles each: fewer, longer blocks?) and
+// qL = 8 at kL = 1k (4 splits; the merge is a fifth of the time).
+const int64_t kSplitBlocksPerSmKnob =
+    knob_in("MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM", 1, kMaxBlocksPerSm, 0);
+const int64_t kMinSplitKeysKnob =
+    knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, kMinSplitKeys);
 
 } // namespace
 
@@ -224,8 +240,10 @@ AttnPlan plan_cuda_flash_attention(
     }
     plan.blocks_per_sm = resident_blocks_per_sm(plan.smem_bytes);
     const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
-    const int64_t capacity = int64_t(plan.blocks_per_sm) * std::max(num_sms, 1);
-    const int64_t max_splits = std::clamp<int64_t>(p.kL / kMinSplitKeys, 1, kMaxSplits);
+    const int64_t wave_blocks_per_sm =
+        kSplitBlocksPerSmKnob > 0 ? kSplitBlocksPerSmKnob : plan.blocks_per_sm;
+    const int64_t capacity = wave_blocks_per_sm * std::max(num_sms, 1);
+    const int64_t max_splits = std::clamp<int64_t>(p.kL / kMinSplitKeysKnob, 1, kMaxSplits);
     // The smallest split count reaching the wave efficiency goal, else the
     // most efficient one (the smallest of equals).
     std::pair<int, int> best = decode_chunks(p.kL, 1);

@@ -34,28 +34,14 @@
 #include <atomic>
 #include <cstdlib>
 
+#include "cuda/plan_knobs.h"
+
 namespace mlx_kernels::cuda {
 
 namespace {
 // Tuning knobs for measurements on a GPU (benchmarks/ncu_qmm_gpu.py runs one
 // process per setting): MLX_KERNELS_QMM_BLOCKS_PER_SM and
 // MLX_KERNELS_QMM_MIN_STEPS override the two constants below, read once.
-int64_t tuning(const char* name, int64_t fallback) {
-  const char* v = std::getenv(name);
-  const int64_t n = v ? std::atoll(v) : 0;
-  return n > 0 ? n : fallback;
-}
-// A knob whose 0 means something: its value clamped to [lo, hi], or
-// `fallback` when the variable is unset.
-int64_t knob_in(const char* name, int64_t lo, int64_t hi, int64_t fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::clamp<int64_t>(std::atoll(v), lo, hi) : fallback;
-}
-// A kernel switch: on unless the variable is set to 0.
-bool switched_on(const char* name) {
-  const char* v = std::getenv(name);
-  return v == nullptr || std::atoll(v) != 0;
-}
 const int64_t kBlocksPerSm = tuning("MLX_KERNELS_QMM_BLOCKS_PER_SM", 6);
 const int64_t kMinStepsPerSplit = tuning("MLX_KERNELS_QMM_MIN_STEPS", 4);
 // The split blocks form one thread-block cluster: 8 is the portable maximum.
