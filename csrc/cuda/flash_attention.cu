@@ -75,12 +75,13 @@
 //   of global loads: one block of 8 warps per output row; warp w takes the
 //   splits w, w + 8, ... in batches of 8, every load of a batch (m, l and the
 //   row of acc, lanes over D in float4) issued before the first is used, and
-//   keeps its own running max, rescaling its sums when a batch raises it; the warps'
-//   (max, sum, acc) are then combined through shared memory. attn_merge_kernel
-//   reads all maxima first, then 4 splits at a time a warp: at the 43-47
-//   splits of B = 1 and kL 16k-32k about five rounds: 7.8-8.7 us under ncu
-//   on the H200 (session 17), where MLX's whole reduction took 3.9-4.4; on
-//   the H100 (session 19) 8.0-8.6 us against this kernel's 3.8-4.0.
+//   keeps its own running max, rescaling its sums when a batch raises it; the
+//   warps' (max, sum, acc) are then combined through shared memory.
+//   attn_merge_kernel reads all maxima first, then 4 splits at a time a
+//   warp: at the 43-47 splits of B = 1 and kL 16k-32k about five rounds:
+//   7.8-8.7 us under ncu on the H200 (session 17), where MLX's whole
+//   reduction took 3.9-4.4; on the H100 (session 19) 8.0-8.6 us against this
+//   kernel's 3.8-4.0.
 //
 // attn_prefill_mma_kernel<T, D>  (qL > 8, float16 / bfloat16)
 //   A block owns BQ consecutive queries of one (batch, query head): BQ = 128
@@ -562,6 +563,45 @@ __global__ void __launch_bounds__(kAttnThreads, (decode_min_blocks<T, D, RT>()))
 
 // ---------------------------------------------------------------------------
 // Merge of the decode splits
+
+// The partials of the output row a merge block owns (n = blockIdx.x): S
+// splits of (m, l) and of D accumulators.
+struct MergeRow {
+  int D;
+  int S;
+  int64_t n;
+  const float* ml; // [S][2]
+  const float* acc; // [S][D]
+};
+
+__device__ __forceinline__ MergeRow merge_row(const AttnArgs& a) {
+  const int D = a.geo.D;
+  const int S = a.geo.splits;
+  const int64_t n = blockIdx.x;
+  return {D, S, n, a.part_ml + n * S * 2, a.part_acc + n * S * D};
+}
+
+// o += wt * x, component-wise.
+__device__ __forceinline__ void fma4(float4& o, float wt, const float4& x) {
+  o.x = fmaf(wt, x.x, o.x);
+  o.y = fmaf(wt, x.y, o.y);
+  o.z = fmaf(wt, x.z, o.z);
+  o.w = fmaf(wt, x.w, o.w);
+}
+
+// A warp's float4 columns (lane + 32 t) of a row of D floats into dst.
+template <int kF4>
+__device__ __forceinline__ void store_lane_columns(float* dst, const float4 (&o)[kF4], int lane,
+                                                   int D) {
+#pragma unroll
+  for (int t = 0; t < kF4; ++t) {
+    const int d4 = lane + 32 * t;
+    if (d4 * 4 < D) {
+      reinterpret_cast<float4*>(dst)[d4] = o[t];
+    }
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kAttnThreads) attn_merge_kernel(const AttnArgs a) {
   constexpr int kWarps = kAttnThreads / 32;
@@ -570,15 +610,10 @@ __global__ void __launch_bounds__(kAttnThreads) attn_merge_kernel(const AttnArgs
   __shared__ float warp_sum[kWarps];
   __shared__ __align__(16) float warp_acc[kWarps][kMaxD];
 
-  const AttnGeometry& g = a.geo;
-  const int D = g.D;
-  const int S = g.splits;
+  const auto [D, S, n, ml, acc] = merge_row(a);
   const int tid = threadIdx.x;
   const int warp = tid / 32;
   const int lane = tid % 32;
-  const int64_t n = blockIdx.x; // output row
-  const float* ml = a.part_ml + n * S * 2;
-  const float* acc = a.part_acc + n * S * D;
 
   float M = kNegInf;
   for (int s = tid; s < S; s += kAttnThreads) {
@@ -611,21 +646,11 @@ __global__ void __launch_bounds__(kAttnThreads) attn_merge_kernel(const AttnArgs
     for (int t = 0; t < kMaxD / 128; ++t) {
       const int d4 = lane + 32 * t;
       if (d4 * 4 < D) {
-        const float4 x = src[d4];
-        o[t].x = fmaf(wt, x.x, o[t].x);
-        o[t].y = fmaf(wt, x.y, o[t].y);
-        o[t].z = fmaf(wt, x.z, o[t].z);
-        o[t].w = fmaf(wt, x.w, o[t].w);
+        fma4(o[t], wt, src[d4]);
       }
     }
   }
-#pragma unroll
-  for (int t = 0; t < kMaxD / 128; ++t) {
-    const int d4 = lane + 32 * t;
-    if (d4 * 4 < D) {
-      reinterpret_cast<float4*>(warp_acc[warp])[d4] = o[t];
-    }
-  }
+  store_lane_columns(warp_acc[warp], o, lane, D);
   if (lane == 0) {
     warp_sum[warp] = L;
   }
@@ -661,15 +686,10 @@ __global__ void __launch_bounds__(32 * kMergeWideWarps) attn_merge_wide_kernel(c
   __shared__ __align__(16) float warp_acc[kWarps][kMaxD];
   __shared__ __align__(16) float staged[kWarps][kBatch][kMaxD];
 
-  const AttnGeometry& g = a.geo;
-  const int D = g.D;
-  const int S = g.splits;
+  const auto [D, S, n, ml, acc] = merge_row(a);
   const int tid = threadIdx.x;
   const int warp = tid / 32;
   const int lane = tid % 32;
-  const int64_t n = blockIdx.x; // output row
-  const float* ml = a.part_ml + n * S * 2;
-  const float* acc = a.part_acc + n * S * D;
 
   float m_run = kNegInf; // this warp's max so far; L and o are relative to it
   float L = 0.0f;
@@ -715,11 +735,7 @@ __global__ void __launch_bounds__(32 * kMergeWideWarps) attn_merge_wide_kernel(c
       L = fmaf(wt, ls[j], L);
 #pragma unroll
       for (int t = 0; t < kF4; ++t) {
-        const float4 x = reinterpret_cast<const float4*>(staged[warp][j])[lane + 32 * t];
-        o[t].x = fmaf(wt, x.x, o[t].x);
-        o[t].y = fmaf(wt, x.y, o[t].y);
-        o[t].z = fmaf(wt, x.z, o[t].z);
-        o[t].w = fmaf(wt, x.w, o[t].w);
+        fma4(o[t], wt, reinterpret_cast<const float4*>(staged[warp][j])[lane + 32 * t]);
       }
     }
     m_run = m_new;
@@ -728,13 +744,7 @@ __global__ void __launch_bounds__(32 * kMergeWideWarps) attn_merge_wide_kernel(c
     warp_max[warp] = m_run;
     warp_sum[warp] = L;
   }
-#pragma unroll
-  for (int t = 0; t < kF4; ++t) {
-    const int d4 = lane + 32 * t;
-    if (d4 * 4 < D) {
-      reinterpret_cast<float4*>(warp_acc[warp])[d4] = o[t];
-    }
-  }
+  store_lane_columns(warp_acc[warp], o, lane, D);
   __syncthreads();
 
   float M = kNegInf;
