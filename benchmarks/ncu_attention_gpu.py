@@ -103,7 +103,7 @@ def build_cases(args, num_sms):
     from bench_attention_gpu import D, HKV, HQ, case_bytes, case_flops, case_list, case_mask
 
     only = {tuple(int(x) for x in s.split("x")) for s in args.only.split(",") if s} if args.only else None
-    itemsize = {"float16": 2, "bfloat16": 2}
+    itemsize = {"float16": 2, "bfloat16": 2, "float32": 4}
     cases = []
     for kind, B, qL, kL, dname in case_list(args.dtypes.split(","), args.parts.split(","),
                                              args.quick, args.device == "cpu"):
@@ -113,7 +113,7 @@ def build_cases(args, num_sms):
         p = mk._ext.plan_cuda_flash_attention(B, HQ, HKV, qL, kL, D, dname, mask or "none", num_sms)
         plan = {k: p.get(k) for k in ("kernel", "grid", "splits", "chunk", "row_tiles", "block_rows",
                                       "merge_grid", "merge_wide", "smem_bytes", "blocks_per_sm",
-                                      "wave_efficiency")}
+                                      "wave_blocks_per_sm", "wave_efficiency")}
         merge = MERGE_WIDE_KERNEL if p.get("merge_wide") else MERGE_KERNEL
         expected = [MAIN_KERNELS[p["kernel"]]] + ([merge] if p["merge_grid"] else [])
         cases.append({"kind": kind, "B": B, "Hq": HQ, "Hkv": HKV, "D": D, "qL": qL, "kL": kL,

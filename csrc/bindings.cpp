@@ -280,6 +280,7 @@ NB_MODULE(_ext, m) {
         d["merge_block"] = plan.merge_block;
         d["merge_wide"] = plan.merge_wide;
         d["blocks_per_sm"] = plan.blocks_per_sm;
+        d["wave_blocks_per_sm"] = plan.wave_blocks_per_sm;
         d["wave_efficiency"] = plan.wave_efficiency;
         if (blocks) {
           // Per block of the main kernel: (b, kv_head, k_begin, k_end, [(hq, query), ...]).

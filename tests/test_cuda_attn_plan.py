@@ -145,13 +145,14 @@ def rule_splits(base, kL, capacity, min_split_keys=256):
 @pytest.mark.parametrize(
     "B,Hq,Hkv,kL,splits16,splits32",
     [
-        # float16: 3 blocks an SM (72 KB), 396 a wave of 132 SMs; float32:
-        # 16 (20 KB static, threads-limited)
-        (1, 32, 8, 65536, 45, 256),  # 8 blocks before splitting: 45 x 8 = 360 (91%)
+        # float16 (tensor-core decode): a wave is ONE block an SM, 132 blocks;
+        # float32: the residency, 16 blocks an SM (20 KB static,
+        # threads-limited), 2112 a wave
+        (1, 32, 8, 65536, 15, 256),  # 8 blocks before splitting: 15 x 8 = 120 (91%)
         (1, 32, 8, 4096, 16, 16),  # below one wave: as many as 256-key splits allow
-        (64, 32, 8, 4096, 3, 4),  # 512 blocks: 3 splits = 1536 = 3.9 waves (97%)
-        (256, 32, 8, 4096, 2, 1),  # 2048 blocks = 86% of 6 waves; 2 splits: 94%
-        (1, 1, 1, 1 << 20, 256, 256),  # capped
+        (64, 32, 8, 4096, 1, 4),  # float16: 512 blocks = 97% of 4 waves unsplit
+        (256, 32, 8, 4096, 1, 1),  # 2048 blocks = 97% of 16 waves / of one float32 wave
+        (1, 1, 1, 1 << 20, 119, 256),  # float16: 119 splits = 90% of a wave; float32: capped
         (1, 8, 8, 255, 1, 1),  # never below 256 keys a split
         (1, 2, 2, 0, 1, 1),  # no keys
     ],
@@ -182,14 +183,17 @@ def check_split(p, B, Hq, kL, splits):
 @pytest.mark.parametrize("num_sms", [132, 78, 16])
 def test_decode_wave_rule(dtype, num_sms):
     """Against the rule written out here: resident blocks from shared memory;
-    the smallest requested split count whose launched grid reaches 90% wave
-    efficiency, else the most efficient (smallest of equals)."""
+    a wave of one block an SM for the tensor-core decode (float16, bfloat16)
+    and of the resident blocks for the float32 one; the smallest requested
+    split count whose launched grid reaches 90% wave efficiency, else the
+    most efficient (smallest of equals)."""
     shapes = itertools.product([1, 2, 4, 16, 64], [(32, 8), (8, 8), (64, 8), (96, 1)], [1, 4, 8],
                                [1, 300, 1024, 2048, 5000, 8192, 32768])
     for B, (Hq, Hkv), qL, kL in shapes:
         p = plan(B, Hq, Hkv, qL, kL, 128, dtype, "causal", num_sms)
         assert p["blocks_per_sm"] == blocks_per_sm(p["smem_bytes"])
-        capacity = p["blocks_per_sm"] * num_sms
+        assert p["wave_blocks_per_sm"] == (p["blocks_per_sm"] if dtype == "float32" else 1)
+        capacity = p["wave_blocks_per_sm"] * num_sms
         base = B * Hkv * p["row_tiles"]
         assert p["splits"] == rule_splits(base, kL, capacity), (B, Hq, Hkv, qL, kL, p)
         assert p["grid"] == base * p["splits"]
@@ -207,19 +211,23 @@ def test_decode_blocks_per_sm():
 
 
 def test_decode_fills_the_machine():
-    """B * kL >= 64k, Hq 32, Hkv 8: at least one nearly full wave (>= 90%),
-    and no more splits than that takes."""
+    """B * kL >= 64k, Hq 32, Hkv 8: at least one nearly full wave (>= 90%) of
+    one block an SM, and no more splits than that takes."""
     for B, kL in [(1, 65536), (4, 16384), (16, 4096), (64, 1024)]:
         for qL in (1, 4, 8):
             p = plan(B, 32, 8, qL, kL, 128, "float16", "causal" if qL > 1 else "none")
-            capacity = p["blocks_per_sm"] * 132
-            assert p["grid"] >= WAVE_EFFICIENCY * capacity, (B, kL, qL, p["grid"])
+            assert p["wave_blocks_per_sm"] == 1
+            assert p["grid"] >= WAVE_EFFICIENCY * 132, (B, kL, qL, p["grid"])
             assert p["wave_efficiency"] >= WAVE_EFFICIENCY
-    # B 16, qL 1, kL 2048 (was 8 splits, 1024 blocks): 3 splits, one wave
+    # B 16, qL 1, kL 2048: 8 splits under the first rule, 3 (384 blocks) under
+    # the residency wave; now 1 split, 128 blocks, no merge
     p = plan(16, 32, 8, 1, 2048, 128, "float16", "none")
-    assert (p["splits"], p["grid"]) == (3, 384)
-    # fewer SMs: fewer splits
-    assert plan(1, 32, 8, 1, 65536, 128, "float16", "none", 66)["splits"] == 23
+    assert (p["splits"], p["grid"], p["merge_grid"]) == (1, 128, 0)
+    # B 1, kL 16k and 32k (43 and 47 splits before): 15
+    for kL in (16384, 32768):
+        assert plan(1, 32, 8, 1, kL, 128, "float16", "none")["splits"] == 15
+    # fewer SMs: fewer splits (8 x 8 = 64 blocks of 66)
+    assert plan(1, 32, 8, 1, 65536, 128, "float16", "none", 66)["splits"] == 8
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -373,7 +381,7 @@ def test_merge_wide_env_switch():
     code = ("import mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
             "print(*[(lambda q: (q['splits'] > 1, q['merge_wide'], q['merge_block']))("
             "p(B, 32, 8, 1, kL, 128, 'float16', 'none', 132)) "
-            "for B, kL in ((1, 32768), (16, 4096), (16, 256))])")
+            "for B, kL in ((1, 32768), (4, 4096), (16, 256))])")
     for value, want in [(None, "(True, True, 256) (True, False, 128) (False, False, 0)"),
                         ("", "(True, True, 256) (True, False, 128) (False, False, 0)"),
                         ("0", "(True, False, 128) (True, False, 128) (False, False, 0)"),
@@ -406,30 +414,42 @@ def test_merge_wide_rule(num_sms):
 
 def test_decode_split_knobs():
     """MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM and MLX_KERNELS_ATTN_MIN_SPLIT_KEYS
-    (A/B runs; read once per process) replace the wave's blocks an SM and the
-    fewest keys a split in the same rule; blocks_per_sm stays the residency.
-    Values are clamped (1-32 blocks, at least 64 keys)."""
-    shapes = [(1, 32, 8, 1, 16384), (1, 32, 8, 1, 32768), (1, 32, 8, 8, 1024),
-              (4, 32, 8, 8, 1024), (16, 32, 8, 1, 4096), (1, 32, 8, 1, 300)]
+    (A/B runs; read once per process) replace the wave's blocks an SM (0: the
+    residency, the rule before session 20) and the fewest keys a split in the
+    same rule, for both decode kernels; blocks_per_sm stays the residency.
+    Values are clamped (0-32 blocks, at least 64 keys)."""
+    shapes = [(1, 32, 8, 1, 16384, "float16"), (1, 32, 8, 1, 32768, "float16"),
+              (1, 32, 8, 8, 1024, "float16"), (4, 32, 8, 8, 1024, "float16"),
+              (16, 32, 8, 1, 4096, "float16"), (1, 32, 8, 1, 300, "float16"),
+              (1, 32, 8, 1, 65536, "float32"), (16, 32, 8, 4, 4096, "float32")]
     code = ("import json, mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
             "print(json.dumps([(lambda q: [q['splits'], q['row_tiles'], q['blocks_per_sm'], "
-            "q['wave_efficiency']])(p(B, Hq, Hkv, qL, kL, 128, 'float16', 'causal', 132)) "
-            f"for B, Hq, Hkv, qL, kL in {shapes}]))")
-    default = [plan(B, Hq, Hkv, qL, kL, 128, "float16", "causal", 132) for B, Hq, Hkv, qL, kL in shapes]
+            "q['wave_blocks_per_sm'], q['wave_efficiency']])"
+            "(p(B, Hq, Hkv, qL, kL, 128, dt, 'causal', 132)) "
+            f"for B, Hq, Hkv, qL, kL, dt in {shapes}]))")
+    default = [plan(B, Hq, Hkv, qL, kL, 128, dt, "causal", 132) for B, Hq, Hkv, qL, kL, dt in shapes]
+    residency = "residency"
     for knobs, wave_blocks, min_keys in [
             ({}, None, 256),
             ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "2"}, 2, 256),
-            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "0"}, 1, 256),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "0"}, residency, 256),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "-4"}, residency, 256),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "1"}, 1, 256),
             ({"MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "512"}, None, 512),
             ({"MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "1"}, None, 64),
-            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "1",
-              "MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "1024"}, 1, 1024)]:
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "99",
+              "MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "1024"}, 32, 1024)]:
         got = json.loads(output_under(knobs, code))
-        for (B, Hq, Hkv, qL, kL), (splits, row_tiles, bps, eff), d in zip(shapes, got, default):
+        for (B, Hq, Hkv, qL, kL, dt), (splits, row_tiles, bps, wave, eff), d in zip(shapes, got, default):
             assert bps == d["blocks_per_sm"] and row_tiles == d["row_tiles"]
-            capacity = (wave_blocks or bps) * 132
+            if wave_blocks is None:  # the default: one block an SM but for float32
+                want_wave = bps if dt == "float32" else 1
+            else:
+                want_wave = bps if wave_blocks == residency else wave_blocks
+            assert wave == want_wave, (knobs, dt)
+            capacity = want_wave * 132
             want = rule_splits(B * Hkv * row_tiles, kL, capacity, min_keys)
-            assert splits == want, (knobs, B, qL, kL, splits, want)
+            assert splits == want, (knobs, B, qL, kL, dt, splits, want)
             assert eff == pytest.approx(wave_efficiency(B * Hkv * row_tiles * splits, capacity))
         if knobs:
             assert [g[0] for g in got] != [d["splits"] for d in default], knobs

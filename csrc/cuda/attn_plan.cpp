@@ -12,11 +12,15 @@
 //   kSmemReservedPerBlock = 1 KB more per block) and its 128 threads (at most
 //   2048 threads and 32 blocks an SM); registers are not counted (DecodeMma
 //   declares __launch_bounds__(128, 2), so at least 2 fit). DecodeMma, D = 128:
-//   16 rows a block (72 KB) -> 3 blocks an SM, 32 or 64 rows -> 2. capacity =
-//   blocks_per_sm * num_sms blocks run as one wave; a grid of n blocks runs in
-//   ceil(n / capacity) waves with wave efficiency n / (ceil(n / capacity) *
-//   capacity) (the last wave's idle slots are lost time, all blocks of a
-//   decode being about equally long). With base = B * Hkv * row_tiles blocks
+//   16 rows a block (72 KB) -> 3 blocks an SM, 32 or 64 rows -> 2. The rule
+//   counts capacity = wave_blocks_per_sm * num_sms blocks as one wave:
+//   the residency for the float32 decode; ONE block an SM for DecodeMma
+//   (session 20: one block an SM already streams K and V at 80-85% of copy
+//   bandwidth, and the residency's 2-3x the splits only added partials and
+//   merge work: 0.75-1.02x the time, see the knobs below). A grid of n blocks
+//   runs in ceil(n / capacity) waves with wave efficiency n / (ceil(n /
+//   capacity) * capacity) (the last wave's idle slots are lost time, all
+//   blocks of a decode being about equally long). With base = B * Hkv * row_tiles blocks
 //   before splitting, the plan takes the SMALLEST split count s in
 //   [1, s_max], s_max = min(kMaxSplits, max(kL / kMinSplitKeys, 1)), whose
 //   grid base * s reaches kDecodeMinWaveEfficiency (0.9): at least ~one full
@@ -25,9 +29,10 @@
 //   wave even at s_max), the s of the highest efficiency, i.e. the most
 //   blocks. Efficiencies are those of the grid actually launched (chunks are
 //   rounded up to kSplitKeyMultiple keys, which may merge the last splits).
-//   The earlier rule (grid >= 8 blocks per SM regardless of residency) gave
-//   e.g. B 16, qL 1, kL 2048: 8 splits, 1024 blocks = 2.6 waves of 396;
-//   now 3 splits, 384 blocks, one wave at 97%.
+//   The first rule (grid >= 8 blocks per SM regardless of residency) gave
+//   e.g. B 16, qL 1, kL 2048: 8 splits, 1024 blocks = 2.6 waves of 396; the
+//   residency wave 3 splits, 384 blocks, one wave at 97%; now 1 split, 128
+//   blocks (97% of a 132-block wave), no merge.
 // - Decode (float16/bfloat16) serves 16, 32 or 64 rows a block on tensor
 //   cores (every K / V row read once per KV head and split for up to 64
 //   rows): dynamic shared memory Q [rows][D + 8] + 2 stages x K, V
@@ -90,16 +95,19 @@ std::pair<int, int> decode_chunks(int kL, int64_t requested) {
 
 // A/B knobs of the decode split rule (read once; unset: the rule above).
 // - MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM: the blocks an SM that the rule
-//   counts as one wave, in place of the residency from shared memory (the
-//   plan's blocks_per_sm stays the residency; its wave_efficiency is then
-//   against the knob's wave).
+//   counts as one wave (decode_wave_blocks_per_sm); 0: the residency from
+//   shared memory, the rule before session 20. The plan's blocks_per_sm stays
+//   the residency.
 // - MLX_KERNELS_ATTN_MIN_SPLIT_KEYS: the fewest keys a split, in place of
 //   kMinSplitKeys.
-// Not yet run on a GPU. For the decode cases slower than MLX: B = 1 at kL
-// 16k-32k (43-47 splits of 6 key tiles each: fewer, longer blocks?) and
-// qL = 8 at kL = 1k (4 splits; the merge is a fifth of the time).
+// Session 20 (H100, ncu, 54 float16 + 54 bfloat16 decode cases; notes:
+// attention_h200_notes.md): a wave of 1 block an SM against the residency
+// (2-3) took 0.75-1.02x the time, geomean 0.93 (B = 16 with 2-3 splits -> 1:
+// 0.75-0.95x; B = 1, kL 16k-32k, 43-47 -> 15 splits: 0.88-0.93x); 2 an SM
+// was in between (0.99). Fewer, longer splits at kL = 1k (MIN_SPLIT_KEYS 512
+// or 1024: 4 -> 2 or 1 splits) were 1.13-1.67x slower there.
 const int64_t kSplitBlocksPerSmKnob =
-    knob_in("MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM", 1, kMaxBlocksPerSm, 0);
+    knob_in("MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM", 0, kMaxBlocksPerSm, -1);
 const int64_t kMinSplitKeysKnob =
     knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, kMinSplitKeys);
 
@@ -110,6 +118,13 @@ int resident_blocks_per_sm(size_t smem_bytes) {
   const int64_t by_threads = kMaxThreadsPerSm / kAttnThreads;
   return static_cast<int>(
       std::max<int64_t>(1, std::min({by_smem, by_threads, int64_t(kMaxBlocksPerSm)})));
+}
+
+int decode_wave_blocks_per_sm(bool is_float32, int residency) {
+  if (kSplitBlocksPerSmKnob >= 0) {
+    return kSplitBlocksPerSmKnob == 0 ? residency : static_cast<int>(kSplitBlocksPerSmKnob);
+  }
+  return is_float32 ? residency : kDecodeMmaWaveBlocksPerSm;
 }
 
 size_t decode_mma_smem_bytes(int block_rows, int D) {
@@ -239,10 +254,9 @@ AttnPlan plan_cuda_flash_attention(
       plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D);
     }
     plan.blocks_per_sm = resident_blocks_per_sm(plan.smem_bytes);
+    plan.wave_blocks_per_sm = decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm);
     const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
-    const int64_t wave_blocks_per_sm =
-        kSplitBlocksPerSmKnob > 0 ? kSplitBlocksPerSmKnob : plan.blocks_per_sm;
-    const int64_t capacity = wave_blocks_per_sm * std::max(num_sms, 1);
+    const int64_t capacity = int64_t(plan.wave_blocks_per_sm) * std::max(num_sms, 1);
     const int64_t max_splits = std::clamp<int64_t>(p.kL / kMinSplitKeysKnob, 1, kMaxSplits);
     // The smallest split count reaching the wave efficiency goal, else the
     // most efficient one (the smallest of equals).

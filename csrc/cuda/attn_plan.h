@@ -132,9 +132,12 @@ struct AttnPlan {
   int merge_block = 0;
   bool merge_wide = false;
   // Decode: blocks of the main kernel resident per SM (from shared memory and
-  // threads; registers not counted) and the wave efficiency of the grid,
-  // grid / (ceil(grid / capacity) * capacity), capacity = blocks_per_sm * SMs.
+  // threads; registers not counted); the blocks an SM that the split rule
+  // counts as one wave (decode_wave_blocks_per_sm); and the wave efficiency
+  // of the grid, grid / (ceil(grid / capacity) * capacity), capacity =
+  // wave_blocks_per_sm * SMs.
   int blocks_per_sm = 0;
+  int wave_blocks_per_sm = 0;
   double wave_efficiency = 0.0;
 };
 
@@ -164,10 +167,12 @@ constexpr int kPrefillWgmmaBlockQ = 128;
 constexpr int kPrefillWgmmaBlockK = 128;
 constexpr int kPrefillWgmmaStages = 2;
 // Decode key splits (attn_plan.cpp): the fewest splits whose grid fills whole
-// waves of resident blocks (wave efficiency >= kDecodeMinWaveEfficiency), at
-// least kMinSplitKeys keys per split (the partials stay small next to the keys
-// read) and at most kMaxSplits; chunks are multiples of kSplitKeyMultiple keys.
-// Residency per SM from the block's shared memory (kSmemPerSm usable, plus
+// waves (wave efficiency >= kDecodeMinWaveEfficiency), at least kMinSplitKeys
+// keys per split (the partials stay small next to the keys read) and at most
+// kMaxSplits; chunks are multiples of kSplitKeyMultiple keys. A wave is
+// decode_wave_blocks_per_sm blocks an SM: kDecodeMmaWaveBlocksPerSm for the
+// tensor-core decode, the residency for the float32 one. Residency per SM
+// from the block's shared memory (kSmemPerSm usable, plus
 // kSmemReservedPerBlock per block) and its kAttnThreads threads.
 constexpr double kDecodeMinWaveEfficiency = 0.9;
 constexpr size_t kSmemPerSm = 227 * 1024;
@@ -177,6 +182,7 @@ constexpr int kMaxBlocksPerSm = 32;
 constexpr int kMinSplitKeys = 256;
 constexpr int kMaxSplits = 256;
 constexpr int kSplitKeyMultiple = 64;
+constexpr int kDecodeMmaWaveBlocksPerSm = 1;
 
 // Queries a block and keys per staged tile of the prefill kernels for head
 // dimension D.
@@ -207,6 +213,11 @@ size_t decode_mma_smem_bytes(int block_rows, int D);
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit
 // one SM at once (>= 1), registers not counted.
 int resident_blocks_per_sm(size_t smem_bytes);
+// The blocks an SM that the decode split rule counts as one wave: the
+// MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM knob where set (0: the residency),
+// else kDecodeMmaWaveBlocksPerSm for the tensor-core decode and the residency
+// for the float32 one.
+int decode_wave_blocks_per_sm(bool is_float32, int residency);
 
 // is_float32: q, k and v are float32 (else float16 or bfloat16). has_wgmma:
 // the build holds the sm_90a body of PrefillWgmma and the device runs it
