@@ -281,6 +281,7 @@ NB_MODULE(_ext, m) {
         d["merge_wide"] = plan.merge_wide;
         d["blocks_per_sm"] = plan.blocks_per_sm;
         d["wave_blocks_per_sm"] = plan.wave_blocks_per_sm;
+        d["min_split_keys"] = plan.min_split_keys;
         d["wave_efficiency"] = plan.wave_efficiency;
         if (blocks) {
           // Per block of the main kernel: (b, kv_head, k_begin, k_end, [(hq, query), ...]).

@@ -131,7 +131,7 @@ def wave_efficiency(grid, capacity):
     return grid / (ceil_div(grid, capacity) * capacity)
 
 
-def rule_splits(base, kL, capacity, min_split_keys=256):
+def rule_splits(base, kL, capacity, min_split_keys):
     """The split rule written out: the smallest requested split count whose
     launched grid (base blocks a split) reaches 90% wave efficiency, else the
     most efficient (smallest of equals); as launched."""
@@ -149,17 +149,20 @@ def rule_splits(base, kL, capacity, min_split_keys=256):
         # float32: the residency, 16 blocks an SM (20 KB static,
         # threads-limited), 2112 a wave
         (1, 32, 8, 65536, 15, 256),  # 8 blocks before splitting: 15 x 8 = 120 (91%)
-        (1, 32, 8, 4096, 16, 16),  # below one wave: as many as 256-key splits allow
+        (1, 32, 8, 4096, 16, 16),  # below one wave: the fewest splits reaching 90% (float16),
+                                   # as many as 256-key splits allow (float32)
         (64, 32, 8, 4096, 1, 4),  # float16: 512 blocks = 97% of 4 waves unsplit
         (256, 32, 8, 4096, 1, 1),  # 2048 blocks = 97% of 16 waves / of one float32 wave
         (1, 1, 1, 1 << 20, 119, 256),  # float16: 119 splits = 90% of a wave; float32: capped
-        (1, 8, 8, 255, 1, 1),  # never below 256 keys a split
+        (1, 8, 8, 255, 1, 1),  # never below 128 keys a split (float16), 256 (float32)
+        (1, 8, 8, 383, 2, 1),
         (1, 2, 2, 0, 1, 1),  # no keys
     ],
 )
 def test_decode_split_rule(B, Hq, Hkv, kL, splits16, splits32):
-    """The fewest splits whose grid reaches 90% wave efficiency, at least 256
-    keys a split, at most 256 splits, chunks multiple of 64."""
+    """The fewest splits whose grid reaches 90% wave efficiency, at least 128
+    keys a split (float16; float32: 256), at most 256 splits, chunks multiple
+    of 64."""
     for dtype, splits in (("float16", splits16), ("float32", splits32)):
         p = plan(B, Hq, Hkv, 1, kL, 128, dtype, "none")
         check_split(p, B, Hq, kL, splits)
@@ -171,8 +174,9 @@ def check_split(p, B, Hq, kL, splits):
     assert p["chunk"] % 64 == 0
     assert p["splits"] * p["chunk"] >= kL
     assert kL > (p["splits"] - 1) * p["chunk"] or kL == 0
+    assert p["min_split_keys"] == (256 if p["kernel"] == "decode" else 128)
     if splits > 1:
-        assert p["chunk"] >= 256
+        assert p["chunk"] >= p["min_split_keys"]
         assert p["merge_grid"] == B * Hq
         assert p["merge_block"] == (256 if p["merge_wide"] else 128)
     else:
@@ -183,8 +187,9 @@ def check_split(p, B, Hq, kL, splits):
 @pytest.mark.parametrize("num_sms", [132, 78, 16])
 def test_decode_wave_rule(dtype, num_sms):
     """Against the rule written out here: resident blocks from shared memory;
-    a wave of one block an SM for the tensor-core decode (float16, bfloat16)
-    and of the resident blocks for the float32 one; the smallest requested
+    a wave of one block an SM and at least 128 keys a split for the
+    tensor-core decode (float16, bfloat16), the resident blocks and 256 keys
+    for the float32 one; the smallest requested
     split count whose launched grid reaches 90% wave efficiency, else the
     most efficient (smallest of equals)."""
     shapes = itertools.product([1, 2, 4, 16, 64], [(32, 8), (8, 8), (64, 8), (96, 1)], [1, 4, 8],
@@ -195,7 +200,8 @@ def test_decode_wave_rule(dtype, num_sms):
         assert p["wave_blocks_per_sm"] == (p["blocks_per_sm"] if dtype == "float32" else 1)
         capacity = p["wave_blocks_per_sm"] * num_sms
         base = B * Hkv * p["row_tiles"]
-        assert p["splits"] == rule_splits(base, kL, capacity), (B, Hq, Hkv, qL, kL, p)
+        assert p["min_split_keys"] == (256 if dtype == "float32" else 128)
+        assert p["splits"] == rule_splits(base, kL, capacity, p["min_split_keys"]), (B, Hq, Hkv, qL, kL, p)
         assert p["grid"] == base * p["splits"]
         assert p["wave_efficiency"] == pytest.approx(wave_efficiency(p["grid"], capacity))
 
@@ -424,31 +430,33 @@ def test_decode_split_knobs():
               (1, 32, 8, 1, 65536, "float32"), (16, 32, 8, 4, 4096, "float32")]
     code = ("import json, mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
             "print(json.dumps([(lambda q: [q['splits'], q['row_tiles'], q['blocks_per_sm'], "
-            "q['wave_blocks_per_sm'], q['wave_efficiency']])"
+            "q['wave_blocks_per_sm'], q['min_split_keys'], q['wave_efficiency']])"
             "(p(B, Hq, Hkv, qL, kL, 128, dt, 'causal', 132)) "
             f"for B, Hq, Hkv, qL, kL, dt in {shapes}]))")
     default = [plan(B, Hq, Hkv, qL, kL, 128, dt, "causal", 132) for B, Hq, Hkv, qL, kL, dt in shapes]
     residency = "residency"
     for knobs, wave_blocks, min_keys in [
-            ({}, None, 256),
-            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "2"}, 2, 256),
-            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "0"}, residency, 256),
-            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "-4"}, residency, 256),
-            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "1"}, 1, 256),
+            ({}, None, None),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "2"}, 2, None),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "0"}, residency, None),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "-4"}, residency, None),
+            ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "1"}, 1, None),
             ({"MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "512"}, None, 512),
             ({"MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "1"}, None, 64),
             ({"MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM": "99",
               "MLX_KERNELS_ATTN_MIN_SPLIT_KEYS": "1024"}, 32, 1024)]:
         got = json.loads(output_under(knobs, code))
-        for (B, Hq, Hkv, qL, kL, dt), (splits, row_tiles, bps, wave, eff), d in zip(shapes, got, default):
+        for (B, Hq, Hkv, qL, kL, dt), (splits, row_tiles, bps, wave, keys, eff), d in zip(shapes, got, default):
             assert bps == d["blocks_per_sm"] and row_tiles == d["row_tiles"]
             if wave_blocks is None:  # the default: one block an SM but for float32
                 want_wave = bps if dt == "float32" else 1
             else:
                 want_wave = bps if wave_blocks == residency else wave_blocks
             assert wave == want_wave, (knobs, dt)
+            want_keys = min_keys or (256 if dt == "float32" else 128)  # None: the default
+            assert keys == want_keys, (knobs, dt)
             capacity = want_wave * 132
-            want = rule_splits(B * Hkv * row_tiles, kL, capacity, min_keys)
+            want = rule_splits(B * Hkv * row_tiles, kL, capacity, want_keys)
             assert splits == want, (knobs, B, qL, kL, dt, splits, want)
             assert eff == pytest.approx(wave_efficiency(B * Hkv * row_tiles * splits, capacity))
         if knobs:

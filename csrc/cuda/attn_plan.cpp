@@ -22,7 +22,7 @@
 //   capacity) * capacity) (the last wave's idle slots are lost time, all
 //   blocks of a decode being about equally long). With base = B * Hkv * row_tiles blocks
 //   before splitting, the plan takes the SMALLEST split count s in
-//   [1, s_max], s_max = min(kMaxSplits, max(kL / kMinSplitKeys, 1)), whose
+//   [1, s_max], s_max = min(kMaxSplits, max(kL / min_split_keys, 1)), whose
 //   grid base * s reaches kDecodeMinWaveEfficiency (0.9): at least ~one full
 //   wave, and no more splits than that (each split costs a partial output per
 //   row and the merge pass). If none does (short kL: fewer blocks than one
@@ -98,18 +98,21 @@ std::pair<int, int> decode_chunks(int kL, int64_t requested) {
 //   counts as one wave (decode_wave_blocks_per_sm); 0: the residency from
 //   shared memory, the rule before session 20. The plan's blocks_per_sm stays
 //   the residency.
-// - MLX_KERNELS_ATTN_MIN_SPLIT_KEYS: the fewest keys a split, in place of
-//   kMinSplitKeys.
+// - MLX_KERNELS_ATTN_MIN_SPLIT_KEYS: the fewest keys a split
+//   (decode_min_split_keys).
 // Session 20 (H100, ncu, 54 float16 + 54 bfloat16 decode cases; notes:
 // attention_h200_notes.md): a wave of 1 block an SM against the residency
 // (2-3) took 0.75-1.02x the time, geomean 0.93 (B = 16 with 2-3 splits -> 1:
 // 0.75-0.95x; B = 1, kL 16k-32k, 43-47 -> 15 splits: 0.88-0.93x); 2 an SM
 // was in between (0.99). Fewer, longer splits at kL = 1k (MIN_SPLIT_KEYS 512
-// or 1024: 4 -> 2 or 1 splits) were 1.13-1.67x slower there.
+// or 1024: 4 -> 2 or 1 splits) were 1.13-1.67x slower there; more, shorter
+// ones (128 keys where the grid is below a wave: B = 1, kL 1k-2k, 4-8 -> 8-16
+// splits) 0.86-0.94x on those 6 cases, 0.99 over the 54 (64 keys: the same),
+// so the tensor-core decode takes 128.
 const int64_t kSplitBlocksPerSmKnob =
     knob_in("MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM", 0, kMaxBlocksPerSm, -1);
 const int64_t kMinSplitKeysKnob =
-    knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, kMinSplitKeys);
+    knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, 0);
 
 } // namespace
 
@@ -125,6 +128,13 @@ int decode_wave_blocks_per_sm(bool is_float32, int residency) {
     return kSplitBlocksPerSmKnob == 0 ? residency : static_cast<int>(kSplitBlocksPerSmKnob);
   }
   return is_float32 ? residency : kDecodeMmaWaveBlocksPerSm;
+}
+
+int decode_min_split_keys(bool is_float32) {
+  if (kMinSplitKeysKnob > 0) {
+    return static_cast<int>(kMinSplitKeysKnob);
+  }
+  return is_float32 ? kDecodeMinSplitKeys : kDecodeMmaMinSplitKeys;
 }
 
 size_t decode_mma_smem_bytes(int block_rows, int D) {
@@ -257,7 +267,8 @@ AttnPlan plan_cuda_flash_attention(
     plan.wave_blocks_per_sm = decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm);
     const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
     const int64_t capacity = int64_t(plan.wave_blocks_per_sm) * std::max(num_sms, 1);
-    const int64_t max_splits = std::clamp<int64_t>(p.kL / kMinSplitKeysKnob, 1, kMaxSplits);
+    plan.min_split_keys = decode_min_split_keys(is_float32);
+    const int64_t max_splits = std::clamp<int64_t>(p.kL / plan.min_split_keys, 1, kMaxSplits);
     // The smallest split count reaching the wave efficiency goal, else the
     // most efficient one (the smallest of equals).
     std::pair<int, int> best = decode_chunks(p.kL, 1);

@@ -138,6 +138,7 @@ struct AttnPlan {
   // wave_blocks_per_sm * SMs.
   int blocks_per_sm = 0;
   int wave_blocks_per_sm = 0;
+  int min_split_keys = 0; // decode_min_split_keys
   double wave_efficiency = 0.0;
 };
 
@@ -167,11 +168,13 @@ constexpr int kPrefillWgmmaBlockQ = 128;
 constexpr int kPrefillWgmmaBlockK = 128;
 constexpr int kPrefillWgmmaStages = 2;
 // Decode key splits (attn_plan.cpp): the fewest splits whose grid fills whole
-// waves (wave efficiency >= kDecodeMinWaveEfficiency), at least kMinSplitKeys
-// keys per split (the partials stay small next to the keys read) and at most
-// kMaxSplits; chunks are multiples of kSplitKeyMultiple keys. A wave is
-// decode_wave_blocks_per_sm blocks an SM: kDecodeMmaWaveBlocksPerSm for the
-// tensor-core decode, the residency for the float32 one. Residency per SM
+// waves (wave efficiency >= kDecodeMinWaveEfficiency), at least
+// decode_min_split_keys keys per split (the partials stay small next to the
+// keys read) and at most kMaxSplits; chunks are multiples of
+// kSplitKeyMultiple keys. A wave is decode_wave_blocks_per_sm blocks an SM.
+// Tensor-core decode: kDecodeMmaWaveBlocksPerSm blocks an SM, at least
+// kDecodeMmaMinSplitKeys keys a split; float32 decode: the residency, at
+// least kDecodeMinSplitKeys (not re-measured since session 5). Residency per SM
 // from the block's shared memory (kSmemPerSm usable, plus
 // kSmemReservedPerBlock per block) and its kAttnThreads threads.
 constexpr double kDecodeMinWaveEfficiency = 0.9;
@@ -179,7 +182,8 @@ constexpr size_t kSmemPerSm = 227 * 1024;
 constexpr size_t kSmemReservedPerBlock = 1024;
 constexpr int kMaxThreadsPerSm = 2048;
 constexpr int kMaxBlocksPerSm = 32;
-constexpr int kMinSplitKeys = 256;
+constexpr int kDecodeMinSplitKeys = 256;
+constexpr int kDecodeMmaMinSplitKeys = 128;
 constexpr int kMaxSplits = 256;
 constexpr int kSplitKeyMultiple = 64;
 constexpr int kDecodeMmaWaveBlocksPerSm = 1;
@@ -218,6 +222,10 @@ int resident_blocks_per_sm(size_t smem_bytes);
 // else kDecodeMmaWaveBlocksPerSm for the tensor-core decode and the residency
 // for the float32 one.
 int decode_wave_blocks_per_sm(bool is_float32, int residency);
+// The fewest keys a decode split takes: the MLX_KERNELS_ATTN_MIN_SPLIT_KEYS
+// knob where set, else kDecodeMmaMinSplitKeys (tensor cores) or
+// kDecodeMinSplitKeys (float32).
+int decode_min_split_keys(bool is_float32);
 
 // is_float32: q, k and v are float32 (else float16 or bfloat16). has_wgmma:
 // the build holds the sm_90a body of PrefillWgmma and the device runs it
