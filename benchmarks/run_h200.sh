@@ -22,28 +22,25 @@ has() { [[ " $STAGES " == *" $1 "* ]]; }
 # before each kernel, clocks left alone, only the script's profiling range.
 NCU_TIME=(--csv --page raw --print-units base --metrics gpu__time_duration.sum
           --cache-control all --clock-control none --profile-from-start off)
-# The first ncu process on a fresh machine has twice profiled nothing within
-# its limit (190 s in session 10, 150 s in session 11), while every ncu stage
-# that ran after the test stage worked at once. Untested guess: the first
-# process JIT-compiles MLX's kernels under ncu. So, once per call, before the
-# first ncu stage, the profiled scripts run once on a few cases without ncu
-# (WARM_T seconds each, 120 by default; 0 skips it). Session 12: after the
-# test stage the qmm warm-up still ran past 120 s, printing nothing; session
-# 13: with WARM_T=0 the tune stages after a test stage worked at once.
-# Session 19 (H100): on one machine the first tune process was killed by the
-# call's limit after about 2 min, and every later ncu stage of that lease was
-# quick (the qmm grid twice in under 100 s); on the next machine, with
-# WARM_T=0 after a test stage and an attention ncu stage (which worked), two
-# qmm tune processes (150 s, then 120 s) profiled nothing. ncu_qmm_gpu.py run
-# now reports each step on stderr ($dir/qmm_ncu.err) to show where it waits.
+# The first qmm ncu process on a fresh machine profiled nothing for minutes
+# (190 s in session 10, 150 s in 11, 150 and 120 s in 19). Session 20 found
+# why, from the progress lines of ncu_qmm_gpu.py run (ncu_warm_h100_s20.log):
+# MLX's OWN quantized_matmul takes 31-35 s at its first call with M = 9 and
+# again with M = 64, per dtype (its kernels for M > 8 are JIT-compiled), while
+# ours and MLX's M <= 8 path are ready at once. The compiled code lands in
+# MLX_PTX_CACHE_DIR (JITDIR below), so later processes of the lease are quick.
+# So, once per call, before the first ncu stage, the profiled scripts run
+# without ncu over MLX's M classes in both dtypes (WARM_T seconds each, 400 by
+# default; 0 skips it, as on a machine already warm).
 ncu_warm() {
   [ -n "${ncu_warm_done:-}" ] && return
-  [ "${WARM_T:-120}" = 0 ] && return
+  [ "${WARM_T:-400}" = 0 ] && return
   ncu_warm_done=1
   local t0; t0=$(date +%s)
-  (cd "$PROJ"/benchmarks && timeout ${WARM_T:-120} python3 ncu_qmm_gpu.py run --cases /tmp/warm_qmm.json \
-      --shapes 1024x1024,4096x4096 --mvalues 1,9,64 && timeout ${WARM_T:-120} python3 ncu_attention_gpu.py \
-      run --cases /tmp/warm_attn.json --quick) > "$OUT/ncu_warm.log" 2>&1
+  (cd "$PROJ"/benchmarks && timeout ${WARM_T:-400} python3 ncu_qmm_gpu.py run --cases /tmp/warm_qmm.json \
+      --shapes 4096x4096 --mvalues 1,9,12,16,24,32,64 --dtypes float16,bfloat16 && \
+      timeout ${WARM_T:-400} python3 ncu_attention_gpu.py run --cases /tmp/warm_attn.json --quick) \
+      > "$OUT/ncu_warm.log" 2>&1
   echo "ncu warm-up (no ncu) rc=$? in $(( $(date +%s) - t0 )) s"
 }
 
@@ -73,15 +70,15 @@ export PYTHONPATH=/tmp/site
 # JIT caches. MLX compiles many of its CUDA kernels with NVRTC at first use
 # (PTX cached under MLX_PTX_CACHE_DIR, default /tmp/mlx/<version>/ptx) and the
 # driver compiles PTX to SASS (CUDA_CACHE_PATH). On a fresh machine that first
-# use is the likeliest cause of the first ncu process's stall (it profiled
-# nothing in 150-220 s in sessions 10, 11 and 18, while later processes of
-# the same machine were quick; session 12's warm-up without ncu stalled too).
+# use is the first qmm ncu process's stall (session 20: MLX's quantized_matmul
+# for M > 8, 31-35 s a dtype and M class; see ncu_warm above).
 # Both caches live in JITDIR, which outlasts a call while the machine stays
 # warm. They cannot travel: after session 19's first call (a build and 461
 # tests) they held 1.1 GB, 113 MB as xz (carry takes 64 MiB), and packing
 # them took minutes of that call. On that warm machine the next calls were
 # quick: the qmm ncu grid twice and the attention decode grid twice in 120 s.
-# Warm caches alone are not the whole story: see ncu_warm above (calls 6-7).
+# Why session 19 stalled after a test stage was not checked (its tests may
+# not have called MLX's op at every M class and dtype of the grid).
 # JITCACHE=0: MLX's and the driver's default places.
 JITDIR=/tmp/jitcache
 if [ "${JITCACHE:-1}" != 0 ]; then
