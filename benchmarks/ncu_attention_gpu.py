@@ -112,10 +112,12 @@ def build_cases(args, num_sms):
         mask = case_mask(kind, qL)
         p = mk._ext.plan_cuda_flash_attention(B, HQ, HKV, qL, kL, D, dname, mask or "none", num_sms)
         plan = {k: p.get(k) for k in ("kernel", "grid", "splits", "chunk", "row_tiles", "block_rows",
-                                      "merge_grid", "merge_wide", "smem_bytes", "blocks_per_sm",
-                                      "wave_blocks_per_sm", "wave_efficiency")}
+                                      "merge_grid", "merge_wide", "fused_merge", "smem_bytes",
+                                      "blocks_per_sm", "wave_blocks_per_sm", "wave_efficiency")}
         merge = MERGE_WIDE_KERNEL if p.get("merge_wide") else MERGE_KERNEL
-        expected = [MAIN_KERNELS[p["kernel"]]] + ([merge] if p["merge_grid"] else [])
+        # a fused merge (MLX_KERNELS_ATTN_FUSED_MERGE=1) launches no merge pass
+        separate_merge = p["merge_grid"] and not p.get("fused_merge")
+        expected = [MAIN_KERNELS[p["kernel"]]] + ([merge] if separate_merge else [])
         cases.append({"kind": kind, "B": B, "Hq": HQ, "Hkv": HKV, "D": D, "qL": qL, "kL": kL,
                       "dtype": dname, "mask": mask or "none",
                       "bytes": case_bytes(B, qL, kL, itemsize[dname]),

@@ -50,10 +50,10 @@ def cases():
     """Real plans (132 SMs) of three cases: two decodes (split: main + merge)
     and a prefill (main only)."""
     args = argparse.Namespace(dtypes="float16", parts="decode,prefill", quick=False,
-                              device="gpu", only="1x1x32768,16x8x2048,1x1024x1024")
+                              device="gpu", only="1x1x32768,4x8x1024,1x1024x1024")
     cs = nat.build_cases(args, 132)
     assert [(c["kind"], c["B"], c["qL"], c["kL"]) for c in cs] == [
-        ("decode", 1, 1, 32768), ("decode", 16, 8, 2048), ("prefill", 1, 1024, 1024)]
+        ("decode", 1, 1, 32768), ("decode", 4, 8, 1024), ("prefill", 1, 1024, 1024)]
     for c in cs:
         c.update(profiled=True, rel_err_ours=1e-4, rel_err_mlx=2e-4)
     return cs
@@ -94,18 +94,18 @@ def test_parse_sums_per_case(tmp_path, cases):
     r, out = run_parse(tmp_path, cases, launches(cases, poison_case=1))
     assert r.returncode == 0, r.stderr + r.stdout
     assert out["complete"] and out["assignment_errors"] == []
-    dec1, dec16, pre = out["results"]
+    dec1, dec4, pre = out["results"]
     # ours: main (+ merge), poison fill left out; MLX: all of its kernels
     assert dec1["ours_kernel_us"] == [10.0, 11.0] and dec1["ours_us"] == pytest.approx(21.0)
-    assert dec16["ours_us"] == pytest.approx(20.0 + 21.0)
-    assert dec16["ours_poison_us"] == pytest.approx(0.9) and "ours_poison_us" not in dec1
+    assert dec4["ours_us"] == pytest.approx(20.0 + 21.0)
+    assert dec4["ours_poison_us"] == pytest.approx(0.9) and "ours_poison_us" not in dec1
     assert pre["ours_us"] == pytest.approx(30.0) and len(pre["ours_kernels"]) == 1
-    assert dec16["mlx_us"] == pytest.approx(20.0)
+    assert dec4["mlx_us"] == pytest.approx(20.0)
     assert pre["mlx_us"] == pytest.approx(15.003) and len(pre["mlx_kernels"]) == 3
     assert dec1["speedup"] == pytest.approx(20.0 / 21.0)
-    assert dec16["bw_frac_ours"] == pytest.approx(dec16["bytes"] / 41e-6 / 4.0e12)
+    assert dec4["bw_frac_ours"] == pytest.approx(dec4["bytes"] / 41e-6 / 4.0e12)
     assert pre["tflops_ours"] == pytest.approx(pre["flops"] / 30e-6 / 1e12)
-    assert dec16["ours_launch"]["launch__registers_per_thread"] == 140
+    assert dec4["ours_launch"]["launch__registers_per_thread"] == 140
     assert [len(c["ours_kernels"]) for c in out["results"]] == [2, 2, 1]
     assert set(out["goals"]) == {"decode_geomean_speedup", "decode_bw_frac_when_B*kL>=65536",
                                  "prefill_min_speedup"}
@@ -154,12 +154,13 @@ def test_kernel_names():
 
 def test_merge_kernel_by_plan(tmp_path, cases):
     """A split decode's plan names its merge kernel: the 8-warp one at B = 1,
-    kL 32k (47 splits, 32 rows), the 4-warp one at B = 16, qL 8, kL 2k (2
+    kL 32k (15 splits, 32 rows), the 4-warp one at B = 4, qL 8, kL 1k (4
     splits); parse tells the two apart."""
-    dec1, dec16 = cases[0], cases[1]
-    assert dec1["plan"]["merge_wide"] and not dec16["plan"]["merge_wide"]
+    dec1, dec4 = cases[0], cases[1]
+    assert (dec1["plan"]["splits"], dec4["plan"]["splits"]) == (15, 4)
+    assert dec1["plan"]["merge_wide"] and not dec4["plan"]["merge_wide"]
     assert dec1["expected_ours"] == ["attn_decode_mma_kernel", "attn_merge_wide_kernel"]
-    assert dec16["expected_ours"] == ["attn_decode_mma_kernel", "attn_merge_kernel"]
+    assert dec4["expected_ours"] == ["attn_decode_mma_kernel", "attn_merge_kernel"]
     assert not nat.kernel_is(ours_name("attn_merge_wide_kernel"), "attn_merge_kernel")
     assert not nat.kernel_is(ours_name("attn_merge_kernel"), "attn_merge_wide_kernel")
     swapped = [(ours_name("attn_merge_kernel"), ns, g) if "merge_wide" in name else (name, ns, g)
@@ -167,3 +168,20 @@ def test_merge_kernel_by_plan(tmp_path, cases):
     r, out = run_parse(tmp_path, cases, swapped)
     assert r.returncode == 2
     assert any("case 0" in e and "attn_merge_wide_kernel" in e for e in out["assignment_errors"])
+
+
+def test_fused_merge_expects_no_merge_pass():
+    """Under MLX_KERNELS_ATTN_FUSED_MERGE=1 (read once per process) a split
+    decode's plan says fused_merge and the runner expects its main kernel
+    alone; without it, main + merge."""
+    import os
+    cmd = [sys.executable, str(BENCH / "ncu_attention_gpu.py"), "run", "--dry-run", "--parts",
+           "decode", "--only", "1x1x32768,4x8x1024", "--cases", "unused.json"]
+    for fused, want in (("1", "attn_decode_mma_kernel\n"), ("0", "+attn_merge")):
+        env = dict(os.environ, MLX_KERNELS_ATTN_FUSED_MERGE=fused)
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH, env=env)
+        assert r.returncode == 0, r.stderr
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("decode")]
+        assert len(lines) == 2, r.stdout
+        for ln in lines:
+            assert (ln + "\n").endswith(want) if fused == "1" else want in ln, (fused, ln)

@@ -461,3 +461,29 @@ def test_decode_split_knobs():
             assert eff == pytest.approx(wave_efficiency(B * Hkv * row_tiles * splits, capacity))
         if knobs:
             assert [g[0] for g in got] != [d["splits"] for d in default], knobs
+
+
+def test_fused_merge_env_switch():
+    """MLX_KERNELS_ATTN_FUSED_MERGE=1 (a candidate, read once per process):
+    the tensor-core decode with splits merges in its main kernel (no merge
+    pass: merge_block 0, not wide; merge_grid still counts the partials'
+    rows); float32 and unsplit decodes as before; off by default."""
+    shapes = [(1, 32, 8, 1, 32768, "float16"), (4, 32, 8, 8, 1024, "bfloat16"),
+              (1, 32, 8, 1, 32768, "float32"), (16, 32, 8, 1, 2048, "float16")]
+    code = ("import json, mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
+            "print(json.dumps([(lambda q: [q['splits'], q['fused_merge'], q['merge_grid'], "
+            "q['merge_block'], q['merge_wide']])(p(B, Hq, Hkv, qL, kL, 128, dt, 'causal', 132)) "
+            f"for B, Hq, Hkv, qL, kL, dt in {shapes}]))")
+    for value in (None, "0", "1"):
+        got = json.loads(output_under({"MLX_KERNELS_ATTN_FUSED_MERGE": value}, code))
+        for (B, Hq, Hkv, qL, kL, dt), (splits, fused, merge_grid, merge_block, wide) in zip(shapes, got):
+            d = plan(B, Hq, Hkv, qL, kL, 128, dt, "causal", 132)
+            assert splits == d["splits"]
+            want = value == "1" and dt != "float32" and splits > 1
+            assert fused == want, (value, B, qL, kL, dt)
+            assert merge_grid == (B * Hq * qL if splits > 1 else 0)
+            if want:
+                assert merge_block == 0 and not wide
+            else:
+                assert (merge_block, wide) == (d["merge_block"], d["merge_wide"])
+        assert [g[1] for g in got] == ([True, True, False, False] if value == "1" else [False] * 4)

@@ -205,6 +205,14 @@ MergeChoice merge_choice_from_env() {
   return choice;
 }
 
+bool fused_merge_from_env() {
+  static const bool on = [] {
+    const char* v = std::getenv("MLX_KERNELS_ATTN_FUSED_MERGE");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
 // attn_merge_wide_kernel gathers a row's splits with 8 warps in batches
 // (fewer dependent rounds of loads); it pays where a row has many splits and
 // the grid is small, so that the 4-warp kernel's rounds are the latency.
@@ -287,8 +295,12 @@ AttnPlan plan_cuda_flash_attention(
     plan.wave_efficiency = wave_efficiency(plan.grid, capacity);
     if (g.splits > 1) {
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
-      plan.merge_wide = use_merge_wide(plan.merge_grid, g.splits, num_sms, merge_choice_from_env());
-      plan.merge_block = plan.merge_wide ? 32 * kMergeWideWarps : kAttnThreads;
+      plan.fused_merge = !is_float32 && fused_merge_from_env() && base <= kFusedMergeMaxGroups;
+      plan.merge_wide = !plan.fused_merge &&
+          use_merge_wide(plan.merge_grid, g.splits, num_sms, merge_choice_from_env());
+      plan.merge_block = plan.fused_merge ? 0
+          : plan.merge_wide               ? 32 * kMergeWideWarps
+                                          : kAttnThreads;
     }
   } else if (
       !is_float32 && has_wgmma && choice == PrefillChoice::Auto &&

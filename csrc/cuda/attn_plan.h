@@ -131,6 +131,11 @@ struct AttnPlan {
   int64_t merge_grid = 0;
   int merge_block = 0;
   bool merge_wide = false;
+  // DecodeMma with splits > 1 under MLX_KERNELS_ATTN_FUSED_MERGE=1 (a
+  // candidate, off by default): no merge pass; the last block of each
+  // (batch, KV head, row tile) to finish merges that group's rows itself
+  // (merge_grid then counts the partials' rows, merge_block is 0).
+  bool fused_merge = false;
   // Decode: blocks of the main kernel resident per SM (from shared memory and
   // threads; registers not counted); the blocks an SM that the split rule
   // counts as one wave (decode_wave_blocks_per_sm); and the wave efficiency
@@ -187,6 +192,9 @@ constexpr int kDecodeMmaMinSplitKeys = 128;
 constexpr int kMaxSplits = 256;
 constexpr int kSplitKeyMultiple = 64;
 constexpr int kDecodeMmaWaveBlocksPerSm = 1;
+// The fused merge's limit: (batch, KV head, row tile) groups of a launch, one
+// ticket each (flash_attention.cu); above it the merge pass runs.
+constexpr int64_t kFusedMergeMaxGroups = int64_t{1} << 16;
 
 // Queries a block and keys per staged tile of the prefill kernels for head
 // dimension D.
@@ -212,6 +220,9 @@ MergeChoice merge_choice_from_env();
 // The plan's rule for a split decode's merge pass (merge_grid rows, splits
 // each) on num_sms SMs.
 bool use_merge_wide(int64_t merge_rows, int splits, int num_sms, MergeChoice choice);
+// MLX_KERNELS_ATTN_FUSED_MERGE=1 (A/B runs; read once): the tensor-core
+// decode merges its splits in the main kernel (AttnPlan::fused_merge).
+bool fused_merge_from_env();
 // Dynamic shared memory of the DecodeMma kernel.
 size_t decode_mma_smem_bytes(int block_rows, int D);
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit

@@ -37,7 +37,7 @@
 //   Shared memory (static): q rows RT * D floats + warp accumulators
 //   4 * RT * D floats + maxima and sums: at most 40.3 KB (RT = 8, D = 256).
 //
-// attn_decode_mma_kernel<T, D, MT>  (qL <= 8, float16 / bfloat16)
+// attn_decode_mma_kernel<T, D, MT, kFusedMerge>  (qL <= 8, float16 / bfloat16)
 //   A block serves BR = 16 * MT rows (MT = 1, 2 or 4; the (query head, query)
 //   rows of one KV head's GQA group, as attn_decode_kernel: up to 64 rows, so
 //   each K / V row is read once per (batch, KV head, split) for G * qL <= 64
@@ -59,7 +59,13 @@
 //   end the warps write (m, l, O) to shared memory (over the K / V stages,
 //   [4][16][D] + [4][16][2] floats) and the block combines the KG key groups
 //   of each row: it writes out (one split) or float32 partials for
-//   attn_merge_kernel, exactly as attn_decode_kernel.
+//   attn_merge_kernel, exactly as attn_decode_kernel. Fused merge (a
+//   candidate, MLX_KERNELS_ATTN_FUSED_MERGE=1): after writing its partials a
+//   block takes a ticket of its (batch, KV head, row tile) (atomicInc, which
+//   wraps the ticket back to 0 at the last split); the block that draws the
+//   last one merges the group's rows from all splits' partials (one warp a
+//   row, lanes over D in float4, loads through L2) and writes out; the
+//   merge pass is not launched.
 //   D = 128: Q 4.3 / 8.7 / 17.4 KB + stages 69.6 KB = 74-87 KB (2-3 blocks an
 //   SM); D = 256: 143-169 KB (one block). Registers (ptxas, sm_90): D = 128:
 //   140 / 169 / 190 for MT = 1 / 2 / 4, no spills.
@@ -195,6 +201,10 @@ struct AttnArgs {
   int64_t mask_strides[4];
   float qscale; // scale * log2(e)
   AttnGeometry geo;
+  // Fused merge (AttnPlan::fused_merge): a ticket for each (batch, KV head,
+  // row tile), zero between launches. Last, so that the other fields keep
+  // their parameter offsets.
+  unsigned* merge_tickets;
 };
 
 
@@ -1101,13 +1111,86 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
 }
 
 // ---------------------------------------------------------------------------
+// Fused merge of the tensor-core decode (AttnPlan::fused_merge): called by
+// every block of a split decode after its partials are stored. The block that
+// finishes its (batch, KV head, row tile) last merges the tile's rows.
+template <typename T, int D>
+__device__ __forceinline__ void merge_if_last_split(
+    const AttnArgs& a, const AttnGeometry& g, const DecodeWork& w) {
+  constexpr int kF4 = (D + 127) / 128; // float4 columns a lane
+  constexpr int kWarps = kAttnThreads / 32;
+  // Release: this block's partial stores are visible GPU-wide before its
+  // ticket is drawn.
+  __threadfence();
+  __syncthreads();
+  bool drew_last = false;
+  if (threadIdx.x == 0) {
+    const int64_t group = (int64_t(w.b) * g.Hkv + w.hkv) * g.row_tiles + w.row0 / g.block_rows;
+    const unsigned splits = unsigned(g.splits);
+    // atomicInc stores 0 when the old value is splits - 1: the last draw
+    // leaves the ticket at 0 for the next launch.
+    drew_last = atomicInc(&a.merge_tickets[group], splits - 1) == splits - 1;
+  }
+  if (!__syncthreads_or(drew_last)) { // thread 0's answer, to every thread
+    return;
+  }
+  __threadfence(); // acquire: the other splits' partials, read through L2 (__ldcg)
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int S = g.splits;
+  const int row_end = attn_min(w.row0 + g.block_rows, g.rows);
+  for (int row = w.row0 + warp; row < row_end; row += kWarps) {
+    const int64_t n = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
+        decode_row_query(g, row);
+    const float* ml = a.part_ml + n * S * 2;
+    const float4* acc = reinterpret_cast<const float4*>(a.part_acc + n * S * D);
+    float M = kNegInf;
+    for (int s = lane; s < S; s += 32) {
+      M = fmaxf(M, __ldcg(ml + 2 * s));
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      M = fmaxf(M, __shfl_xor_sync(kFullMask, M, off));
+    }
+    float L = 0.0f;
+    float4 o[kF4] = {};
+#pragma unroll 4
+    for (int s = 0; s < S; ++s) {
+      const float wt = part_weight(__ldcg(ml + 2 * s), M);
+      L += wt * __ldcg(ml + 2 * s + 1);
+#pragma unroll
+      for (int t = 0; t < kF4; ++t) {
+        const int d4 = lane + 32 * t;
+        if (d4 * 4 < D) {
+          fma4(o[t], wt, __ldcg(acc + int64_t(s) * (D / 4) + d4));
+        }
+      }
+    }
+    // L = 0 (additive -inf everywhere): NaN, as MLX.
+    T* dst = static_cast<T*>(a.out) + n * D;
+#pragma unroll
+    for (int t = 0; t < kF4; ++t) {
+      const int d4 = lane + 32 * t;
+      if (d4 * 4 < D) {
+        dst[4 * d4 + 0] = from_f<T>(o[t].x / L);
+        dst[4 * d4 + 1] = from_f<T>(o[t].y / L);
+        dst[4 * d4 + 2] = from_f<T>(o[t].z / L);
+        dst[4 * d4 + 3] = from_f<T>(o[t].w / L);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Decode, float16 / bfloat16: tensor cores (layout in the header comment)
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-template <typename T, int D, int MT>
+// kFusedMerge: the fused-merge candidate (AttnPlan::fused_merge); the default
+// instances (false) compile without it.
+template <typename T, int D, int MT, bool kFusedMerge>
 __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const AttnArgs a) {
   constexpr int kWarps = kAttnThreads / 32;
   constexpr int BR = 16 * MT; // rows a block
@@ -1337,6 +1420,9 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
     }
     store_decode_element<T, D>(a, g, w, row, d, x, M, L);
   }
+  if constexpr (kFusedMerge) {
+    merge_if_last_split<T, D>(a, g, w);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1457,12 +1543,12 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_simt_kernel(const A
 
 // ---------------------------------------------------------------------------
 // Host side
-template <typename T, int D>
+template <typename T, int D, bool kFusedMerge>
 const void* decode_mma_kernel_for(int block_rows) {
   switch (block_rows) {
-    case 16: return (const void*)attn_decode_mma_kernel<T, D, 1>;
-    case 32: return (const void*)attn_decode_mma_kernel<T, D, 2>;
-    case 64: return (const void*)attn_decode_mma_kernel<T, D, 4>;
+    case 16: return (const void*)attn_decode_mma_kernel<T, D, 1, kFusedMerge>;
+    case 32: return (const void*)attn_decode_mma_kernel<T, D, 2, kFusedMerge>;
+    case 64: return (const void*)attn_decode_mma_kernel<T, D, 4, kFusedMerge>;
   }
   return nullptr;
 }
@@ -1489,7 +1575,8 @@ const void* main_kernel_for(const AttnPlan& plan) {
       return nullptr;
     case AttnKernel::DecodeMma:
       if constexpr (!std::is_same_v<T, float>) {
-        return decode_mma_kernel_for<T, D>(plan.geo.block_rows);
+        return plan.fused_merge ? decode_mma_kernel_for<T, D, true>(plan.geo.block_rows)
+                                : decode_mma_kernel_for<T, D, false>(plan.geo.block_rows);
       }
       return nullptr;
     case AttnKernel::PrefillMma:
@@ -1550,6 +1637,44 @@ bool wgmma_prefill_available() {
   return ok;
 }
 
+// Tickets of the fused merge: `groups` (<= kFusedMergeMaxGroups, the plan's
+// limit) consecutive uint32 counters, each 0 at the launch's start; the
+// kernel's last draw per group sets it back to 0. They come from one
+// persistent pool a device (zeroed once, never freed), handed out
+// round-robin, so launches that may run at once (other streams, independent
+// nodes of one graph) hold different tickets unless kTicketPool tickets were
+// handed out in between.
+constexpr int64_t kTicketPool = int64_t{1} << 20; // 4 MB a device
+static_assert(kFusedMergeMaxGroups <= kTicketPool);
+
+unsigned* merge_tickets(int64_t groups) {
+  if (groups <= 0 || groups > kFusedMergeMaxGroups) {
+    throw std::runtime_error("mlx_kernels CUDA: fused merge past its ticket limit");
+  }
+  struct Pool {
+    unsigned* base = nullptr;
+    int64_t next = 0;
+  };
+  static std::mutex mu;
+  static std::unordered_map<int, Pool> pools;
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(mu);
+  Pool& pool = pools[dev];
+  if (pool.base == nullptr) {
+    // Zeroed before any graph of this process can use it.
+    check_cuda(cudaMalloc(&pool.base, sizeof(unsigned) * kTicketPool), "cudaMalloc (tickets)");
+    check_cuda(cudaMemset(pool.base, 0, sizeof(unsigned) * kTicketPool), "cudaMemset (tickets)");
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (tickets)");
+  }
+  if (pool.next + groups > kTicketPool) {
+    pool.next = 0;
+  }
+  unsigned* t = pool.base + pool.next;
+  pool.next += groups;
+  return t;
+}
+
 // The wgmma prefill's arguments: tensor maps of q, k, v (3-D [heads][rows][D]
 // with 128-byte swizzled boxes of 64 x 128). False if the driver refuses one.
 bool wgmma_args(const AttnArgs& args, bool bf16, wg::Args& w) {
@@ -1608,6 +1733,12 @@ void encode(
   args.part_ml = dev_ptr<float>(part_ml);
   enc.set_output_array(part_acc);
   enc.set_output_array(part_ml);
+  if (plan.fused_merge) {
+    args.merge_tickets = merge_tickets(plan.grid / plan.geo.splits);
+    enc.set_output_array(out);
+    add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, dynamic_smem, args);
+    return;
+  }
   add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, dynamic_smem, args);
 
   enc.set_input_array(part_acc);
