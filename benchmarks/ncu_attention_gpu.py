@@ -37,7 +37,8 @@ holding `mlx_kernels`, our namespace, or attn_*_kernel) followed by MLX's
 maybe). Ours must be exactly what the plan recorded by `run` launches: the
 main kernel (attn_decode_mma_kernel, attn_prefill_mma_kernel, ...) with the
 plan's grid, then attn_merge_kernel or attn_merge_wide_kernel (the plan's
-merge_wide) when the plan splits the keys; the NaN
+merge_wide) when the plan splits the keys and does not fuse the merge
+(fused_merge, MLX_KERNELS_ATTN_FUSED_MERGE=1); the NaN
 fill of MLX_KERNELS_POISON_OUTPUTS (fill_bytes_kernel) is reported and left
 out of the time. MLX's side must have at least one kernel. Anything else
 (a case with other kernels, kernels left over or missing) is a misassignment:
@@ -47,12 +48,18 @@ Writes attention_h200_ncu{tag}.json (and the decode / prefill PNGs when
 matplotlib is there) to DIR (default benchmarks/results) and prints the goals
 of the issue: decode geomean speed-up >= 1.5, >= 70% of the copy bandwidth
 when B * kL >= 64k, prefill >= 0.7x MLX.
+
+`compare --json NEW BASE [BASE2 ...]` (A/B of two runs of one lease): our
+time per case, NEW over the bases' geomean; lists the cases whose plan
+changed or whose ratio is off 1 by more than --show-beyond (0.04), then the
+geomean, min and max per kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -348,9 +355,45 @@ def parse(args):
         plot(cases, dtypes, bw, out, f"_ncu{args.tag}")
 
 
+def compare(args):
+    """A/B of our kernel times: --json NEW BASE [BASE2 ...], results JSONs of
+    one lease. Per case, NEW's time over the geometric mean of the bases';
+    cases whose plan (splits, merge) differs from the first base's, or whose
+    ratio is off 1 by more than --show-beyond, are listed; then the geomean,
+    min and max per kind. Returns {kind: [ratios]}."""
+    def cases_of(path):
+        return {(r["kind"], r["dtype"], r["B"], r["qL"], r["kL"]): r
+                for r in json.loads(Path(path).read_text())["results"] if r.get("ours_us")}
+
+    def plan_of(r):
+        p = r.get("plan") or {}
+        return (p.get("splits"), p.get("merge_wide"), p.get("fused_merge"))
+
+    if len(args.json) < 2:
+        raise SystemExit("compare: --json NEW BASE [BASE2 ...]")
+    new, *bases = [cases_of(p) for p in args.json]
+    geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
+    kinds = {}
+    for key in sorted(new):
+        if not all(key in b for b in bases):
+            continue
+        ratio = new[key]["ours_us"] / geo([b[key]["ours_us"] for b in bases])
+        kinds.setdefault(key[0], []).append(ratio)
+        changed = plan_of(new[key]) != plan_of(bases[0][key])
+        if args.per_case or changed or abs(ratio - 1) > args.show_beyond:
+            splits = f"splits {plan_of(bases[0][key])[0]}->{plan_of(new[key])[0]}"
+            print(f"{key[0]:7s} {key[1]:8s} B={key[2]:<3d} qL={key[3]} kL={key[4]:<6d} {splits:14s} "
+                  f"ours {geo([b[key]['ours_us'] for b in bases]):7.1f} -> {new[key]['ours_us']:7.1f} us "
+                  f"x{ratio:.3f}; MLX/ours {new[key].get('speedup', float('nan')):.2f}")
+    for kind, ratios in sorted(kinds.items()):
+        print(f"{kind}: {len(ratios)} cases, new/base geomean {geo(ratios):.3f}, "
+              f"{min(ratios):.3f}-{max(ratios):.3f}")
+    return kinds
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["run", "parse"])
+    ap.add_argument("mode", choices=["run", "parse", "compare"])
     ap.add_argument("--cases", default="/tmp/attn_ncu_cases.json",
                     help="the case records run writes and parse reads")
     ap.add_argument("--csv", default="/tmp/attn_ncu.csv", help="ncu's CSV (parse)")
@@ -364,8 +407,12 @@ def main():
     ap.add_argument("--device", choices=["gpu", "cpu"], default="gpu")
     ap.add_argument("--num-sms", type=int, default=0, help="SMs for the plan (default: the GPU's)")
     ap.add_argument("--dry-run", action="store_true", help="list the cases and plans, run nothing")
+    ap.add_argument("--json", nargs="+", default=[], help="compare: NEW BASE [BASE2 ...]")
+    ap.add_argument("--per-case", action="store_true", help="compare: list every case")
+    ap.add_argument("--show-beyond", type=float, default=0.04,
+                    help="compare: list cases whose ratio is off 1 by more than this")
     args = ap.parse_args()
-    run(args) if args.mode == "run" else parse(args)
+    {"run": run, "parse": parse, "compare": compare}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -185,3 +185,25 @@ def test_fused_merge_expects_no_merge_pass():
         assert len(lines) == 2, r.stdout
         for ln in lines:
             assert (ln + "\n").endswith(want) if fused == "1" else want in ln, (fused, ln)
+
+
+def test_compare_ratios(tmp_path, cases):
+    """compare: our time per case, NEW over BASE; plan changes listed."""
+    def results(scale, splits=None):
+        out = []
+        for c in cases:
+            r = dict(c, ours_us=10.0 * scale if c["kind"] == "decode" else 30.0, speedup=1.0)
+            if splits is not None and c["kind"] == "decode":
+                r["plan"] = dict(c["plan"], splits=splits)
+            out.append(r)
+        return {"results": out}
+    (tmp_path / "base.json").write_text(json.dumps(results(1.0)))
+    (tmp_path / "new.json").write_text(json.dumps(results(0.8, splits=1)))
+    r = subprocess.run([sys.executable, str(BENCH / "ncu_attention_gpu.py"), "compare", "--json",
+                        str(tmp_path / "new.json"), str(tmp_path / "base.json")],
+                       capture_output=True, text=True, cwd=BENCH)
+    assert r.returncode == 0, r.stderr
+    assert "decode: 2 cases, new/base geomean 0.800, 0.800-0.800" in r.stdout
+    assert "prefill: 1 cases, new/base geomean 1.000" in r.stdout
+    assert "splits 15->1 " in r.stdout and "splits 4->1 " in r.stdout and "x0.800" in r.stdout
+    assert "prefill " not in r.stdout  # unchanged plan, ratio 1: not listed
