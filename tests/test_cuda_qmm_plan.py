@@ -448,3 +448,29 @@ def test_device_cluster_capacity():
     else:
         with pytest.raises(NotImplementedError, match="no CUDA backend"):
             _ext.cuda_bulk_cluster_capacity()
+
+
+def test_simt_small_m_candidate_switch():
+    """MLX_KERNELS_QMM_SIMT_MAX_KB (a candidate, read once per process; 0 or
+    unset: off): float16/bfloat16 x with M <= 2 and weights of at most that
+    many KB go to simt_qmv, one warp a weight row, 8 a block; everything else
+    keeps its plan."""
+    cases = [(1, 1024, 1024, "float16", 4), (2, 2048, 1024, "bfloat16", 4),
+             (1, 1024, 2048, "float16", 8), (3, 1024, 1024, "float16", 4),
+             (1, 4096, 4096, "float16", 4), (1, 1000, 1024, "float32", 4)]
+    expr = ("[(lambda p: (p['kernel'], p['grid'], p['block']))("
+            "_ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dt)) "
+            f"for M, N, K, dt, bits in {cases}]")
+    default = [_ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dt)["kernel"]
+               for M, N, K, dt, bits in cases]
+    assert "simt_small_m" not in default
+    for value in (None, "0", "2048"):
+        got = eval(plan_under({"MLX_KERNELS_QMM_SIMT_MAX_KB": value}, expr))  # noqa: S307
+        for (M, N, K, dt, bits), (kernel, grid, block), d in zip(cases, got, default):
+            small = value == "2048" and dt != "float32" and M <= 2 and N * K * bits / 8 <= 2048 * 1024
+            if small:
+                assert (kernel, list(grid), block) == ("simt_small_m", [math.ceil(N / 8), 1, 1], 256)
+            else:
+                assert kernel == d, (value, M, N, K, dt)
+        if value == "2048":
+            assert [g[0] for g in got][:3] == ["simt_small_m"] * 3

@@ -53,6 +53,13 @@ const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulk
 // Where it is used: M <= kBulkMaxM and at least kBulkMinBytesPerSm of weights an
 // SM (smaller weights: the tensor-core kernel, whose blocks need no x staging).
 const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 16), 16);
+// The small-M SIMT candidate (simt_qmv, session 20, not yet run on a GPU):
+// float16/bfloat16 x with M <= kSimtSmallMMaxRows and at most this many KB of
+// weights go to it; 0 (the default): never. For the M = 1 cases on the
+// smallest shapes that the k-slice kernel serves at MLX's speed within the
+// noise (4.4-5.4 us against MLX's 4.0-5.7 on the H100): MLX's own kernel
+// there loads and reduces in one pass, as simt_qmv does.
+const int64_t kSimtSmallMMaxKb = tuning("MLX_KERNELS_QMM_SIMT_MAX_KB", 0);
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
 // The fewest stage buffers a warp (where a warp has more than one stage):
 // 2 at M <= 8 keeps one copy in flight while a warp computes; 1 at M 9-16,
@@ -314,6 +321,7 @@ const char* qmm_kernel_name(QmmKernel k) {
     case QmmKernel::kTensorCoreBulk: return "tensor_core_bulk";
     case QmmKernel::kTensorCoreKSlice: return "tensor_core_kslice";
     case QmmKernel::kSimt: return "simt";
+    case QmmKernel::kSimtSmallM: return "simt_small_m";
     case QmmKernel::kSimtNoTranspose: return "simt_no_transpose";
   }
   return "?";
@@ -342,6 +350,13 @@ QmmPlan plan_cuda_qmm(
     plan.block = 256;
     plan.grid[0] = ceil_div(p.N, 8);
     plan.grid[1] = ceil_div(p.M, 8);
+    return plan;
+  }
+  if (p.M <= kSimtSmallMMaxRows && p.N * p.K * p.bits / 8 <= 1024 * kSimtSmallMMaxKb) {
+    // The small-M SIMT candidate: one warp per weight row, 8 a block.
+    plan.kernel = QmmKernel::kSimtSmallM;
+    plan.block = 256;
+    plan.grid[0] = ceil_div(p.N, 8);
     return plan;
   }
   QmmPlan bulk;

@@ -15,6 +15,10 @@ enum class QmmKernel {
   kTensorCoreBulk, // the same math for M <= 16, weights streamed by bulk copies
   kTensorCoreKSlice, // the same math for M <= 16 on small weights, K split over a block's warps
   kSimt, // transpose=true, float32 x: fp32 SIMT (float32-exact)
+  // transpose=true, float16/bfloat16 x, M <= kSimtSmallMMaxRows on weights of
+  // at most MLX_KERNELS_QMM_SIMT_MAX_KB (a candidate, off by default):
+  // simt_qmv, every load of a lane issued before the math (one round trip)
+  kSimtSmallM,
   kSimtNoTranspose, // transpose=false: fp32 SIMT, one thread per packed word
 };
 
@@ -55,6 +59,12 @@ struct QmmPlan {
 };
 
 constexpr int kTcWarps = 4;
+
+// simt_qmv (QmmKernel::kSimtSmallM): rows of x it serves, and the 16-byte
+// chunks of a weight row a lane loads at once (one round trip for K up to
+// 32 lanes x kSimtSmallMUnroll chunks: 2048 values at 4-bit, 1024 at 8-bit).
+constexpr int kSimtSmallMMaxRows = 2;
+constexpr int kSimtSmallMUnroll = 2;
 
 // The k-slice kernel (M <= 16, weights too small for the bulk kernel, K of
 // at most kslice_batch(MT) * kKSliceMaxWarps k-steps by default): a block of

@@ -42,6 +42,10 @@
 //   16-byte chunks of the row, dequantized in float32 and applied to 8 rows
 //   of x; a warp reduction (__shfl_xor_sync). Float32-exact; w is read once
 //   per 8 rows of x.
+// - simt_qmv (transpose=true, float16/bfloat16 x, M <= 2 on small weights;
+//   a candidate behind MLX_KERNELS_QMM_SIMT_MAX_KB, off by default): simt_qmm's
+//   mapping with every load of a lane (weights, scales, biases, x) requested
+//   before its math: one memory round trip for K <= 2048 at 4-bit.
 // - simt_qmm_nt (transpose=false): one thread per packed word of each weight
 //   row (32 / bits adjacent output columns) and 8 rows of x, a loop over K;
 //   coalesced across threads. w is read once per 8 rows of x.
@@ -1249,6 +1253,96 @@ __global__ void __launch_bounds__(256) simt_qmm_kernel(SimtArgs a) {
   }
 }
 
+// The small-M candidate (QmmKernel::kSimtSmallM; float16/bfloat16 x,
+// M <= kSimtSmallMMaxRows = R): one warp per weight row, 8 a block; lane c
+// takes the row's 16-byte chunks c, c + 32, ... (a chunk lies in one
+// quantization group: group_size >= 32 >= V), U = kSimtSmallMUnroll of them
+// at a time. For each, its scale and bias and the R rows' matching pieces of
+// x (16-byte loads) are requested before any is used, so K <= 32 U V takes
+// one memory round trip. float32 math (q * s + b, then the dot product); a
+// warp butterfly adds the lanes; lane 0 stores the R outputs.
+template <typename T, int bits>
+__global__ void __launch_bounds__(256) simt_qmv_kernel(SimtArgs a) {
+  constexpr int V = 128 / bits; // values a chunk
+  constexpr int P = V / 8; // 16-byte pieces of x a chunk and row
+  constexpr int R = kSimtSmallMMaxRows;
+  constexpr int U = kSimtSmallMUnroll;
+  const int lane = threadIdx.x % 32;
+  const int64_t n = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
+  if (n >= a.N) {
+    return; // a whole warp
+  }
+  const T* x = static_cast<const T*>(a.x);
+  const T* scales = static_cast<const T*>(a.scales);
+  const T* biases = static_cast<const T*>(a.biases);
+  const int64_t groups = a.K / a.group_size;
+  const int group_shift = __ffs(a.group_size) - 1; // group sizes are powers of two
+  const uint4* wrow = reinterpret_cast<const uint4*>(a.w + n * (a.K * bits / 32));
+  const int64_t chunks = a.K / V;
+  float acc[R] = {};
+  for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
+    uint4 raw[U];
+    float s[U], b[U];
+    uint4 xv[U][R][P];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t ch = c0 + 32 * u;
+      if (ch < chunks) {
+        raw[u] = __ldg(wrow + ch);
+        const int64_t g = n * groups + ((ch * V) >> group_shift);
+        s[u] = to_f<T>(scales[g]);
+        b[u] = to_f<T>(biases[g]);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          if (r < a.M) {
+            const uint4* xr = reinterpret_cast<const uint4*>(x + r * a.K + ch * V);
+#pragma unroll
+            for (int q = 0; q < P; ++q) {
+              xv[u][r][q] = __ldg(xr + q);
+            }
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (c0 + 32 * u < chunks) {
+        const uint32_t wv[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
+        float wf[V];
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const uint32_t q = (wv[j / (32 / bits)] >> ((j % (32 / bits)) * bits)) &
+              ((1u << bits) - 1);
+          wf[j] = fmaf(float(q), s[u], b[u]);
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          if (r < a.M) {
+            const T* xe = reinterpret_cast<const T*>(xv[u][r]);
+            float sum = 0.f;
+#pragma unroll
+            for (int j = 0; j < V; ++j) {
+              sum = fmaf(wf[j], to_f<T>(xe[j]), sum);
+            }
+            acc[r] += sum;
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float v = acc[r];
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {
+      v += __shfl_xor_sync(0xffffffffu, v, o);
+    }
+    if (lane == 0 && r < a.M) {
+      static_cast<T*>(a.out)[r * a.N + n] = from_f<T>(v);
+    }
+  }
+}
+
 // transpose=false: one thread per packed word of a weight row, 8 rows of x.
 template <typename T, int bits>
 __global__ void __launch_bounds__(128) simt_qmm_nt_kernel(SimtArgs a) {
@@ -1579,6 +1673,12 @@ void dispatch(
   const void* k;
   if (plan.kernel == QmmKernel::kSimt) {
     k = p.bits == 4 ? (const void*)simt_qmm_kernel<T, 4> : (const void*)simt_qmm_kernel<T, 8>;
+  } else if (plan.kernel == QmmKernel::kSimtSmallM) {
+    if constexpr (std::is_same_v<T, float>) {
+      throw std::runtime_error("mlx_kernels CUDA: simt_qmv takes float16 / bfloat16 x");
+    } else {
+      k = p.bits == 4 ? (const void*)simt_qmv_kernel<T, 4> : (const void*)simt_qmv_kernel<T, 8>;
+    }
   } else {
     k = p.bits == 4 ? (const void*)simt_qmm_nt_kernel<T, 4>
                     : (const void*)simt_qmm_nt_kernel<T, 8>;
