@@ -487,3 +487,33 @@ def test_fused_merge_env_switch():
             else:
                 assert (merge_block, wide) == (d["merge_block"], d["merge_wide"])
         assert [g[1] for g in got] == ([True, True, False, False] if value == "1" else [False] * 4)
+
+
+def test_decode_stages_env_switch():
+    """MLX_KERNELS_ATTN_DECODE_STAGES=4 (the deep-pipeline candidate, read
+    once per process): the tensor-core decode stages 4 key tiles where they
+    fit an SM (D <= 128; D = 128: 143-157 KB with Q, one block an SM); D = 256 keeps
+    2; float32 has no stages; off by default. The split rule is unchanged
+    (one block an SM is its wave already)."""
+    shapes = [(1, 32, 8, 1, 4096, 128, "float16"), (4, 32, 8, 8, 1024, 128, "bfloat16"),
+              (1, 64, 8, 8, 4096, 64, "float16"), (1, 32, 8, 1, 4096, 256, "float16"),
+              (1, 32, 8, 1, 4096, 128, "float32")]
+    code = ("import json, mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
+            "print(json.dumps([(lambda q: [q['decode_stages'], q['smem_bytes'], q['blocks_per_sm'], "
+            "q['splits'], q['block_rows']])(p(B, Hq, Hkv, qL, kL, D, dt, 'causal', 132)) "
+            f"for B, Hq, Hkv, qL, kL, D, dt in {shapes}]))")
+    for value in (None, "2", "3", "4"):
+        got = json.loads(output_under({"MLX_KERNELS_ATTN_DECODE_STAGES": value}, code))
+        for (B, Hq, Hkv, qL, kL, D, dt), (stages, smem, bps, splits, rows) in zip(shapes, got):
+            d = plan(B, Hq, Hkv, qL, kL, D, dt, "causal", 132)
+            assert splits == d["splits"]
+            if dt == "float32":
+                assert stages == 0 and smem == d["smem_bytes"]
+                continue
+            want = 4 if value == "4" and D <= 128 else 2
+            assert stages == want, (value, D)
+            assert smem == 2 * (rows + 2 * want * 64) * (D + 8)
+            assert smem + 1024 <= MAX_DYNAMIC_SMEM
+            assert bps == blocks_per_sm(smem)
+            if want == 4 and D == 128:
+                assert bps == 1

@@ -137,11 +137,19 @@ int decode_min_split_keys(bool is_float32) {
   return is_float32 ? kDecodeMinSplitKeys : kDecodeMmaMinSplitKeys;
 }
 
-size_t decode_mma_smem_bytes(int block_rows, int D) {
-  // Q [block_rows][D + 8] and kDecodeMmaStages x (K, V) [BK][D + 8], 2-byte
+size_t decode_mma_smem_bytes(int block_rows, int D, int stages) {
+  // Q [block_rows][D + 8] and `stages` x (K, V) [BK][D + 8], 2-byte
   // elements. The final reduction ([4 warps][16][D] + [4][16][2] floats)
   // reuses the K / V stages: 256 D + 512 <= 512 (D + 8) bytes.
-  return 2 * (size_t(block_rows) + 2 * size_t(kDecodeMmaStages) * kDecodeMmaBlockK) * (D + 8);
+  return 2 * (size_t(block_rows) + 2 * size_t(stages) * kDecodeMmaBlockK) * (D + 8);
+}
+
+int decode_stages_from_env() {
+  static const int stages = [] {
+    const char* v = std::getenv("MLX_KERNELS_ATTN_DECODE_STAGES");
+    return v != nullptr && std::strcmp(v, "4") == 0 ? kDecodeMmaDeepStages : kDecodeMmaStages;
+  }();
+  return stages;
 }
 
 const char* attn_kernel_name(AttnKernel k) {
@@ -269,7 +277,14 @@ AttnPlan plan_cuda_flash_attention(
       plan.smem_bytes = decode_smem_bytes(g.block_rows, p.D);
     } else {
       plan.block_k = kDecodeMmaBlockK;
-      plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D);
+      // The deep-pipeline candidate where its stages fit an SM (D <= 128).
+      plan.decode_stages = decode_stages_from_env();
+      if (p.D > 128 ||
+          decode_mma_smem_bytes(g.block_rows, p.D, plan.decode_stages) + kSmemReservedPerBlock >
+              kSmemPerSm) {
+        plan.decode_stages = kDecodeMmaStages;
+      }
+      plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D, plan.decode_stages);
     }
     plan.blocks_per_sm = resident_blocks_per_sm(plan.smem_bytes);
     plan.wave_blocks_per_sm = decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm);

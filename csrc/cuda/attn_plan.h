@@ -136,6 +136,9 @@ struct AttnPlan {
   // (batch, KV head, row tile) to finish merges that group's rows itself
   // (merge_grid then counts the partials' rows, merge_block is 0).
   bool fused_merge = false;
+  // DecodeMma: K / V stages of its cp.async pipeline (kDecodeMmaStages, or
+  // kDecodeMmaDeepStages under the candidate's knob where they fit).
+  int decode_stages = 0;
   // Decode: blocks of the main kernel resident per SM (from shared memory and
   // threads; registers not counted); the blocks an SM that the split rule
   // counts as one wave (decode_wave_blocks_per_sm); and the wave efficiency
@@ -161,6 +164,9 @@ constexpr int kDecodeWarps = 4;
 constexpr int kDecodeMmaMaxRows = 64;
 constexpr int kDecodeMmaBlockK = 64;
 constexpr int kDecodeMmaStages = 2;
+// The deep-pipeline candidate (MLX_KERNELS_ATTN_DECODE_STAGES=4, off by
+// default; AttnPlan::decode_stages): 4 stages where they fit (D <= 128).
+constexpr int kDecodeMmaDeepStages = 4;
 // PrefillMma: 4 warps x 32 rows (128 queries) a block for D <= 128, 4 x 16
 // (64) for D = 256 (prefill_mma_block_q); K and V tiles double-buffered.
 constexpr int kPrefillMmaStages = 2;
@@ -224,7 +230,10 @@ bool use_merge_wide(int64_t merge_rows, int splits, int num_sms, MergeChoice cho
 // decode merges its splits in the main kernel (AttnPlan::fused_merge).
 bool fused_merge_from_env();
 // Dynamic shared memory of the DecodeMma kernel.
-size_t decode_mma_smem_bytes(int block_rows, int D);
+size_t decode_mma_smem_bytes(int block_rows, int D, int stages = kDecodeMmaStages);
+// MLX_KERNELS_ATTN_DECODE_STAGES (A/B runs; read once): 4 asks for the deep
+// pipeline, anything else (or unset) kDecodeMmaStages.
+int decode_stages_from_env();
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit
 // one SM at once (>= 1), registers not counted.
 int resident_blocks_per_sm(size_t smem_bytes);

@@ -65,7 +65,10 @@
 //   wraps the ticket back to 0 at the last split); the block that draws the
 //   last one merges the group's rows from all splits' partials (one warp a
 //   row, lanes over D in float4, loads through L2) and writes out; the
-//   merge pass is not launched.
+//   merge pass is not launched. Deep pipeline (a candidate,
+//   MLX_KERNELS_ATTN_DECODE_STAGES=4, D <= 128): kStages = 4 stages of K and
+//   V, tiles t + 1 .. t + 3 in flight while tile t is computed (D = 128:
+//   143-157 KB, one block an SM, as the split rule's wave assumes).
 //   D = 128: Q 4.3 / 8.7 / 17.4 KB + stages 69.6 KB = 74-87 KB (2-3 blocks an
 //   SM); D = 256: 143-169 KB (one block). Registers (ptxas, sm_90): D = 128:
 //   140 / 169 / 190 for MT = 1 / 2 / 4, no spills.
@@ -1188,9 +1191,11 @@ __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// kFusedMerge: the fused-merge candidate (AttnPlan::fused_merge); the default
-// instances (false) compile without it.
-template <typename T, int D, int MT, bool kFusedMerge>
+// kFusedMerge: the fused-merge candidate (AttnPlan::fused_merge); kStages:
+// K / V stages in flight, kDecodeMmaStages (2) or, for the deep-pipeline
+// candidate (AttnPlan::decode_stages), kDecodeMmaDeepStages (4). The default
+// instances (false, 2) compile without either.
+template <typename T, int D, int MT, bool kFusedMerge, int kStages>
 __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const AttnArgs a) {
   constexpr int kWarps = kAttnThreads / 32;
   constexpr int BR = 16 * MT; // rows a block
@@ -1200,11 +1205,12 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
   constexpr int LD = D + 8; // padded row of a staged tile
   constexpr int NT = KW / 8; // 8-key column tiles of a warp's S
   constexpr int DT = D / 8; // 8-column tiles of O
-  static_assert(MT * KG == kWarps && KW % 16 == 0 && kDecodeMmaStages == 2);
+  static_assert(MT * KG == kWarps && KW % 16 == 0);
+  static_assert(kStages >= 2 && (kStages & (kStages - 1)) == 0, "a power of two");
 
   extern __shared__ __align__(16) unsigned char smem[];
   T* q_tile = reinterpret_cast<T*>(smem); // [BR][LD]
-  T* kv = q_tile + BR * LD; // stage s: K [BK][LD] at 2 s BK LD, V right after
+  T* kv = q_tile + BR * LD; // stage s: K [BK][LD] at 2 s BK LD, V right after; tile t in stage t % kStages
 
   const AttnGeometry& g = a.geo;
   const DecodeWork w = decode_work(g, blockIdx.x);
@@ -1252,11 +1258,17 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
   const T* kh = static_cast<const T*>(a.k) + kv_head;
   const T* vh = static_cast<const T*>(a.v) + kv_head;
   const int n_tiles = (w.k_end - w.k_begin + BK - 1) / BK;
-  if (n_tiles > 0) {
-    stage_tile<BK, D, LD>(kv, kh, w.k_begin, w.k_end);
-    stage_tile<BK, D, LD>(kv + BK * LD, vh, w.k_begin, w.k_end);
+  // Tiles 0 .. kStages - 2, one commit group each (Q with tile 0).
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < n_tiles) {
+      T* dst = kv + st * 2 * BK * LD;
+      const int k0 = w.k_begin + st * BK;
+      stage_tile<BK, D, LD>(dst, kh, k0, w.k_end);
+      stage_tile<BK, D, LD>(dst + BK * LD, vh, k0, w.k_end);
+    }
+    cp_async_commit();
   }
-  cp_async_commit(); // Q and tile 0
 
   float o[DT][4] = {};
   float m[2] = {kNegInf, kNegInf}; // rows gid, gid + 8 of the warp's 16
@@ -1268,20 +1280,21 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
   const int diag = g.kL - g.qL; // causal: query i sees keys j <= i + diag
 
   for (int t = 0; t < n_tiles; ++t) {
-    if (t + 1 < n_tiles) {
-      // Tile t + 1 into the other stage (free since the end of tile t - 1).
-      T* next = kv + ((t + 1) & 1) * 2 * BK * LD;
-      const int k1 = w.k_begin + (t + 1) * BK;
+    if (t + kStages - 1 < n_tiles) {
+      // Tile t + kStages - 1 into the stage of tile t - 1 (free since the
+      // end of that tile).
+      T* next = kv + ((t + kStages - 1) & (kStages - 1)) * 2 * BK * LD;
+      const int k1 = w.k_begin + (t + kStages - 1) * BK;
       stage_tile<BK, D, LD>(next, kh, k1, w.k_end);
       stage_tile<BK, D, LD>(next + BK * LD, vh, k1, w.k_end);
       cp_async_commit();
-      cp_async_wait_group<1>(); // this thread's copies of tile t are done
+      cp_async_wait_group<kStages - 1>(); // this thread's copies of tile t are done
     } else {
-      cp_async_wait_group<0>();
+      cp_async_wait_group<0>(); // the last tiles: all of them
     }
     __syncthreads(); // every thread's copies of tile t are visible
-    const T* k_frag = kv + (t & 1) * 2 * BK * LD + k_off;
-    const T* v_frag = kv + (t & 1) * 2 * BK * LD + BK * LD + v_off;
+    const T* k_frag = kv + (t & (kStages - 1)) * 2 * BK * LD + k_off;
+    const T* v_frag = kv + (t & (kStages - 1)) * 2 * BK * LD + BK * LD + v_off;
     const int j0 = w.k_begin + t * BK + kg * KW; // this warp's first key
 
     // S = Q K^T (16 rows x KW keys)
@@ -1543,14 +1556,32 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_simt_kernel(const A
 
 // ---------------------------------------------------------------------------
 // Host side
-template <typename T, int D, bool kFusedMerge>
+template <typename T, int D, bool kFusedMerge, int kStages>
 const void* decode_mma_kernel_for(int block_rows) {
   switch (block_rows) {
-    case 16: return (const void*)attn_decode_mma_kernel<T, D, 1, kFusedMerge>;
-    case 32: return (const void*)attn_decode_mma_kernel<T, D, 2, kFusedMerge>;
-    case 64: return (const void*)attn_decode_mma_kernel<T, D, 4, kFusedMerge>;
+    case 16: return (const void*)attn_decode_mma_kernel<T, D, 1, kFusedMerge, kStages>;
+    case 32: return (const void*)attn_decode_mma_kernel<T, D, 2, kFusedMerge, kStages>;
+    case 64: return (const void*)attn_decode_mma_kernel<T, D, 4, kFusedMerge, kStages>;
   }
   return nullptr;
+}
+
+// The DecodeMma instance of the plan: fused merge or not, 2 stages or (deep
+// pipeline, D <= 128 only: the plan's shared-memory fit) 4.
+template <typename T, int D>
+const void* decode_mma_kernel_of(const AttnPlan& plan) {
+  const int rows = plan.geo.block_rows;
+  if constexpr (D <= 128) {
+    if (plan.decode_stages == kDecodeMmaDeepStages) {
+      return plan.fused_merge ? decode_mma_kernel_for<T, D, true, kDecodeMmaDeepStages>(rows)
+                              : decode_mma_kernel_for<T, D, false, kDecodeMmaDeepStages>(rows);
+    }
+  }
+  if (plan.decode_stages != kDecodeMmaStages) {
+    return nullptr;
+  }
+  return plan.fused_merge ? decode_mma_kernel_for<T, D, true, kDecodeMmaStages>(rows)
+                          : decode_mma_kernel_for<T, D, false, kDecodeMmaStages>(rows);
 }
 
 template <typename T, int D>
@@ -1575,8 +1606,7 @@ const void* main_kernel_for(const AttnPlan& plan) {
       return nullptr;
     case AttnKernel::DecodeMma:
       if constexpr (!std::is_same_v<T, float>) {
-        return plan.fused_merge ? decode_mma_kernel_for<T, D, true>(plan.geo.block_rows)
-                                : decode_mma_kernel_for<T, D, false>(plan.geo.block_rows);
+        return decode_mma_kernel_of<T, D>(plan);
       }
       return nullptr;
     case AttnKernel::PrefillMma:
