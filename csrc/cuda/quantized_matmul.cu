@@ -1199,6 +1199,28 @@ struct SimtArgs {
   int group_size;
 };
 
+// The 128 / bits values of one 16-byte chunk as float32 q * s + b (the SIMT
+// kernels' dequantization).
+template <int bits>
+__device__ __forceinline__ void dequant_chunk_f32(uint4 raw, float s, float b, float (&wf)[128 / bits]) {
+  const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int j = 0; j < 128 / bits; ++j) {
+    const uint32_t q = (wv[j / (32 / bits)] >> ((j % (32 / bits)) * bits)) &
+        ((1u << bits) - 1);
+    wf[j] = fmaf(float(q), s, b);
+  }
+}
+
+// The sum of v over the warp's lanes, in every lane.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  }
+  return v;
+}
+
 // transpose=true: one warp per weight row, 8 rows of x per blockIdx.y.
 template <typename T, int bits>
 __global__ void __launch_bounds__(256) simt_qmm_kernel(SimtArgs a) {
@@ -1220,17 +1242,11 @@ __global__ void __launch_bounds__(256) simt_qmm_kernel(SimtArgs a) {
   for (int m = 0; m < 8; ++m) acc[m] = 0.f;
   for (int64_t ch = lane; ch < chunks; ch += 32) {
     const uint4 raw = __ldg(wrow + ch);
-    const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
     const int64_t grp = ch * V / a.group_size;
     const float s = to_f<T>(scales[n * groups + grp]);
     const float b = to_f<T>(biases[n * groups + grp]);
     float wf[V];
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const uint32_t q = (wv[j / (32 / bits)] >> ((j % (32 / bits)) * bits)) &
-          ((1u << bits) - 1);
-      wf[j] = fmaf(float(q), s, b);
-    }
+    dequant_chunk_f32<bits>(raw, s, b, wf);
 #pragma unroll
     for (int m = 0; m < 8; ++m) {
       if (m0 + m < a.M) {
@@ -1244,9 +1260,7 @@ __global__ void __launch_bounds__(256) simt_qmm_kernel(SimtArgs a) {
   }
 #pragma unroll
   for (int m = 0; m < 8; ++m) {
-    float v = acc[m];
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const float v = warp_sum(acc[m]);
     if (lane == 0 && m0 + m < a.M) {
       static_cast<T*>(a.out)[(m0 + m) * a.N + n] = from_f<T>(v);
     }
@@ -1307,14 +1321,8 @@ __global__ void __launch_bounds__(256) simt_qmv_kernel(SimtArgs a) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (c0 + 32 * u < chunks) {
-        const uint32_t wv[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
         float wf[V];
-#pragma unroll
-        for (int j = 0; j < V; ++j) {
-          const uint32_t q = (wv[j / (32 / bits)] >> ((j % (32 / bits)) * bits)) &
-              ((1u << bits) - 1);
-          wf[j] = fmaf(float(q), s[u], b[u]);
-        }
+        dequant_chunk_f32<bits>(raw[u], s[u], b[u], wf);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           if (r < a.M) {
@@ -1332,11 +1340,7 @@ __global__ void __launch_bounds__(256) simt_qmv_kernel(SimtArgs a) {
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    float v = acc[r];
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) {
-      v += __shfl_xor_sync(0xffffffffu, v, o);
-    }
+    const float v = warp_sum(acc[r]);
     if (lane == 0 && r < a.M) {
       static_cast<T*>(a.out)[r * a.N + n] = from_f<T>(v);
     }
