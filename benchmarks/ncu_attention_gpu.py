@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -369,10 +368,11 @@ def compare(args):
         p = r.get("plan") or {}
         return (p.get("splits"), p.get("merge_wide"), p.get("fused_merge"))
 
+    from bench_attention_gpu import geomean as geo
+
     if len(args.json) < 2:
         raise SystemExit("compare: --json NEW BASE [BASE2 ...]")
     new, *bases = [cases_of(p) for p in args.json]
-    geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
     kinds = {}
     for key in sorted(new):
         if not all(key in b for b in bases):
