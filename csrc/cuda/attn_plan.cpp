@@ -15,7 +15,7 @@
 //   16 rows a block (72 KB) -> 3 blocks an SM, 32 or 64 rows -> 2. The rule
 //   counts capacity = wave_blocks_per_sm * num_sms blocks as one wave:
 //   the residency for the float32 decode; ONE block an SM for DecodeMma
-//   (session 20: one block an SM already streams K and V at 80-85% of copy
+//   (session 20: one block an SM already streams K and V at 84-87% of copy
 //   bandwidth, and the residency's 2-3x the splits only added partials and
 //   merge work: 0.75-1.02x the time, see the knobs below). A grid of n blocks
 //   runs in ceil(n / capacity) waves with wave efficiency n / (ceil(n /
@@ -113,6 +113,15 @@ const int64_t kSplitBlocksPerSmKnob =
     knob_in("MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM", 0, kMaxBlocksPerSm, -1);
 const int64_t kMinSplitKeysKnob =
     knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, 0);
+// Session 20's two decode candidates (off by default, not yet run on a GPU):
+// MLX_KERNELS_ATTN_FUSED_MERGE=1, the merge in the main kernel
+// (AttnPlan::fused_merge); MLX_KERNELS_ATTN_DECODE_STAGES=4, the deep
+// pipeline (AttnPlan::decode_stages; other values: kDecodeMmaStages).
+const bool kFusedMergeKnob = knob_in("MLX_KERNELS_ATTN_FUSED_MERGE", 0, 1, 0) == 1;
+const int kDecodeStagesKnob =
+    knob_in("MLX_KERNELS_ATTN_DECODE_STAGES", 0, kDecodeMmaDeepStages, 0) == kDecodeMmaDeepStages
+    ? kDecodeMmaDeepStages
+    : kDecodeMmaStages;
 
 } // namespace
 
@@ -144,13 +153,6 @@ size_t decode_mma_smem_bytes(int block_rows, int D, int stages) {
   return 2 * (size_t(block_rows) + 2 * size_t(stages) * kDecodeMmaBlockK) * (D + 8);
 }
 
-int decode_stages_from_env() {
-  static const int stages = [] {
-    const char* v = std::getenv("MLX_KERNELS_ATTN_DECODE_STAGES");
-    return v != nullptr && std::strcmp(v, "4") == 0 ? kDecodeMmaDeepStages : kDecodeMmaStages;
-  }();
-  return stages;
-}
 
 const char* attn_kernel_name(AttnKernel k) {
   switch (k) {
@@ -213,14 +215,6 @@ MergeChoice merge_choice_from_env() {
   return choice;
 }
 
-bool fused_merge_from_env() {
-  static const bool on = [] {
-    const char* v = std::getenv("MLX_KERNELS_ATTN_FUSED_MERGE");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
-  return on;
-}
-
 // attn_merge_wide_kernel gathers a row's splits with 8 warps in batches
 // (fewer dependent rounds of loads); it pays where a row has many splits and
 // the grid is small, so that the 4-warp kernel's rounds are the latency.
@@ -278,7 +272,7 @@ AttnPlan plan_cuda_flash_attention(
     } else {
       plan.block_k = kDecodeMmaBlockK;
       // The deep-pipeline candidate where its stages fit an SM (D <= 128).
-      plan.decode_stages = decode_stages_from_env();
+      plan.decode_stages = kDecodeStagesKnob;
       if (p.D > 128 ||
           decode_mma_smem_bytes(g.block_rows, p.D, plan.decode_stages) + kSmemReservedPerBlock >
               kSmemPerSm) {
@@ -310,7 +304,7 @@ AttnPlan plan_cuda_flash_attention(
     plan.wave_efficiency = wave_efficiency(plan.grid, capacity);
     if (g.splits > 1) {
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
-      plan.fused_merge = !is_float32 && fused_merge_from_env() && base <= kFusedMergeMaxGroups;
+      plan.fused_merge = !is_float32 && kFusedMergeKnob && base <= kFusedMergeMaxGroups;
       plan.merge_wide = !plan.fused_merge &&
           use_merge_wide(plan.merge_grid, g.splits, num_sms, merge_choice_from_env());
       plan.merge_block = plan.fused_merge ? 0

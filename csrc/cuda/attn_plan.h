@@ -226,14 +226,9 @@ MergeChoice merge_choice_from_env();
 // The plan's rule for a split decode's merge pass (merge_grid rows, splits
 // each) on num_sms SMs.
 bool use_merge_wide(int64_t merge_rows, int splits, int num_sms, MergeChoice choice);
-// MLX_KERNELS_ATTN_FUSED_MERGE=1 (A/B runs; read once): the tensor-core
-// decode merges its splits in the main kernel (AttnPlan::fused_merge).
-bool fused_merge_from_env();
 // Dynamic shared memory of the DecodeMma kernel.
 size_t decode_mma_smem_bytes(int block_rows, int D, int stages = kDecodeMmaStages);
-// MLX_KERNELS_ATTN_DECODE_STAGES (A/B runs; read once): 4 asks for the deep
-// pipeline, anything else (or unset) kDecodeMmaStages.
-int decode_stages_from_env();
+
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit
 // one SM at once (>= 1), registers not counted.
 int resident_blocks_per_sm(size_t smem_bytes);
