@@ -85,6 +85,11 @@ MLXK_HOST_DEVICE inline int decode_row_query(const AttnGeometry& g, int row) {
   return row % g.qL;
 }
 
+// Row `row` of block w as a row of q and out, [B * Hq * qL].
+MLXK_HOST_DEVICE inline int64_t decode_global_row(const AttnGeometry& g, const DecodeWork& w, int row) {
+  return (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL + decode_row_query(g, row);
+}
+
 struct PrefillWork {
   int b, hq;
   int q0; // first query of the block

@@ -305,8 +305,7 @@ template <typename T, int D>
 __device__ __forceinline__ void store_decode_element(
     const AttnArgs& a, const AttnGeometry& g, const DecodeWork& w, int row, int d, float acc,
     float M, float L) {
-  const int64_t n = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
-      decode_row_query(g, row); // output row
+  const int64_t n = decode_global_row(g, w, row); // output row
   if (g.splits == 1) {
     // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
     static_cast<T*>(a.out)[n * D + d] = from_f<T>(g.kL == 0 ? 0.0f : acc / L);
@@ -392,8 +391,7 @@ __global__ void __launch_bounds__(kAttnThreads, (decode_min_blocks<T, D, RT>()))
     const int row = w.row0 + r;
     float x = 0.0f;
     if (row < g.rows) {
-      const int64_t qrow = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
-          decode_row_query(g, row);
+      const int64_t qrow = decode_global_row(g, w, row);
       x = to_f(q[qrow * D + d]) * a.qscale;
     }
     q_rows[r][d] = x;
@@ -1143,8 +1141,7 @@ __device__ __forceinline__ void merge_if_last_split(
   const int S = g.splits;
   const int row_end = attn_min(w.row0 + g.block_rows, g.rows);
   for (int row = w.row0 + warp; row < row_end; row += kWarps) {
-    const int64_t n = (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
-        decode_row_query(g, row);
+    const int64_t n = decode_global_row(g, w, row);
     const float* ml = a.part_ml + n * S * 2;
     const float4* acc = reinterpret_cast<const float4*>(a.part_acc + n * S * D);
     float M = kNegInf;
@@ -1245,9 +1242,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
       const bool in = row < g.rows;
       const T* from = q;
       if (in) {
-        const int64_t qrow =
-            (int64_t(w.b) * g.Hq + decode_row_head(g, w.hkv, row)) * g.qL +
-            decode_row_query(g, row);
+        const int64_t qrow = decode_global_row(g, w, row);
         from = q + qrow * D + c * 8;
       }
       cp_async16(q_tile + r * LD + c * 8, from, in);
