@@ -592,6 +592,15 @@ __device__ __forceinline__ MergeRow merge_row(const AttnArgs& a) {
   return {D, S, n, a.part_ml + n * S * 2, a.part_acc + n * S * D};
 }
 
+// The max of v over the warp's lanes, in every lane.
+__device__ __forceinline__ float lanes_max(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    v = fmaxf(v, __shfl_xor_sync(kFullMask, v, off));
+  }
+  return v;
+}
+
 // o += wt * x, component-wise.
 __device__ __forceinline__ void fma4(float4& o, float wt, const float4& x) {
   o.x = fmaf(wt, x.x, o.x);
@@ -630,10 +639,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_merge_kernel(const AttnArgs
   for (int s = tid; s < S; s += kAttnThreads) {
     M = fmaxf(M, ml[2 * s]);
   }
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) {
-    M = fmaxf(M, __shfl_xor_sync(kFullMask, M, off));
-  }
+  M = lanes_max(M);
   if (lane == 0) {
     warp_max[warp] = M;
   }
@@ -1148,10 +1154,7 @@ __device__ __forceinline__ void merge_if_last_split(
     for (int s = lane; s < S; s += 32) {
       M = fmaxf(M, __ldcg(ml + 2 * s));
     }
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) {
-      M = fmaxf(M, __shfl_xor_sync(kFullMask, M, off));
-    }
+    M = lanes_max(M);
     float L = 0.0f;
     float4 o[kF4] = {};
 #pragma unroll 4
