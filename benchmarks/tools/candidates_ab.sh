@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One device call: build, then the A/B of the candidates that are off by
+# default, each against the defaults measured twice in the same lease (first
+# and last), with ncu kernel times (benchmarks/run_h200.sh stages attnncu and
+# tune), and the per-case comparisons printed at the end.
+#   bash benchmarks/tools/candidates_ab.sh            (on the device, repo root)
+# ATTN_SETTINGS: ';'-separated settings for the attention decode grid, each a
+# list of VAR=VALUE ("-" = defaults); the first and last should be "-".
+# QMM_SETTINGS / QMM_ARGS: the same for the qmm tune stage (TUNE_SETTINGS /
+# TUNE_ARGS of run_h200.sh). SKIP_BUILD=1 reuses /tmp/proj of a warm machine.
+set -u
+O=${OUT:-/tmp/out}
+ATTN_SETTINGS=${ATTN_SETTINGS:-"-;MLX_KERNELS_ATTN_FUSED_MERGE=1;MLX_KERNELS_ATTN_DECODE_STAGES=4;MLX_KERNELS_ATTN_FUSED_MERGE=1 MLX_KERNELS_ATTN_DECODE_STAGES=4;-"}
+ATTN_ARGS=${ATTN_ARGS:-"--parts decode --dtypes float16,bfloat16"}
+QMM_SETTINGS=${QMM_SETTINGS:-"-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-"}
+QMM_ARGS=${QMM_ARGS:-"--dtypes=float16,bfloat16 --mvalues=1,2 --shapes=1024x1024,2048x1024,1024x2048,3072x1024,1024x3072"}
+unset PACK
+if [ -z "${SKIP_BUILD:-}" ]; then
+  OUT=$O/build STAGES=build bash benchmarks/run_h200.sh 2>&1 | tail -4
+fi
+IFS=';' read -ra settings <<< "$ATTN_SETTINGS"
+i=0
+for setting in "${settings[@]}"; do
+  i=$((i + 1))
+  [ "$setting" = "-" ] && setting=""
+  echo "== attention $i: ${setting:-defaults}"
+  # shellcheck disable=SC2086
+  (export $setting; OUT=$O/attn_$i STAGES=attnncu WARM_T=0 ATTNNCU_T=${ATTNNCU_T:-120} \
+      ATTNNCU_ARGS="$ATTN_ARGS" bash benchmarks/run_h200.sh 2>&1 | grep -E "attnncu rc|MET|FAILED|rror")
+  echo "${setting:-defaults}" > "$O/attn_$i/setting.txt"
+done
+if [ -n "$QMM_SETTINGS" ]; then
+  OUT=$O/q STAGES=tune WARM_T=0 TUNE_T=${TUNE_T:-60} TUNE_ARGS="$QMM_ARGS" TUNE_SETTINGS="$QMM_SETTINGS" \
+      bash benchmarks/run_h200.sh 2>&1 | grep -E "rc=|tune |rror"
+fi
+export PYTHONPATH=/tmp/proj:/tmp/site
+cd benchmarks || exit 1
+j="attention_h200_ncu.json"
+n=${#settings[@]}
+for k in $(seq 2 $((n - 1))); do
+  echo "== attention compare: $(cat "$O/attn_$k/setting.txt") against defaults (runs 1, $n)"
+  python3 ncu_attention_gpu.py compare --json "$O/attn_$k/$j" "$O/attn_1/$j" "$O/attn_$n/$j" 2>&1 | tail -12
+done
+echo "== attention compare: defaults, run $n against run 1 (noise)"
+python3 ncu_attention_gpu.py compare --json "$O/attn_$n/$j" "$O/attn_1/$j" 2>&1 | tail -6
+if [ -n "$QMM_SETTINGS" ]; then
+  IFS=';' read -ra qs <<< "$QMM_SETTINGS"
+  m=${#qs[@]}
+  for k in $(seq 2 $((m - 1))); do
+    echo "== qmm compare: ${qs[$((k - 1))]} against defaults (tune 1, $m)"
+    python3 ncu_qmm_gpu.py compare --json "$O/q/tune_$k/qmm_h200_ncu.json" "$O/q/tune_1/qmm_h200_ncu.json" \
+        "$O/q/tune_$m/qmm_h200_ncu.json" --per-case 2>&1 | tail -30
+  done
+fi
+cd "$O" && tar -czf /tmp/out.tgz . && find "$O" -mindepth 1 -delete && mv /tmp/out.tgz "$O/"
