@@ -25,7 +25,7 @@ for setting in "${settings[@]}"; do
   [ "$setting" = "-" ] && setting=""
   echo "== attention $i: ${setting:-defaults}"
   # shellcheck disable=SC2086
-  (export $setting; OUT=$O/attn_$i STAGES=attnncu WARM_T=0 ATTNNCU_T=${ATTNNCU_T:-120} \
+  ([ -n "$setting" ] && export $setting; OUT=$O/attn_$i STAGES=attnncu WARM_T=0 ATTNNCU_T=${ATTNNCU_T:-120} \
       ATTNNCU_ARGS="$ATTN_ARGS" bash benchmarks/run_h200.sh 2>&1 | grep -E "attnncu rc|MET|FAILED|rror")
   echo "${setting:-defaults}" > "$O/attn_$i/setting.txt"
 done
