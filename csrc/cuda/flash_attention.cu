@@ -163,7 +163,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <unordered_map>
+#include <map>
 
 #include "mlx/allocator.h"
 #include "mlx/backend/cuda/device.h"
@@ -1668,14 +1668,17 @@ bool wgmma_prefill_available() {
 // Tickets of the fused merge: `groups` (<= kFusedMergeMaxGroups, the plan's
 // limit) consecutive uint32 counters, each 0 at the launch's start; the
 // kernel's last draw per group sets it back to 0. They come from one
-// persistent pool a device (zeroed once, never freed), handed out
-// round-robin, so launches that may run at once (other streams, independent
-// nodes of one graph) hold different tickets unless kTicketPool tickets were
-// handed out in between.
-constexpr int64_t kTicketPool = int64_t{1} << 20; // 4 MB a device
+// persistent pool per (device, stream), handed out round-robin, so launches
+// that may run at once (independent nodes of one graph) hold different
+// tickets unless kTicketPool tickets were handed out in between. The pool is
+// zeroed at its first use by a memset on the encoder's stream: MLX launches
+// the graph that holds this node on that same stream later, so the zeroing
+// comes first in stream order, with no host synchronisation. One pool per
+// stream because another stream's work is not ordered after that memset.
+constexpr int64_t kTicketPool = int64_t{1} << 20; // 4 MB a stream
 static_assert(kFusedMergeMaxGroups <= kTicketPool);
 
-unsigned* merge_tickets(int64_t groups) {
+unsigned* merge_tickets(int64_t groups, cudaStream_t stream) {
   if (groups <= 0 || groups > kFusedMergeMaxGroups) {
     throw std::runtime_error("mlx_kernels CUDA: fused merge past its ticket limit");
   }
@@ -1684,16 +1687,15 @@ unsigned* merge_tickets(int64_t groups) {
     int64_t next = 0;
   };
   static std::mutex mu;
-  static std::unordered_map<int, Pool> pools;
+  static std::map<std::pair<int, cudaStream_t>, Pool> pools;
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
   std::lock_guard<std::mutex> lock(mu);
-  Pool& pool = pools[dev];
+  Pool& pool = pools[{dev, stream}];
   if (pool.base == nullptr) {
-    // Zeroed before any graph of this process can use it.
     check_cuda(cudaMalloc(&pool.base, sizeof(unsigned) * kTicketPool), "cudaMalloc (tickets)");
-    check_cuda(cudaMemset(pool.base, 0, sizeof(unsigned) * kTicketPool), "cudaMemset (tickets)");
-    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (tickets)");
+    check_cuda(cudaMemsetAsync(pool.base, 0, sizeof(unsigned) * kTicketPool, stream),
+               "cudaMemsetAsync (tickets)");
   }
   if (pool.next + groups > kTicketPool) {
     pool.next = 0;
@@ -1762,7 +1764,7 @@ void encode(
   enc.set_output_array(part_acc);
   enc.set_output_array(part_ml);
   if (plan.fused_merge) {
-    args.merge_tickets = merge_tickets(plan.grid / plan.geo.splits);
+    args.merge_tickets = merge_tickets(plan.grid / plan.geo.splits, enc.stream());
     enc.set_output_array(out);
     add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, dynamic_smem, args);
     return;
