@@ -8,7 +8,11 @@
 # list of VAR=VALUE ("-" = defaults); the first and last should be "-".
 # QMM_SETTINGS / QMM_ARGS: the same for the qmm tune stage (TUNE_SETTINGS /
 # TUNE_ARGS of run_h200.sh). SKIP_BUILD=1 reuses /tmp/proj of a warm machine.
+# TEST_FILES (optional): after the A/Bs, the parity files with TEST_ENV (the
+# candidates on), given what is left of DEADLINE seconds (default 550) from
+# the script's start, so that the results still come back in a 600 s call.
 set -u
+T0=$(date +%s)
 O=${OUT:-/tmp/out}
 ATTN_SETTINGS=${ATTN_SETTINGS:-"-;MLX_KERNELS_ATTN_FUSED_MERGE=1;MLX_KERNELS_ATTN_DECODE_STAGES=4;MLX_KERNELS_ATTN_FUSED_MERGE=1 MLX_KERNELS_ATTN_DECODE_STAGES=4;-"}
 ATTN_ARGS=${ATTN_ARGS:-"--parts decode --dtypes float16,bfloat16"}
@@ -51,5 +55,10 @@ if [ -n "$QMM_SETTINGS" ]; then
     python3 ncu_qmm_gpu.py compare --json "$O/q/tune_$k/qmm_h200_ncu.json" "$O/q/tune_1/qmm_h200_ncu.json" \
         "$O/q/tune_$m/qmm_h200_ncu.json" --per-case 2>&1 | tail -30
   done
+fi
+if [ -n "${TEST_FILES:-}" ]; then
+  left=$(( ${DEADLINE:-550} - ($(date +%s) - T0) ))
+  echo "== parity: $TEST_FILES with ${TEST_ENV:-defaults}, ${left} s"
+  cd .. && OUT=$O/t STAGES=test TEST_T=$left bash benchmarks/run_h200.sh 2>&1 | grep -vE "^smoke"
 fi
 cd "$O" && tar -czf /tmp/out.tgz . && find "$O" -mindepth 1 -delete && mv /tmp/out.tgz "$O/"
