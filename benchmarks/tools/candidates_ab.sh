@@ -13,7 +13,13 @@
 # the script's start, so that the results still come back in a 600 s call.
 set -u
 T0=$(date +%s)
-O=${OUT:-/tmp/out}
+# Work under /tmp/ab; $OUT holds only out.tgz, refreshed after each step, so
+# that a call cut short still brings back what was measured (one file).
+FINAL=${OUT:-/tmp/out}
+O=/tmp/ab
+rm -rf "$O" && mkdir -p "$O" "$FINAL"
+exec > >(tee -a "$O/ab.log") 2>&1
+snap() { tar -C "$O" -czf /tmp/out.tgz.part . && mv /tmp/out.tgz.part "$FINAL/out.tgz"; }
 ATTN_SETTINGS=${ATTN_SETTINGS:-"-;MLX_KERNELS_ATTN_FUSED_MERGE=1;MLX_KERNELS_ATTN_DECODE_STAGES=4;MLX_KERNELS_ATTN_FUSED_MERGE=1 MLX_KERNELS_ATTN_DECODE_STAGES=4;-"}
 ATTN_ARGS=${ATTN_ARGS:-"--parts decode --dtypes float16,bfloat16"}
 QMM_SETTINGS=${QMM_SETTINGS:-"-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-"}
@@ -32,10 +38,12 @@ for setting in "${settings[@]}"; do
   ([ -n "$setting" ] && export $setting; OUT=$O/attn_$i STAGES=attnncu WARM_T=0 ATTNNCU_T=${ATTNNCU_T:-120} \
       ATTNNCU_ARGS="$ATTN_ARGS" bash benchmarks/run_h200.sh 2>&1 | grep -E "attnncu rc|MET|FAILED|rror")
   echo "${setting:-defaults}" > "$O/attn_$i/setting.txt"
+  snap
 done
 if [ -n "$QMM_SETTINGS" ]; then
   OUT=$O/q STAGES=tune WARM_T=0 TUNE_T=${TUNE_T:-60} TUNE_ARGS="$QMM_ARGS" TUNE_SETTINGS="$QMM_SETTINGS" \
       bash benchmarks/run_h200.sh 2>&1 | grep -E "rc=|tune |rror"
+  snap
 fi
 export PYTHONPATH=/tmp/proj:/tmp/site
 cd benchmarks || exit 1
@@ -61,4 +69,4 @@ if [ -n "${TEST_FILES:-}" ]; then
   echo "== parity: $TEST_FILES with ${TEST_ENV:-defaults}, ${left} s"
   cd .. && OUT=$O/t STAGES=test TEST_T=$left bash benchmarks/run_h200.sh 2>&1 | grep -vE "^smoke"
 fi
-cd "$O" && tar -czf /tmp/out.tgz . && find "$O" -mindepth 1 -delete && mv /tmp/out.tgz "$O/"
+snap
