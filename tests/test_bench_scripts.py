@@ -1,12 +1,14 @@
 """The parse step of benchmarks/ncu_attention_gpu.py on a synthetic ncu CSV (no
 GPU): kernels assigned to cases in launch order, per-side sums, and a loud
 failure (exit 2, JSON marked incomplete) when the kernels do not match the
-recorded plans."""
+recorded plans; then the device-call script benchmarks/tools/candidates_ab.sh
+driven by a stand-in for run_h200.sh."""
 
 import argparse
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +209,86 @@ def test_compare_ratios(tmp_path, cases):
     assert "prefill: 1 cases, new/base geomean 1.000" in r.stdout
     assert "splits 15->1 " in r.stdout and "splits 4->1 " in r.stdout and "x0.800" in r.stdout
     assert "prefill " not in r.stdout  # unchanged plan, ratio 1: not listed
+
+
+# A stand-in for benchmarks/run_h200.sh (no GPU, no ncu): each stage writes
+# the files the real one writes, with our times scaled by the candidates'
+# switches in its environment, so that the A/B script's plumbing (which
+# setting reached which run, which runs are compared) shows in the ratios.
+STUB_RUNNER = r'''
+import json, os, sys
+from pathlib import Path
+out = Path(os.environ["OUT"]); out.mkdir(parents=True, exist_ok=True)
+stage = os.environ["STAGES"]
+def attn_factor(env):
+    f = 1.0
+    if env.get("MLX_KERNELS_ATTN_FUSED_MERGE") == "1": f *= 0.9
+    if env.get("MLX_KERNELS_ATTN_DECODE_STAGES") == "4": f *= 1.1
+    return f
+if stage == "build":
+    print("build rc=0 in 1 s")
+elif stage == "attnncu":
+    f = attn_factor(os.environ)
+    res = [dict(kind="decode", dtype="float16", B=B, qL=1, kL=kL, ours_us=10.0 * f * B, speedup=2.0,
+                plan=dict(splits=4, merge_wide=False, fused_merge=f < 1))
+           for B in (1, 4) for kL in (1024, 4096)]
+    (out / "attention_h200_ncu.json").write_text(json.dumps({"results": res}))
+    print("attnncu rc=0 in 1 s")
+elif stage == "tune":
+    for i, setting in enumerate(os.environ["TUNE_SETTINGS"].split(";"), 1):
+        env = dict(kv.split("=") for kv in setting.split()) if setting != "-" else {}
+        f = 0.8 if "MLX_KERNELS_QMM_SIMT_MAX_KB" in env else 1.0
+        res = [dict(N=1024, K=K, M=M, dtype="float16", ours_us=5.0 * f * M,
+                    plan=dict(kernel="simt_small_m" if f < 1 else "tensor_core_kslice", m_tiles=1))
+               for K in (1024, 2048) for M in (1, 2)]
+        (out / f"tune_{i}").mkdir(exist_ok=True)
+        (out / f"tune_{i}" / "qmm_h200_ncu.json").write_text(json.dumps({"results": res}))
+        print(f"== tune {i}: {setting}")
+elif stage == "test":
+    (out / "tests.log").write_text(f"T={os.environ['TEST_T']} ENV={os.environ.get('TEST_ENV', '')}\n")
+    print("tests rc=0 in 1 s")
+'''
+
+
+def test_candidates_ab_script(tmp_path):
+    """benchmarks/tools/candidates_ab.sh drives each setting into its own run,
+    compares each candidate against the two default runs, and packs every
+    result into $OUT/out.tgz."""
+    import tarfile
+    stub = tmp_path / "stub_runner.py"
+    stub.write_text(STUB_RUNNER)
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), AB_WORK=str(tmp_path / "work"),
+               RUNNER=f"{sys.executable} {stub}", PYTHON=sys.executable, COMPARE_PYTHONPATH="",
+               TEST_FILES="test_a.py", TEST_ENV="MLX_KERNELS_ATTN_FUSED_MERGE=1", DEADLINE="500")
+    r = subprocess.run(["bash", str(BENCH / "tools" / "candidates_ab.sh")], capture_output=True,
+                       text=True, cwd=BENCH.parent, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = r.stdout
+    def after(header):
+        assert header in log, log
+        return log.split(header, 1)[1].split("==", 1)[0]
+    fused = "MLX_KERNELS_ATTN_FUSED_MERGE=1"
+    stages = "MLX_KERNELS_ATTN_DECODE_STAGES=4"
+    assert "decode: 4 cases, new/base geomean 0.900, 0.900-0.900" in after(
+        f"== attention compare: {fused} against defaults (runs 1, 5)")
+    assert "decode: 4 cases, new/base geomean 1.100, 1.100-1.100" in after(
+        f"== attention compare: {stages} against defaults (runs 1, 5)")
+    assert "decode: 4 cases, new/base geomean 0.990, 0.990-0.990" in after(
+        f"== attention compare: {fused} {stages} against defaults (runs 1, 5)")
+    assert "decode: 4 cases, new/base geomean 1.000, 1.000-1.000" in after(
+        "== attention compare: defaults, run 5 against run 1 (noise)")
+    qmm = after("== qmm compare: MLX_KERNELS_QMM_SIMT_MAX_KB=1536 against defaults (tune 1, 3)")
+    assert "simt_small_m       m_tiles 1:   4 cases, new/base geomean 0.800" in qmm, qmm
+    assert "base 2 / base 1: geomean 1.000" in qmm
+    with tarfile.open(out / "out.tgz") as tar:
+        names = set(tar.getnames())
+        tests_log = tar.extractfile("./t/tests.log").read().decode()
+    assert sorted(p for p in os.listdir(out)) == ["out.tgz"]
+    for i in range(1, 6):
+        assert f"./attn_{i}/attention_h200_ncu.json" in names and f"./attn_{i}/setting.txt" in names
+    for i in range(1, 4):
+        assert f"./q/tune_{i}/qmm_h200_ncu.json" in names
+    assert "./ab.log" in names
+    t = int(tests_log.split()[0].removeprefix("T="))
+    assert 400 < t <= 500 and f"ENV={fused}" in tests_log

@@ -11,22 +11,28 @@
 # TEST_FILES (optional): after the A/Bs, the parity files with TEST_ENV (the
 # candidates on), given what is left of DEADLINE seconds (default 550) from
 # the script's start, so that the results still come back in a 600 s call.
+# For the CPU test (tests/test_bench_scripts.py): RUNNER replaces
+# "bash benchmarks/run_h200.sh", AB_WORK the work folder, PYTHON python3, and
+# COMPARE_PYTHONPATH (default the device's /tmp/proj:/tmp/site) the compare
+# steps' PYTHONPATH ("" keeps the caller's).
 set -u
 T0=$(date +%s)
 # Work under /tmp/ab; $OUT holds only out.tgz, refreshed after each step, so
 # that a call cut short still brings back what was measured (one file).
 FINAL=${OUT:-/tmp/out}
-O=/tmp/ab
+O=${AB_WORK:-/tmp/ab}
+RUNNER=${RUNNER:-bash benchmarks/run_h200.sh}
+PY=${PYTHON:-python3}
 rm -rf "$O" && mkdir -p "$O" "$FINAL"
 exec > >(tee -a "$O/ab.log") 2>&1
-snap() { tar -C "$O" -czf /tmp/out.tgz.part . && mv /tmp/out.tgz.part "$FINAL/out.tgz"; }
+snap() { tar -C "$O" -czf "$FINAL/out.tgz.part" . && mv "$FINAL/out.tgz.part" "$FINAL/out.tgz"; }
 ATTN_SETTINGS=${ATTN_SETTINGS:-"-;MLX_KERNELS_ATTN_FUSED_MERGE=1;MLX_KERNELS_ATTN_DECODE_STAGES=4;MLX_KERNELS_ATTN_FUSED_MERGE=1 MLX_KERNELS_ATTN_DECODE_STAGES=4;-"}
 ATTN_ARGS=${ATTN_ARGS:-"--parts decode --dtypes float16,bfloat16"}
 QMM_SETTINGS=${QMM_SETTINGS:-"-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-"}
 QMM_ARGS=${QMM_ARGS:-"--dtypes=float16,bfloat16 --mvalues=1,2 --shapes=1024x1024,2048x1024,1024x2048,3072x1024,1024x3072"}
 unset PACK
 if [ -z "${SKIP_BUILD:-}" ]; then
-  OUT=$O/build STAGES=build bash benchmarks/run_h200.sh 2>&1 | tail -4
+  OUT=$O/build STAGES=build $RUNNER 2>&1 | tail -4
 fi
 IFS=';' read -ra settings <<< "$ATTN_SETTINGS"
 i=0
@@ -36,37 +42,38 @@ for setting in "${settings[@]}"; do
   echo "== attention $i: ${setting:-defaults}"
   # shellcheck disable=SC2086
   ([ -n "$setting" ] && export $setting; OUT=$O/attn_$i STAGES=attnncu WARM_T=0 ATTNNCU_T=${ATTNNCU_T:-120} \
-      ATTNNCU_ARGS="$ATTN_ARGS" bash benchmarks/run_h200.sh 2>&1 | grep -E "attnncu rc|MET|FAILED|rror")
+      ATTNNCU_ARGS="$ATTN_ARGS" $RUNNER 2>&1 | grep -E "attnncu rc|MET|FAILED|rror")
   echo "${setting:-defaults}" > "$O/attn_$i/setting.txt"
   snap
 done
 if [ -n "$QMM_SETTINGS" ]; then
   OUT=$O/q STAGES=tune WARM_T=0 TUNE_T=${TUNE_T:-60} TUNE_ARGS="$QMM_ARGS" TUNE_SETTINGS="$QMM_SETTINGS" \
-      bash benchmarks/run_h200.sh 2>&1 | grep -E "rc=|tune |rror"
+      $RUNNER 2>&1 | grep -E "rc=|tune |rror"
   snap
 fi
-export PYTHONPATH=/tmp/proj:/tmp/site
+CPP=${COMPARE_PYTHONPATH-/tmp/proj:/tmp/site}
+[ -n "$CPP" ] && export PYTHONPATH=$CPP
 cd benchmarks || exit 1
 j="attention_h200_ncu.json"
 n=${#settings[@]}
 for k in $(seq 2 $((n - 1))); do
   echo "== attention compare: $(cat "$O/attn_$k/setting.txt") against defaults (runs 1, $n)"
-  python3 ncu_attention_gpu.py compare --json "$O/attn_$k/$j" "$O/attn_1/$j" "$O/attn_$n/$j" 2>&1 | tail -12
+  $PY ncu_attention_gpu.py compare --json "$O/attn_$k/$j" "$O/attn_1/$j" "$O/attn_$n/$j" 2>&1 | tail -12
 done
 echo "== attention compare: defaults, run $n against run 1 (noise)"
-python3 ncu_attention_gpu.py compare --json "$O/attn_$n/$j" "$O/attn_1/$j" 2>&1 | tail -6
+$PY ncu_attention_gpu.py compare --json "$O/attn_$n/$j" "$O/attn_1/$j" 2>&1 | tail -6
 if [ -n "$QMM_SETTINGS" ]; then
   IFS=';' read -ra qs <<< "$QMM_SETTINGS"
   m=${#qs[@]}
   for k in $(seq 2 $((m - 1))); do
     echo "== qmm compare: ${qs[$((k - 1))]} against defaults (tune 1, $m)"
-    python3 ncu_qmm_gpu.py compare --json "$O/q/tune_$k/qmm_h200_ncu.json" "$O/q/tune_1/qmm_h200_ncu.json" \
+    $PY ncu_qmm_gpu.py compare --json "$O/q/tune_$k/qmm_h200_ncu.json" "$O/q/tune_1/qmm_h200_ncu.json" \
         "$O/q/tune_$m/qmm_h200_ncu.json" --per-case 2>&1 | tail -30
   done
 fi
 if [ -n "${TEST_FILES:-}" ]; then
   left=$(( ${DEADLINE:-550} - ($(date +%s) - T0) ))
   echo "== parity: $TEST_FILES with ${TEST_ENV:-defaults}, ${left} s"
-  cd .. && OUT=$O/t STAGES=test TEST_T=$left bash benchmarks/run_h200.sh 2>&1 | grep -vE "^smoke"
+  cd .. && OUT=$O/t STAGES=test TEST_T=$left $RUNNER 2>&1 | grep -vE "^smoke"
 fi
 snap
