@@ -153,7 +153,6 @@ size_t decode_mma_smem_bytes(int block_rows, int D, int stages) {
   return 2 * (size_t(block_rows) + 2 * size_t(stages) * kDecodeMmaBlockK) * (D + 8);
 }
 
-
 const char* attn_kernel_name(AttnKernel k) {
   switch (k) {
     case AttnKernel::None: return "none";
