@@ -37,8 +37,7 @@ holding `mlx_kernels`, our namespace, or attn_*_kernel) followed by MLX's
 maybe). Ours must be exactly what the plan recorded by `run` launches: the
 main kernel (attn_decode_mma_kernel, attn_prefill_mma_kernel, ...) with the
 plan's grid, then attn_merge_kernel or attn_merge_wide_kernel (the plan's
-merge_wide) when the plan splits the keys and does not fuse the merge
-(fused_merge, MLX_KERNELS_ATTN_FUSED_MERGE=1); the NaN
+merge_wide) when the plan splits the keys; the NaN
 fill of MLX_KERNELS_POISON_OUTPUTS (fill_bytes_kernel) is reported and left
 out of the time. MLX's side must have at least one kernel. Anything else
 (a case with other kernels, kernels left over or missing) is a misassignment:
@@ -118,12 +117,10 @@ def build_cases(args, num_sms):
         mask = case_mask(kind, qL)
         p = mk._ext.plan_cuda_flash_attention(B, HQ, HKV, qL, kL, D, dname, mask or "none", num_sms)
         plan = {k: p.get(k) for k in ("kernel", "grid", "splits", "chunk", "row_tiles", "block_rows",
-                                      "merge_grid", "merge_wide", "fused_merge", "smem_bytes",
-                                      "blocks_per_sm", "wave_blocks_per_sm", "wave_efficiency")}
+                                      "merge_grid", "merge_wide", "smem_bytes", "blocks_per_sm",
+                                      "wave_blocks_per_sm", "wave_efficiency")}
         merge = MERGE_WIDE_KERNEL if p.get("merge_wide") else MERGE_KERNEL
-        # a fused merge (MLX_KERNELS_ATTN_FUSED_MERGE=1) launches no merge pass
-        separate_merge = p["merge_grid"] and not p.get("fused_merge")
-        expected = [MAIN_KERNELS[p["kernel"]]] + ([merge] if separate_merge else [])
+        expected = [MAIN_KERNELS[p["kernel"]]] + ([merge] if p["merge_grid"] else [])
         cases.append({"kind": kind, "B": B, "Hq": HQ, "Hkv": HKV, "D": D, "qL": qL, "kL": kL,
                       "dtype": dname, "mask": mask or "none",
                       "bytes": case_bytes(B, qL, kL, itemsize[dname]),
@@ -366,7 +363,7 @@ def compare(args):
 
     def plan_of(r):
         p = r.get("plan") or {}
-        return (p.get("splits"), p.get("merge_wide"), p.get("fused_merge"))
+        return (p.get("splits"), p.get("merge_wide"))
 
     from bench_attention_gpu import geomean as geo
 

@@ -279,8 +279,6 @@ NB_MODULE(_ext, m) {
         d["merge_grid"] = plan.merge_grid;
         d["merge_block"] = plan.merge_block;
         d["merge_wide"] = plan.merge_wide;
-        d["fused_merge"] = plan.fused_merge;
-        d["decode_stages"] = plan.decode_stages;
         d["blocks_per_sm"] = plan.blocks_per_sm;
         d["wave_blocks_per_sm"] = plan.wave_blocks_per_sm;
         d["min_split_keys"] = plan.min_split_keys;

@@ -172,23 +172,6 @@ def test_merge_kernel_by_plan(tmp_path, cases):
     assert any("case 0" in e and "attn_merge_wide_kernel" in e for e in out["assignment_errors"])
 
 
-def test_fused_merge_expects_no_merge_pass():
-    """Under MLX_KERNELS_ATTN_FUSED_MERGE=1 (read once per process) a split
-    decode's plan says fused_merge and the runner expects its main kernel
-    alone; without it, main + merge."""
-    import os
-    cmd = [sys.executable, str(BENCH / "ncu_attention_gpu.py"), "run", "--dry-run", "--parts",
-           "decode", "--only", "1x1x32768,4x8x1024", "--cases", "unused.json"]
-    for fused, want in (("1", "attn_decode_mma_kernel\n"), ("0", "+attn_merge")):
-        env = dict(os.environ, MLX_KERNELS_ATTN_FUSED_MERGE=fused)
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=BENCH, env=env)
-        assert r.returncode == 0, r.stderr
-        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("decode")]
-        assert len(lines) == 2, r.stdout
-        for ln in lines:
-            assert (ln + "\n").endswith(want) if fused == "1" else want in ln, (fused, ln)
-
-
 def test_compare_ratios(tmp_path, cases):
     """compare: our time per case, NEW over BASE; plan changes listed."""
     def results(scale, splits=None):
@@ -212,8 +195,8 @@ def test_compare_ratios(tmp_path, cases):
 
 
 # A stand-in for benchmarks/run_h200.sh (no GPU, no ncu): each stage writes
-# the files the real one writes, with our times scaled by the candidates'
-# switches in its environment, so that the A/B script's plumbing (which
+# the files the real one writes, with our times scaled by two made-up
+# candidates' switches in its environment, so that the A/B script's plumbing (which
 # setting reached which run, which runs are compared) shows in the ratios.
 STUB_RUNNER = r'''
 import json, os, sys
@@ -222,15 +205,15 @@ out = Path(os.environ["OUT"]); out.mkdir(parents=True, exist_ok=True)
 stage = os.environ["STAGES"]
 def attn_factor(env):
     f = 1.0
-    if env.get("MLX_KERNELS_ATTN_FUSED_MERGE") == "1": f *= 0.9
-    if env.get("MLX_KERNELS_ATTN_DECODE_STAGES") == "4": f *= 1.1
+    if env.get("STUB_ATTN_FAST") == "1": f *= 0.9
+    if env.get("STUB_ATTN_SLOW") == "1": f *= 1.1
     return f
 if stage == "build":
     print("build rc=0 in 1 s")
 elif stage == "attnncu":
     f = attn_factor(os.environ)
     res = [dict(kind="decode", dtype="float16", B=B, qL=1, kL=kL, ours_us=10.0 * f * B, speedup=2.0,
-                plan=dict(splits=4, merge_wide=False, fused_merge=f < 1))
+                plan=dict(splits=4, merge_wide=False))
            for B in (1, 4) for kL in (1024, 4096)]
     (out / "attention_h200_ncu.json").write_text(json.dumps({"results": res}))
     print("attnncu rc=0 in 1 s")
@@ -260,7 +243,9 @@ def test_candidates_ab_script(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, OUT=str(out), AB_WORK=str(tmp_path / "work"),
                RUNNER=f"{sys.executable} {stub}", PYTHON=sys.executable, COMPARE_PYTHONPATH="",
-               TEST_FILES="test_a.py", TEST_ENV="MLX_KERNELS_ATTN_FUSED_MERGE=1", DEADLINE="500")
+               TEST_FILES="test_a.py", TEST_ENV="STUB_ATTN_FAST=1", DEADLINE="500",
+               ATTN_SETTINGS="-;STUB_ATTN_FAST=1;STUB_ATTN_SLOW=1;STUB_ATTN_FAST=1 STUB_ATTN_SLOW=1;-",
+               QMM_SETTINGS="-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-")
     r = subprocess.run(["bash", str(BENCH / "tools" / "candidates_ab.sh")], capture_output=True,
                        text=True, cwd=BENCH.parent, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -268,8 +253,8 @@ def test_candidates_ab_script(tmp_path):
     def after(header):
         assert header in log, log
         return log.split(header, 1)[1].split("==", 1)[0]
-    fused = "MLX_KERNELS_ATTN_FUSED_MERGE=1"
-    stages = "MLX_KERNELS_ATTN_DECODE_STAGES=4"
+    fused = "STUB_ATTN_FAST=1"
+    stages = "STUB_ATTN_SLOW=1"
     assert "decode: 4 cases, new/base geomean 0.900, 0.900-0.900" in after(
         f"== attention compare: {fused} against defaults (runs 1, 5)")
     assert "decode: 4 cases, new/base geomean 1.100, 1.100-1.100" in after(
@@ -292,3 +277,22 @@ def test_candidates_ab_script(tmp_path):
     assert "./ab.log" in names
     t = int(tests_log.split()[0].removeprefix("T="))
     assert 400 < t <= 500 and f"ENV={fused}" in tests_log
+
+
+def test_candidates_ab_script_without_settings(tmp_path):
+    """Without ATTN_SETTINGS and QMM_SETTINGS the script builds and compares
+    nothing (no run, no comparison), and still leaves out.tgz."""
+    import tarfile
+    stub = tmp_path / "stub_runner.py"
+    stub.write_text(STUB_RUNNER)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("ATTN_SETTINGS", "QMM_SETTINGS", "TEST_FILES")}
+    env.update(OUT=str(out), AB_WORK=str(tmp_path / "work"), RUNNER=f"{sys.executable} {stub}",
+               PYTHON=sys.executable, COMPARE_PYTHONPATH="")
+    r = subprocess.run(["bash", str(BENCH / "tools" / "candidates_ab.sh")], capture_output=True,
+                       text=True, cwd=BENCH.parent, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "build rc=0" in r.stdout and "== attention" not in r.stdout and "== qmm" not in r.stdout
+    with tarfile.open(out / "out.tgz") as tar:
+        names = set(tar.getnames())
+    assert "./ab.log" in names and not any(n.startswith(("./attn_", "./q/")) for n in names)

@@ -5,9 +5,13 @@
 # tune), and the per-case comparisons printed at the end.
 #   bash benchmarks/tools/candidates_ab.sh            (on the device, repo root)
 # ATTN_SETTINGS: ';'-separated settings for the attention decode grid, each a
-# list of VAR=VALUE ("-" = defaults); the first and last should be "-".
+# list of VAR=VALUE ("-" = defaults); the first and last should be "-"
+# (unset or empty: no attention runs).
 # QMM_SETTINGS / QMM_ARGS: the same for the qmm tune stage (TUNE_SETTINGS /
 # TUNE_ARGS of run_h200.sh). SKIP_BUILD=1 reuses /tmp/proj of a warm machine.
+# Session 22 ran session 20's three candidates through it, e.g.
+#   ATTN_SETTINGS="-;MLX_KERNELS_ATTN_FUSED_MERGE=1;-" QMM_SETTINGS="-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-"
+# (benchmarks/results/candidates_h100_s22_ab.log; the attention knobs are gone).
 # TEST_FILES (optional): after the A/Bs, the parity files with TEST_ENV (the
 # candidates on), given what is left of DEADLINE seconds (default 550) from
 # the script's start, so that the results still come back in a 600 s call.
@@ -26,15 +30,16 @@ PY=${PYTHON:-python3}
 rm -rf "$O" && mkdir -p "$O" "$FINAL"
 exec > >(tee -a "$O/ab.log") 2>&1
 snap() { tar -C "$O" -czf "$FINAL/out.tgz.part" . && mv "$FINAL/out.tgz.part" "$FINAL/out.tgz"; }
-ATTN_SETTINGS=${ATTN_SETTINGS:-"-;MLX_KERNELS_ATTN_FUSED_MERGE=1;MLX_KERNELS_ATTN_DECODE_STAGES=4;MLX_KERNELS_ATTN_FUSED_MERGE=1 MLX_KERNELS_ATTN_DECODE_STAGES=4;-"}
+ATTN_SETTINGS=${ATTN_SETTINGS:-}
 ATTN_ARGS=${ATTN_ARGS:-"--parts decode --dtypes float16,bfloat16"}
-QMM_SETTINGS=${QMM_SETTINGS:-"-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-"}
+QMM_SETTINGS=${QMM_SETTINGS:-}
 QMM_ARGS=${QMM_ARGS:-"--dtypes=float16,bfloat16 --mvalues=1,2 --shapes=1024x1024,2048x1024,1024x2048,3072x1024,1024x3072"}
 unset PACK
 if [ -z "${SKIP_BUILD:-}" ]; then
   OUT=$O/build STAGES=build $RUNNER 2>&1 | tail -4
 fi
-IFS=';' read -ra settings <<< "$ATTN_SETTINGS"
+settings=()
+[ -n "$ATTN_SETTINGS" ] && IFS=';' read -ra settings <<< "$ATTN_SETTINGS"
 i=0
 for setting in "${settings[@]}"; do
   i=$((i + 1))
@@ -56,12 +61,14 @@ CPP=${COMPARE_PYTHONPATH-/tmp/proj:/tmp/site}
 cd benchmarks || exit 1
 j="attention_h200_ncu.json"
 n=${#settings[@]}
-for k in $(seq 2 $((n - 1))); do
-  echo "== attention compare: $(cat "$O/attn_$k/setting.txt") against defaults (runs 1, $n)"
-  $PY ncu_attention_gpu.py compare --json "$O/attn_$k/$j" "$O/attn_1/$j" "$O/attn_$n/$j" 2>&1 | tail -12
-done
-echo "== attention compare: defaults, run $n against run 1 (noise)"
-$PY ncu_attention_gpu.py compare --json "$O/attn_$n/$j" "$O/attn_1/$j" 2>&1 | tail -6
+if [ "$n" -gt 0 ]; then
+  for k in $(seq 2 $((n - 1))); do
+    echo "== attention compare: $(cat "$O/attn_$k/setting.txt") against defaults (runs 1, $n)"
+    $PY ncu_attention_gpu.py compare --json "$O/attn_$k/$j" "$O/attn_1/$j" "$O/attn_$n/$j" 2>&1 | tail -12
+  done
+  echo "== attention compare: defaults, run $n against run 1 (noise)"
+  $PY ncu_attention_gpu.py compare --json "$O/attn_$n/$j" "$O/attn_1/$j" 2>&1 | tail -6
+fi
 if [ -n "$QMM_SETTINGS" ]; then
   IFS=';' read -ra qs <<< "$QMM_SETTINGS"
   m=${#qs[@]}

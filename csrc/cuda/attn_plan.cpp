@@ -113,15 +113,6 @@ const int64_t kSplitBlocksPerSmKnob =
     knob_in("MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM", 0, kMaxBlocksPerSm, -1);
 const int64_t kMinSplitKeysKnob =
     knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, 0);
-// Session 20's two decode candidates (off by default, not yet run on a GPU):
-// MLX_KERNELS_ATTN_FUSED_MERGE=1, the merge in the main kernel
-// (AttnPlan::fused_merge); MLX_KERNELS_ATTN_DECODE_STAGES=4, the deep
-// pipeline (AttnPlan::decode_stages; other values: kDecodeMmaStages).
-const bool kFusedMergeKnob = knob_in("MLX_KERNELS_ATTN_FUSED_MERGE", 0, 1, 0) == 1;
-const int kDecodeStagesKnob =
-    knob_in("MLX_KERNELS_ATTN_DECODE_STAGES", 0, kDecodeMmaDeepStages, 0) == kDecodeMmaDeepStages
-    ? kDecodeMmaDeepStages
-    : kDecodeMmaStages;
 
 } // namespace
 
@@ -146,11 +137,11 @@ int decode_min_split_keys(bool is_float32) {
   return is_float32 ? kDecodeMinSplitKeys : kDecodeMmaMinSplitKeys;
 }
 
-size_t decode_mma_smem_bytes(int block_rows, int D, int stages) {
-  // Q [block_rows][D + 8] and `stages` x (K, V) [BK][D + 8], 2-byte
+size_t decode_mma_smem_bytes(int block_rows, int D) {
+  // Q [block_rows][D + 8] and kDecodeMmaStages x (K, V) [BK][D + 8], 2-byte
   // elements. The final reduction ([4 warps][16][D] + [4][16][2] floats)
   // reuses the K / V stages: 256 D + 512 <= 512 (D + 8) bytes.
-  return 2 * (size_t(block_rows) + 2 * size_t(stages) * kDecodeMmaBlockK) * (D + 8);
+  return 2 * (size_t(block_rows) + 2 * size_t(kDecodeMmaStages) * kDecodeMmaBlockK) * (D + 8);
 }
 
 const char* attn_kernel_name(AttnKernel k) {
@@ -270,14 +261,7 @@ AttnPlan plan_cuda_flash_attention(
       plan.smem_bytes = decode_smem_bytes(g.block_rows, p.D);
     } else {
       plan.block_k = kDecodeMmaBlockK;
-      // The deep-pipeline candidate where its stages fit an SM (D <= 128).
-      plan.decode_stages = kDecodeStagesKnob;
-      if (p.D > 128 ||
-          decode_mma_smem_bytes(g.block_rows, p.D, plan.decode_stages) + kSmemReservedPerBlock >
-              kSmemPerSm) {
-        plan.decode_stages = kDecodeMmaStages;
-      }
-      plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D, plan.decode_stages);
+      plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D);
     }
     plan.blocks_per_sm = resident_blocks_per_sm(plan.smem_bytes);
     plan.wave_blocks_per_sm = decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm);
@@ -303,12 +287,8 @@ AttnPlan plan_cuda_flash_attention(
     plan.wave_efficiency = wave_efficiency(plan.grid, capacity);
     if (g.splits > 1) {
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
-      plan.fused_merge = !is_float32 && kFusedMergeKnob && base <= kFusedMergeMaxGroups;
-      plan.merge_wide = !plan.fused_merge &&
-          use_merge_wide(plan.merge_grid, g.splits, num_sms, merge_choice_from_env());
-      plan.merge_block = plan.fused_merge ? 0
-          : plan.merge_wide               ? 32 * kMergeWideWarps
-                                          : kAttnThreads;
+      plan.merge_wide = use_merge_wide(plan.merge_grid, g.splits, num_sms, merge_choice_from_env());
+      plan.merge_block = plan.merge_wide ? 32 * kMergeWideWarps : kAttnThreads;
     }
   } else if (
       !is_float32 && has_wgmma && choice == PrefillChoice::Auto &&

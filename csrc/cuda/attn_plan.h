@@ -136,14 +136,6 @@ struct AttnPlan {
   int64_t merge_grid = 0;
   int merge_block = 0;
   bool merge_wide = false;
-  // DecodeMma with splits > 1 under MLX_KERNELS_ATTN_FUSED_MERGE=1 (a
-  // candidate, off by default): no merge pass; the last block of each
-  // (batch, KV head, row tile) to finish merges that group's rows itself
-  // (merge_grid then counts the partials' rows, merge_block is 0).
-  bool fused_merge = false;
-  // DecodeMma: K / V stages of its cp.async pipeline (kDecodeMmaStages, or
-  // kDecodeMmaDeepStages under the candidate's knob where they fit).
-  int decode_stages = 0;
   // Decode: blocks of the main kernel resident per SM (from shared memory and
   // threads; registers not counted); the blocks an SM that the split rule
   // counts as one wave (decode_wave_blocks_per_sm); and the wave efficiency
@@ -169,9 +161,6 @@ constexpr int kDecodeWarps = 4;
 constexpr int kDecodeMmaMaxRows = 64;
 constexpr int kDecodeMmaBlockK = 64;
 constexpr int kDecodeMmaStages = 2;
-// The deep-pipeline candidate (MLX_KERNELS_ATTN_DECODE_STAGES=4, off by
-// default; AttnPlan::decode_stages): 4 stages where they fit (D <= 128).
-constexpr int kDecodeMmaDeepStages = 4;
 // PrefillMma: 4 warps x 32 rows (128 queries) a block for D <= 128, 4 x 16
 // (64) for D = 256 (prefill_mma_block_q); K and V tiles double-buffered.
 constexpr int kPrefillMmaStages = 2;
@@ -203,9 +192,6 @@ constexpr int kDecodeMmaMinSplitKeys = 128;
 constexpr int kMaxSplits = 256;
 constexpr int kSplitKeyMultiple = 64;
 constexpr int kDecodeMmaWaveBlocksPerSm = 1;
-// The fused merge's limit: (batch, KV head, row tile) groups of a launch, one
-// ticket each (flash_attention.cu); above it the merge pass runs.
-constexpr int64_t kFusedMergeMaxGroups = int64_t{1} << 16;
 
 // Queries a block and keys per staged tile of the prefill kernels for head
 // dimension D.
@@ -232,8 +218,7 @@ MergeChoice merge_choice_from_env();
 // each) on num_sms SMs.
 bool use_merge_wide(int64_t merge_rows, int splits, int num_sms, MergeChoice choice);
 // Dynamic shared memory of the DecodeMma kernel.
-size_t decode_mma_smem_bytes(int block_rows, int D, int stages = kDecodeMmaStages);
-
+size_t decode_mma_smem_bytes(int block_rows, int D);
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit
 // one SM at once (>= 1), registers not counted.
 int resident_blocks_per_sm(size_t smem_bytes);

@@ -37,7 +37,7 @@
 //   Shared memory (static): q rows RT * D floats + warp accumulators
 //   4 * RT * D floats + maxima and sums: at most 40.3 KB (RT = 8, D = 256).
 //
-// attn_decode_mma_kernel<T, D, MT, kFusedMerge>  (qL <= 8, float16 / bfloat16)
+// attn_decode_mma_kernel<T, D, MT>  (qL <= 8, float16 / bfloat16)
 //   A block serves BR = 16 * MT rows (MT = 1, 2 or 4; the (query head, query)
 //   rows of one KV head's GQA group, as attn_decode_kernel: up to 64 rows, so
 //   each K / V row is read once per (batch, KV head, split) for G * qL <= 64
@@ -59,16 +59,7 @@
 //   end the warps write (m, l, O) to shared memory (over the K / V stages,
 //   [4][16][D] + [4][16][2] floats) and the block combines the KG key groups
 //   of each row: it writes out (one split) or float32 partials for
-//   attn_merge_kernel, exactly as attn_decode_kernel. Fused merge (a
-//   candidate, MLX_KERNELS_ATTN_FUSED_MERGE=1): after writing its partials a
-//   block takes a ticket of its (batch, KV head, row tile) (atomicInc, which
-//   wraps the ticket back to 0 at the last split); the block that draws the
-//   last one merges the group's rows from all splits' partials (one warp a
-//   row, lanes over D in float4, loads through L2) and writes out; the
-//   merge pass is not launched. Deep pipeline (a candidate,
-//   MLX_KERNELS_ATTN_DECODE_STAGES=4, D <= 128): kStages = 4 stages of K and
-//   V, tiles t + 1 .. t + 3 in flight while tile t is computed (D = 128:
-//   143-157 KB, one block an SM, as the split rule's wave assumes).
+//   attn_merge_kernel, exactly as attn_decode_kernel.
 //   D = 128: Q 4.3 / 8.7 / 17.4 KB + stages 69.6 KB = 74-87 KB (2-3 blocks an
 //   SM); D = 256: 143-169 KB (one block). Registers (ptxas, sm_90): D = 128:
 //   140 / 169 / 190 for MT = 1 / 2 / 4, no spills.
@@ -163,7 +154,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <map>
+#include <unordered_map>
 
 #include "mlx/allocator.h"
 #include "mlx/backend/cuda/device.h"
@@ -204,10 +195,6 @@ struct AttnArgs {
   int64_t mask_strides[4];
   float qscale; // scale * log2(e)
   AttnGeometry geo;
-  // Fused merge (AttnPlan::fused_merge): a ticket for each (batch, KV head,
-  // row tile), zero between launches. Last, so that the other fields keep
-  // their parameter offsets.
-  unsigned* merge_tickets;
 };
 
 
@@ -592,15 +579,6 @@ __device__ __forceinline__ MergeRow merge_row(const AttnArgs& a) {
   return {D, S, n, a.part_ml + n * S * 2, a.part_acc + n * S * D};
 }
 
-// The max of v over the warp's lanes, in every lane.
-__device__ __forceinline__ float lanes_max(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) {
-    v = fmaxf(v, __shfl_xor_sync(kFullMask, v, off));
-  }
-  return v;
-}
-
 // o += wt * x, component-wise.
 __device__ __forceinline__ void fma4(float4& o, float wt, const float4& x) {
   o.x = fmaf(wt, x.x, o.x);
@@ -639,7 +617,10 @@ __global__ void __launch_bounds__(kAttnThreads) attn_merge_kernel(const AttnArgs
   for (int s = tid; s < S; s += kAttnThreads) {
     M = fmaxf(M, ml[2 * s]);
   }
-  M = lanes_max(M);
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    M = fmaxf(M, __shfl_xor_sync(kFullMask, M, off));
+  }
   if (lane == 0) {
     warp_max[warp] = M;
   }
@@ -1118,84 +1099,13 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_mma_kernel(const At
 }
 
 // ---------------------------------------------------------------------------
-// Fused merge of the tensor-core decode (AttnPlan::fused_merge): called by
-// every block of a split decode after its partials are stored. The block that
-// finishes its (batch, KV head, row tile) last merges the tile's rows.
-template <typename T, int D>
-__device__ __forceinline__ void merge_if_last_split(
-    const AttnArgs& a, const AttnGeometry& g, const DecodeWork& w) {
-  constexpr int kF4 = (D + 127) / 128; // float4 columns a lane
-  constexpr int kWarps = kAttnThreads / 32;
-  // Release: this block's partial stores are visible GPU-wide before its
-  // ticket is drawn.
-  __threadfence();
-  __syncthreads();
-  bool drew_last = false;
-  if (threadIdx.x == 0) {
-    const int64_t group = (int64_t(w.b) * g.Hkv + w.hkv) * g.row_tiles + w.row0 / g.block_rows;
-    const unsigned splits = unsigned(g.splits);
-    // atomicInc stores 0 when the old value is splits - 1: the last draw
-    // leaves the ticket at 0 for the next launch.
-    drew_last = atomicInc(&a.merge_tickets[group], splits - 1) == splits - 1;
-  }
-  if (!__syncthreads_or(drew_last)) { // thread 0's answer, to every thread
-    return;
-  }
-  __threadfence(); // acquire: the other splits' partials, read through L2 (__ldcg)
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  const int S = g.splits;
-  const int row_end = attn_min(w.row0 + g.block_rows, g.rows);
-  for (int row = w.row0 + warp; row < row_end; row += kWarps) {
-    const int64_t n = decode_global_row(g, w, row);
-    const float* ml = a.part_ml + n * S * 2;
-    const float4* acc = reinterpret_cast<const float4*>(a.part_acc + n * S * D);
-    float M = kNegInf;
-    for (int s = lane; s < S; s += 32) {
-      M = fmaxf(M, __ldcg(ml + 2 * s));
-    }
-    M = lanes_max(M);
-    float L = 0.0f;
-    float4 o[kF4] = {};
-#pragma unroll 4
-    for (int s = 0; s < S; ++s) {
-      const float wt = part_weight(__ldcg(ml + 2 * s), M);
-      L += wt * __ldcg(ml + 2 * s + 1);
-#pragma unroll
-      for (int t = 0; t < kF4; ++t) {
-        const int d4 = lane + 32 * t;
-        if (d4 * 4 < D) {
-          fma4(o[t], wt, __ldcg(acc + int64_t(s) * (D / 4) + d4));
-        }
-      }
-    }
-    // L = 0 (additive -inf everywhere): NaN, as MLX.
-    T* dst = static_cast<T*>(a.out) + n * D;
-#pragma unroll
-    for (int t = 0; t < kF4; ++t) {
-      const int d4 = lane + 32 * t;
-      if (d4 * 4 < D) {
-        dst[4 * d4 + 0] = from_f<T>(o[t].x / L);
-        dst[4 * d4 + 1] = from_f<T>(o[t].y / L);
-        dst[4 * d4 + 2] = from_f<T>(o[t].z / L);
-        dst[4 * d4 + 3] = from_f<T>(o[t].w / L);
-      }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------
 // Decode, float16 / bfloat16: tensor cores (layout in the header comment)
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// kFusedMerge: the fused-merge candidate (AttnPlan::fused_merge); kStages:
-// K / V stages in flight, kDecodeMmaStages (2) or, for the deep-pipeline
-// candidate (AttnPlan::decode_stages), kDecodeMmaDeepStages (4). The default
-// instances (false, 2) compile without either.
-template <typename T, int D, int MT, bool kFusedMerge, int kStages>
+template <typename T, int D, int MT>
 __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const AttnArgs a) {
   constexpr int kWarps = kAttnThreads / 32;
   constexpr int BR = 16 * MT; // rows a block
@@ -1205,12 +1115,11 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
   constexpr int LD = D + 8; // padded row of a staged tile
   constexpr int NT = KW / 8; // 8-key column tiles of a warp's S
   constexpr int DT = D / 8; // 8-column tiles of O
-  static_assert(MT * KG == kWarps && KW % 16 == 0);
-  static_assert(kStages >= 2 && (kStages & (kStages - 1)) == 0, "a power of two");
+  static_assert(MT * KG == kWarps && KW % 16 == 0 && kDecodeMmaStages == 2);
 
   extern __shared__ __align__(16) unsigned char smem[];
   T* q_tile = reinterpret_cast<T*>(smem); // [BR][LD]
-  T* kv = q_tile + BR * LD; // stage s: K [BK][LD] at 2 s BK LD, V right after; tile t in stage t % kStages
+  T* kv = q_tile + BR * LD; // stage s: K [BK][LD] at 2 s BK LD, V right after
 
   const AttnGeometry& g = a.geo;
   const DecodeWork w = decode_work(g, blockIdx.x);
@@ -1256,17 +1165,11 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
   const T* kh = static_cast<const T*>(a.k) + kv_head;
   const T* vh = static_cast<const T*>(a.v) + kv_head;
   const int n_tiles = (w.k_end - w.k_begin + BK - 1) / BK;
-  // Tiles 0 .. kStages - 2, one commit group each (Q with tile 0).
-#pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) {
-    if (st < n_tiles) {
-      T* dst = kv + st * 2 * BK * LD;
-      const int k0 = w.k_begin + st * BK;
-      stage_tile<BK, D, LD>(dst, kh, k0, w.k_end);
-      stage_tile<BK, D, LD>(dst + BK * LD, vh, k0, w.k_end);
-    }
-    cp_async_commit();
+  if (n_tiles > 0) {
+    stage_tile<BK, D, LD>(kv, kh, w.k_begin, w.k_end);
+    stage_tile<BK, D, LD>(kv + BK * LD, vh, w.k_begin, w.k_end);
   }
+  cp_async_commit(); // Q and tile 0
 
   float o[DT][4] = {};
   float m[2] = {kNegInf, kNegInf}; // rows gid, gid + 8 of the warp's 16
@@ -1278,21 +1181,20 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
   const int diag = g.kL - g.qL; // causal: query i sees keys j <= i + diag
 
   for (int t = 0; t < n_tiles; ++t) {
-    if (t + kStages - 1 < n_tiles) {
-      // Tile t + kStages - 1 into the stage of tile t - 1 (free since the
-      // end of that tile).
-      T* next = kv + ((t + kStages - 1) & (kStages - 1)) * 2 * BK * LD;
-      const int k1 = w.k_begin + (t + kStages - 1) * BK;
+    if (t + 1 < n_tiles) {
+      // Tile t + 1 into the other stage (free since the end of tile t - 1).
+      T* next = kv + ((t + 1) & 1) * 2 * BK * LD;
+      const int k1 = w.k_begin + (t + 1) * BK;
       stage_tile<BK, D, LD>(next, kh, k1, w.k_end);
       stage_tile<BK, D, LD>(next + BK * LD, vh, k1, w.k_end);
       cp_async_commit();
-      cp_async_wait_group<kStages - 1>(); // this thread's copies of tile t are done
+      cp_async_wait_group<1>(); // this thread's copies of tile t are done
     } else {
-      cp_async_wait_group<0>(); // the last tiles: all of them
+      cp_async_wait_group<0>();
     }
     __syncthreads(); // every thread's copies of tile t are visible
-    const T* k_frag = kv + (t & (kStages - 1)) * 2 * BK * LD + k_off;
-    const T* v_frag = kv + (t & (kStages - 1)) * 2 * BK * LD + BK * LD + v_off;
+    const T* k_frag = kv + (t & 1) * 2 * BK * LD + k_off;
+    const T* v_frag = kv + (t & 1) * 2 * BK * LD + BK * LD + v_off;
     const int j0 = w.k_begin + t * BK + kg * KW; // this warp's first key
 
     // S = Q K^T (16 rows x KW keys)
@@ -1431,9 +1333,6 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
     }
     store_decode_element<T, D>(a, g, w, row, d, x, M, L);
   }
-  if constexpr (kFusedMerge) {
-    merge_if_last_split<T, D>(a, g, w);
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1554,32 +1453,14 @@ __global__ void __launch_bounds__(kAttnThreads) attn_prefill_simt_kernel(const A
 
 // ---------------------------------------------------------------------------
 // Host side
-template <typename T, int D, bool kFusedMerge, int kStages>
+template <typename T, int D>
 const void* decode_mma_kernel_for(int block_rows) {
   switch (block_rows) {
-    case 16: return (const void*)attn_decode_mma_kernel<T, D, 1, kFusedMerge, kStages>;
-    case 32: return (const void*)attn_decode_mma_kernel<T, D, 2, kFusedMerge, kStages>;
-    case 64: return (const void*)attn_decode_mma_kernel<T, D, 4, kFusedMerge, kStages>;
+    case 16: return (const void*)attn_decode_mma_kernel<T, D, 1>;
+    case 32: return (const void*)attn_decode_mma_kernel<T, D, 2>;
+    case 64: return (const void*)attn_decode_mma_kernel<T, D, 4>;
   }
   return nullptr;
-}
-
-// The DecodeMma instance of the plan: fused merge or not, 2 stages or (deep
-// pipeline, D <= 128 only: the plan's shared-memory fit) 4.
-template <typename T, int D>
-const void* decode_mma_kernel_of(const AttnPlan& plan) {
-  const int rows = plan.geo.block_rows;
-  if constexpr (D <= 128) {
-    if (plan.decode_stages == kDecodeMmaDeepStages) {
-      return plan.fused_merge ? decode_mma_kernel_for<T, D, true, kDecodeMmaDeepStages>(rows)
-                              : decode_mma_kernel_for<T, D, false, kDecodeMmaDeepStages>(rows);
-    }
-  }
-  if (plan.decode_stages != kDecodeMmaStages) {
-    return nullptr;
-  }
-  return plan.fused_merge ? decode_mma_kernel_for<T, D, true, kDecodeMmaStages>(rows)
-                          : decode_mma_kernel_for<T, D, false, kDecodeMmaStages>(rows);
 }
 
 template <typename T, int D>
@@ -1604,7 +1485,7 @@ const void* main_kernel_for(const AttnPlan& plan) {
       return nullptr;
     case AttnKernel::DecodeMma:
       if constexpr (!std::is_same_v<T, float>) {
-        return decode_mma_kernel_of<T, D>(plan);
+        return decode_mma_kernel_for<T, D>(plan.geo.block_rows);
       }
       return nullptr;
     case AttnKernel::PrefillMma:
@@ -1665,46 +1546,6 @@ bool wgmma_prefill_available() {
   return ok;
 }
 
-// Tickets of the fused merge: `groups` (<= kFusedMergeMaxGroups, the plan's
-// limit) consecutive uint32 counters, each 0 at the launch's start; the
-// kernel's last draw per group sets it back to 0. They come from one
-// persistent pool per (device, stream), handed out round-robin, so launches
-// that may run at once (independent nodes of one graph) hold different
-// tickets unless kTicketPool tickets were handed out in between. The pool is
-// zeroed at its first use by a memset on the encoder's stream: MLX launches
-// the graph that holds this node on that same stream later, so the zeroing
-// comes first in stream order, with no host synchronisation. One pool per
-// stream because another stream's work is not ordered after that memset.
-constexpr int64_t kTicketPool = int64_t{1} << 20; // 4 MB a stream
-static_assert(kFusedMergeMaxGroups <= kTicketPool);
-
-unsigned* merge_tickets(int64_t groups, cudaStream_t stream) {
-  if (groups <= 0 || groups > kFusedMergeMaxGroups) {
-    throw std::runtime_error("mlx_kernels CUDA: fused merge past its ticket limit");
-  }
-  struct Pool {
-    unsigned* base = nullptr;
-    int64_t next = 0;
-  };
-  static std::mutex mu;
-  static std::map<std::pair<int, cudaStream_t>, Pool> pools;
-  int dev = 0;
-  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  std::lock_guard<std::mutex> lock(mu);
-  Pool& pool = pools[{dev, stream}];
-  if (pool.base == nullptr) {
-    check_cuda(cudaMalloc(&pool.base, sizeof(unsigned) * kTicketPool), "cudaMalloc (tickets)");
-    check_cuda(cudaMemsetAsync(pool.base, 0, sizeof(unsigned) * kTicketPool, stream),
-               "cudaMemsetAsync (tickets)");
-  }
-  if (pool.next + groups > kTicketPool) {
-    pool.next = 0;
-  }
-  unsigned* t = pool.base + pool.next;
-  pool.next += groups;
-  return t;
-}
-
 // The wgmma prefill's arguments: tensor maps of q, k, v (3-D [heads][rows][D]
 // with 128-byte swizzled boxes of 64 x 128). False if the driver refuses one.
 bool wgmma_args(const AttnArgs& args, bool bf16, wg::Args& w) {
@@ -1763,12 +1604,6 @@ void encode(
   args.part_ml = dev_ptr<float>(part_ml);
   enc.set_output_array(part_acc);
   enc.set_output_array(part_ml);
-  if (plan.fused_merge) {
-    args.merge_tickets = merge_tickets(plan.grid / plan.geo.splits, enc.stream());
-    enc.set_output_array(out);
-    add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, dynamic_smem, args);
-    return;
-  }
   add_node(enc, kernel, dim3(unsigned(plan.grid)), plan.block, dynamic_smem, args);
 
   enc.set_input_array(part_acc);
