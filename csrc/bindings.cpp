@@ -224,6 +224,13 @@ NB_MODULE(_ext, m) {
       "of packed weights an SM, go to the k-slice kernel instead (0: none; below 0: the "
       "default, 124, or MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM).");
   m.def(
+      "set_cuda_quantized_matmul_simt_max_kb",
+      [](int64_t kb) { mlx_kernels::cuda::set_qmm_simt_small_m_max_kb(kb); },
+      "kb"_a,
+      "Tests only: float16/bfloat16 x at M = 1 (MLX_KERNELS_QMM_SIMT_MAX_M) on weights of at "
+      "most this many KB go to the CUDA simt_qmv kernel (0: none, so the k-slice kernel takes "
+      "them; below 0: the default, 1024, or MLX_KERNELS_QMM_SIMT_MAX_KB).");
+  m.def(
       "set_cuda_quantized_matmul_bulk_omit",
       [](int mask) {
         if (mask < 0 || mask > mlx_kernels::cuda::kBulkOmitAll) {

@@ -28,6 +28,9 @@ def test_tensor_core_plan_covers_the_problem(N, K, dtype, bits):
         if p["kernel"] == "tensor_core_kslice":
             check_kslice_plan(p, M, N, K, bits, rounds=kslice_rounds(M, N, K, 64, bits))
             continue
+        if simt_takes(M, N, K, bits):
+            check_simt_small_m_plan(p, N)
+            continue
         assert p["kernel"] == "tensor_core"
         # only variants that exist in the binary (a missing one raised at run time)
         assert p["compiled"], (M, p)
@@ -60,10 +63,27 @@ def kslice_covers(M, K, bits, rounds=KSLICE_ROUNDS):
     return M <= 16 and steps <= rounds * kslice_batch(M) * KSLICE_MAX_WARPS
 
 
-def expected_non_bulk(M, K, bits):
+SIMT_MAX_KB = 1024  # qmm_plan.cpp: simt_qmv's weights at M = 1
+
+
+def simt_takes(M, N, K, bits, dtype="float16", max_kb=SIMT_MAX_KB):
+    """Whether simt_qmv takes a transpose=true problem (qmm_plan.cpp, default
+    knobs): float16/bfloat16 x, M = 1, at most 1 MB of packed weights."""
+    return dtype != "float32" and M == 1 and N * K * bits // 8 <= max_kb * 1024
+
+
+def check_simt_small_m_plan(p, N):
+    """simt_qmv: one warp a weight row, 8 a block, one block row."""
+    assert (p["kernel"], list(p["grid"]), p["block"]) == ("simt_small_m", [math.ceil(N / 8), 1, 1], 256)
+
+
+def expected_non_bulk(M, N, K, bits):
     """The kernel of a float16 transpose=true plan the bulk kernel did not take
-    (qmm_plan.cpp, default knobs): the k-slice kernel where it covers K in one
-    round of loads a warp, else tc_qmm."""
+    (qmm_plan.cpp, default knobs): simt_qmv at M = 1 on at most 1 MB of
+    weights, the k-slice kernel where it covers K in one round of loads a
+    warp, else tc_qmm."""
+    if simt_takes(M, N, K, bits):
+        return "simt_small_m"
     return "tensor_core_kslice" if kslice_covers(M, K, bits) else "tensor_core"
 
 
@@ -194,6 +214,9 @@ def test_bulk_plan_shapes(bits, gs, sms):
         for K in (stage_k, 3 * stage_k, 4096, 14336):
             for M in (1, 4, 5, 8, 9, 16, 17):
                 p = _ext.plan_cuda_quantized_matmul(M, N, K, gs, bits, True, "float16", sms)
+                if simt_takes(M, N, K, bits):  # before the bulk kernel, whatever the SMs
+                    check_simt_small_m_plan(p, N)
+                    continue
                 if bulk_takes(M, N, K, gs, bits, sms):
                     if over_bulk(M, N, K, bits, sms):  # mid-sized: the k-slice kernel
                         check_kslice_plan(p, M, N, K, bits, sms, KSLICE_OVER_BULK_ROUNDS)
@@ -201,17 +224,19 @@ def test_bulk_plan_shapes(bits, gs, sms):
                         assert p["kernel"] == "tensor_core_bulk", (M, N, K)
                         check_bulk_plan(p, M, N, K, gs, bits, sms)
                     continue
-                assert p["kernel"] == expected_non_bulk(M, K, bits), (M, N, K)
+                assert p["kernel"] == expected_non_bulk(M, N, K, bits), (M, N, K)
                 if p["kernel"] == "tensor_core_kslice":
                     check_kslice_plan(p, M, N, K, bits, sms)
 
 
 def test_long_k_forced_plans():
     """The kernels test_quantized_matmul.py's long-K cases run on the GPU under
-    its forced plans: with the k-slice kernel kept off (threshold 0), the bulk
-    kernel wherever it can take the problem on that many SMs; with it taking
-    everything (1 << 20 KB an SM), the k-slice kernel."""
+    its forced plans (simt_qmv off): with the k-slice kernel kept off
+    (threshold 0), the bulk kernel wherever it can take the problem on that
+    many SMs; with it taking everything (1 << 20 KB an SM), the k-slice
+    kernel."""
     try:
+        _ext.set_cuda_quantized_matmul_simt_max_kb(0)
         for sms, kslice_kb in BULK_PLANS[1:]:
             _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(kslice_kb)
             for N, K, gs, bits in BULK_CASES:
@@ -222,9 +247,11 @@ def test_long_k_forced_plans():
                     elif bulk_takes(M, N, K, gs, bits, sms):
                         check_bulk_plan(p, M, N, K, gs, bits, sms)
                     else:  # 72x2048 (74 KB) on four SMs
-                        assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, sms)
+                        want = expected_non_bulk(M, N, K, bits)
+                        assert p["kernel"] == want.replace("simt_small_m", "tensor_core_kslice")
     finally:
         _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
+        _ext.set_cuda_quantized_matmul_simt_max_kb(-1)
 
 
 def test_bulk_plan_fills_the_gpu():
@@ -273,7 +300,10 @@ def test_kslice_plan_where_weights_are_small(bits):
                 if p["kernel"] == "tensor_core_bulk":
                     check_bulk_plan(p, M, N, K, 64, bits)
                     continue
-                assert p["kernel"] == expected_non_bulk(M, K, bits), (N, K, M, p["kernel"])
+                if simt_takes(M, N, K, bits, dtype):
+                    check_simt_small_m_plan(p, N)
+                    continue
+                assert p["kernel"] == expected_non_bulk(M, N, K, bits), (N, K, M, p["kernel"])
                 if p["kernel"] == "tensor_core_kslice":
                     check_kslice_plan(p, M, N, K, bits)
     # the warps knob (A/B runs): at most that many warps, each with more
@@ -282,7 +312,8 @@ def test_kslice_plan_where_weights_are_small(bits):
             "_ext.plan_cuda_quantized_matmul(1, 1024, K, 64, 4, True, 'float16')) "
             "for K in (1024, 2048, 4096)]")
     ks, tc = "tensor_core_kslice", "tensor_core"
-    off = {"MLX_KERNELS_QMM_KSLICE_WARPS": None, "MLX_KERNELS_QMM_KSLICE_ROUNDS": None}
+    off = {"MLX_KERNELS_QMM_KSLICE_WARPS": None, "MLX_KERNELS_QMM_KSLICE_ROUNDS": None,
+           "MLX_KERNELS_QMM_SIMT_MAX_KB": "0"}  # M = 1 on 1024x1024: simt_qmv otherwise
     assert eval(plan_under(off, expr)) == [(ks, 4), (ks, 8), (ks, 8)]
     assert eval(plan_under(dict(off, MLX_KERNELS_QMM_KSLICE_WARPS="2"), expr)) == [
         (ks, 2), (tc, 4), (tc, 4)]
@@ -450,27 +481,45 @@ def test_device_cluster_capacity():
             _ext.cuda_bulk_cluster_capacity()
 
 
-def test_simt_small_m_candidate_switch():
-    """MLX_KERNELS_QMM_SIMT_MAX_KB (a candidate, read once per process; 0 or
-    unset: off): float16/bfloat16 x with M <= 2 and weights of at most that
-    many KB go to simt_qmv, one warp a weight row, 8 a block; everything else
-    keeps its plan."""
-    cases = [(1, 1024, 1024, "float16", 4), (2, 2048, 1024, "bfloat16", 4),
-             (1, 1024, 2048, "float16", 8), (3, 1024, 1024, "float16", 4),
-             (1, 4096, 4096, "float16", 4), (1, 1000, 1024, "float32", 4)]
+def test_simt_small_m_plan():
+    """simt_qmv takes float16/bfloat16 x at M = 1 on at most 1 MB of packed
+    weights (H100, session 22: 0.90-1.00x the k-slice kernel's time there,
+    1.05-1.59x at M = 2 or above 1 MB), one warp a weight row, 8 a block;
+    everything else keeps its plan. MLX_KERNELS_QMM_SIMT_MAX_KB (0: never)
+    and MLX_KERNELS_QMM_SIMT_MAX_M (1 or 2) move the bounds (A/B runs, read
+    once a process); set_cuda_quantized_matmul_simt_max_kb (tests) too."""
+    cases = [(1, 1024, 1024, "float16", 4), (1, 2048, 1024, "bfloat16", 4),
+             (1, 1024, 1024, "float16", 8), (1, 3072, 1024, "float16", 4),
+             (2, 1024, 1024, "float16", 4), (1, 2048, 2048, "bfloat16", 4),
+             (3, 1024, 1024, "float16", 4), (1, 4096, 4096, "float16", 4),
+             (1, 1000, 1024, "float32", 4)]
     expr = ("[(lambda p: (p['kernel'], p['grid'], p['block']))("
             "_ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dt)) "
             f"for M, N, K, dt, bits in {cases}]")
-    default = [_ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dt)["kernel"]
-               for M, N, K, dt, bits in cases]
-    assert "simt_small_m" not in default
-    for value in (None, "0", "2048"):
-        got = eval(plan_under({"MLX_KERNELS_QMM_SIMT_MAX_KB": value}, expr))  # noqa: S307
-        for (M, N, K, dt, bits), (kernel, grid, block), d in zip(cases, got, default):
-            small = value == "2048" and dt != "float32" and M <= 2 and N * K * bits / 8 <= 2048 * 1024
-            if small:
-                assert (kernel, list(grid), block) == ("simt_small_m", [math.ceil(N / 8), 1, 1], 256)
+    knobs = ("MLX_KERNELS_QMM_SIMT_MAX_KB", "MLX_KERNELS_QMM_SIMT_MAX_M")
+    off = eval(plan_under({knobs[0]: "0", knobs[1]: None}, expr))  # noqa: S307
+    assert "simt_small_m" not in [g[0] for g in off]
+    for kb, rows in ((None, None), ("0", None), ("2048", None), ("2048", "2"), (None, "5")):
+        got = eval(plan_under({knobs[0]: kb, knobs[1]: rows}, expr))  # noqa: S307
+        max_kb = 1024 if kb is None else int(kb)
+        max_m = 1 if rows is None else min(int(rows), 2)
+        for (M, N, K, dt, bits), (kernel, grid, block), o in zip(cases, got, off):
+            if M <= max_m and simt_takes(1, N, K, bits, dt, max_kb):
+                check_simt_small_m_plan(dict(kernel=kernel, grid=grid, block=block), N)
             else:
-                assert kernel == d, (value, M, N, K, dt)
-        if value == "2048":
+                assert kernel == o[0], (kb, rows, M, N, K, dt)
+        if kb is None and rows is None:  # the defaults
             assert [g[0] for g in got][:3] == ["simt_small_m"] * 3
+            assert "simt_small_m" not in [g[0] for g in got][3:]
+    # the tests' setter: 0 gives M = 1 on 1024x1024 back to the k-slice kernel
+    try:
+        _ext.set_cuda_quantized_matmul_simt_max_kb(0)
+        assert _ext.plan_cuda_quantized_matmul(1, 1024, 1024, 64, 4, True, "float16")[
+            "kernel"] == "tensor_core_kslice"
+        _ext.set_cuda_quantized_matmul_simt_max_kb(4096)
+        assert _ext.plan_cuda_quantized_matmul(1, 2048, 2048, 64, 4, True, "float16")[
+            "kernel"] == "simt_small_m"
+    finally:
+        _ext.set_cuda_quantized_matmul_simt_max_kb(-1)
+    assert _ext.plan_cuda_quantized_matmul(1, 1024, 1024, 64, 4, True, "float16")[
+        "kernel"] == "simt_small_m"

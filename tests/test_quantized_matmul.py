@@ -75,6 +75,9 @@ def test_shapes(N, K, group_size, bits, transpose, dtype, device):
 # is below the bulk kernel's 30 KB an SM on four: k-slice); and for one and
 # four SMs with the k-slice kernel taking them all (the path of mid-sized
 # weights on a full GPU: up to 4 rounds of loads a warp, at most 4 warps).
+# The forced plans keep simt_qmv off (set_cuda_quantized_matmul_simt_max_kb(0)),
+# so that M = 1 on weights of at most 1 MB runs those kernels too; the
+# device's plan gives it to simt_qmv.
 BULK_CASES = [
     (1000, 4096, 64, 4),  # N tail (1000 = 62.5 row tiles)
     (40, 8192, 64, 4),  # 3 row tiles: many k parts, a cluster split
@@ -99,6 +102,7 @@ def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
         for sms, kslice_kb in plans:
             mk._ext.set_cuda_quantized_matmul_plan_sms(sms)
             mk._ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(kslice_kb)
+            mk._ext.set_cuda_quantized_matmul_simt_max_kb(0 if sms else -1)
             for M in (1, 2, 3, 4, 5, 8, 9, 16):
                 x = make_x((M, K), dtype)
                 check(x, w, s, b, True, group_size, bits, device,
@@ -106,14 +110,16 @@ def test_decode_rows_long_k(N, K, group_size, bits, dtype, backend, device):
     finally:
         mk._ext.set_cuda_quantized_matmul_plan_sms(0)
         mk._ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
+        mk._ext.set_cuda_quantized_matmul_simt_max_kb(-1)
 
 
 # --- Decode rows on small weights: the CUDA k-slice kernel's territory --------
 # (M <= 16, weights below the bulk kernel's share, at most 32 k-steps of 4 x 16
 # bytes a row, 16 at M > 8: a block's warps split K over one 16-row tile, one
-# round of loads each). The cases vary the warps a block (1-8), the k-steps a
-# warp (1-4, uneven), partial last steps, row tails and one or two 8-row tiles
-# of x.
+# round of loads each; at M = 1 on weights of at most 1 MB, simt_qmv instead).
+# The cases vary the warps a block (1-8), the k-steps a warp (1-4, uneven),
+# partial last steps, row tails and one or two 8-row tiles of x. M = 1 runs
+# twice on the GPU: as planned, and with simt_qmv off (the k-slice kernel).
 KSLICE_CASES = [
     (24, 32, 32, 4),  # one partial k-step, one warp, 8 of 16 rows
     (72, 96, 32, 8),  # 8-bit: 2 k-steps of 64 values, the last one partial
@@ -126,17 +132,28 @@ KSLICE_CASES = [
 
 @pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("N,K,group_size,bits", KSLICE_CASES, ids=lambda v: str(v))
-def test_decode_rows_small_weights(N, K, group_size, bits, dtype, device):
+def test_decode_rows_small_weights(N, K, group_size, bits, dtype, backend, device):
     w, s, b = make_weights(N, K, group_size, bits, dtype)
     steps = math.ceil(K * bits / 512)  # k-steps of 4 x 16 bytes a row
-    for M in (1, 2, 5, 8, 9, 13, 16):
-        # the k-slice kernel on a 132-SM GPU (plan: plain C++) wherever one
-        # round of loads of its 8 warps covers K: 32 k-steps at M <= 8, 16 above
-        plan = mk._ext.plan_cuda_quantized_matmul(M, N, K, group_size, bits, True, "float16")
-        kslice = steps <= (32 if M <= 8 else 16)
-        assert (plan["kernel"] == "tensor_core_kslice") == kslice, (M, plan["kernel"])
-        x = make_x((M, K), dtype)
-        check(x, w, s, b, True, group_size, bits, device, f"M={M}")
+    simt = N * K * bits // 8 <= 1024 * 1024  # simt_qmv's weights at M = 1
+    runs = [(M, -1) for M in (1, 2, 5, 8, 9, 13, 16)]
+    if backend == "gpu" and simt:
+        runs.insert(1, (1, 0))  # M = 1 with simt_qmv off: the k-slice kernel
+    try:
+        for M, simt_kb in runs:
+            mk._ext.set_cuda_quantized_matmul_simt_max_kb(simt_kb)
+            # the k-slice kernel on a 132-SM GPU (plan: plain C++) wherever one
+            # round of loads of its 8 warps covers K: 32 k-steps at M <= 8, 16 above
+            plan = mk._ext.plan_cuda_quantized_matmul(M, N, K, group_size, bits, True, "float16")
+            if M == 1 and simt and simt_kb:
+                assert plan["kernel"] == "simt_small_m", plan["kernel"]
+            else:
+                kslice = steps <= (32 if M <= 8 else 16)
+                assert (plan["kernel"] == "tensor_core_kslice") == kslice, (M, plan["kernel"])
+            x = make_x((M, K), dtype)
+            check(x, w, s, b, True, group_size, bits, device, f"M={M} simt_qmv KB={simt_kb}")
+    finally:
+        mk._ext.set_cuda_quantized_matmul_simt_max_kb(-1)
 
 
 def test_large_decode_shape(device):

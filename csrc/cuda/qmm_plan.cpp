@@ -53,13 +53,25 @@ const int64_t kBulkRing = std::min<int64_t>(tuning("MLX_KERNELS_QMM_RING", kBulk
 // Where it is used: M <= kBulkMaxM and at least kBulkMinBytesPerSm of weights an
 // SM (smaller weights: the tensor-core kernel, whose blocks need no x staging).
 const int64_t kBulkMaxM = std::min<int64_t>(tuning("MLX_KERNELS_QMM_BULK_MAX_M", 16), 16);
-// The small-M SIMT candidate (simt_qmv, session 20, not yet run on a GPU):
-// float16/bfloat16 x with M <= kSimtSmallMMaxRows and at most this many KB of
-// weights go to it; 0 (the default): never. For the M = 1 cases on the
-// smallest shapes that the k-slice kernel serves at MLX's speed within the
-// noise (4.4-5.4 us against MLX's 4.0-5.7 on the H100): MLX's own kernel
-// there loads and reduces in one pass, as simt_qmv does.
-const int64_t kSimtSmallMMaxKb = tuning("MLX_KERNELS_QMM_SIMT_MAX_KB", 0);
+// simt_qmv (the one-pass SIMT kernel) for float16/bfloat16 x at M <= kSimtSmallMMaxM
+// on weights of at most kSimtSmallMMaxKb KB, where the k-slice kernel was
+// 0.84-1.08x MLX's speed (MLX's kernel there loads and reduces in one pass, as
+// simt_qmv does). H100, ncu, session 22, 4-bit group 64, against
+// the k-slice kernel (the default then) run twice in the same lease
+// (benchmarks/results/candidates_h100_s22_ab.log), us:
+// - M = 1, weights <= 1 MB: 1024x1024 3.94 / 4.54 (bfloat16 / float16)
+//   against 4.38 / 4.96-5.09; 2048x1024 4.64 / 4.96 against 4.83 / 4.96-5.12;
+//   1024x2048 5.02 / 5.31 against 5.22-5.31 / 5.28-5.38 (0.90-1.00x).
+// - slower above 1 MB (3072x1024 M = 1 6.27-6.46 against 5.02-5.15; 1024x3072
+//   1.06x) and at M = 2 on every shape (1.05-1.59x): both stay with the
+//   k-slice kernel.
+// Timed for 4-bit weights only; 8-bit ones take the same byte bound.
+// MLX_KERNELS_QMM_SIMT_MAX_KB (0: never) and MLX_KERNELS_QMM_SIMT_MAX_M (1 or
+// 2, the kernel's rows) override both, for A/B runs.
+constexpr int64_t kSimtSmallMMaxKbLimit = int64_t{1} << 30; // 1 TB: no overflow below
+const int64_t kSimtSmallMMaxKb =
+    knob_in("MLX_KERNELS_QMM_SIMT_MAX_KB", 0, kSimtSmallMMaxKbLimit, 1024);
+const int64_t kSimtSmallMMaxM = knob_in("MLX_KERNELS_QMM_SIMT_MAX_M", 1, kSimtSmallMMaxRows, 1);
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
 // The fewest stage buffers a warp (where a warp has more than one stage):
 // 2 at M <= 8 keeps one copy in flight while a warp computes; 1 at M 9-16,
@@ -291,7 +303,12 @@ namespace {
 std::atomic<int> plan_sms_override{0};
 std::atomic<int> bulk_omit_mask{0};
 std::atomic<int64_t> kslice_over_bulk_override{-1}; // KB an SM; -1: kKSliceOverBulkKbPerSm
+std::atomic<int64_t> simt_small_m_override{-1}; // KB; -1: kSimtSmallMMaxKb
 } // namespace
+
+void set_qmm_simt_small_m_max_kb(int64_t kb) {
+  simt_small_m_override.store(kb >= 0 ? std::min(kb, kSimtSmallMMaxKbLimit) : -1);
+}
 
 void set_qmm_kslice_over_bulk_kb_per_sm(int64_t kb) {
   kslice_over_bulk_override.store(kb >= 0 ? std::min(kb, kKSliceOverBulkMaxKbPerSm) : -1);
@@ -352,8 +369,10 @@ QmmPlan plan_cuda_qmm(
     plan.grid[1] = ceil_div(p.M, 8);
     return plan;
   }
-  if (p.M <= kSimtSmallMMaxRows && p.N * p.K * p.bits / 8 <= 1024 * kSimtSmallMMaxKb) {
-    // The small-M SIMT candidate: one warp per weight row, 8 a block.
+  const int64_t simt_v = simt_small_m_override.load();
+  const int64_t simt_kb = simt_v >= 0 ? simt_v : kSimtSmallMMaxKb;
+  if (p.M <= kSimtSmallMMaxM && p.N * p.K * p.bits / 8 <= 1024 * simt_kb) {
+    // simt_qmv: one warp per weight row, 8 a block.
     plan.kernel = QmmKernel::kSimtSmallM;
     plan.block = 256;
     plan.grid[0] = ceil_div(p.N, 8);

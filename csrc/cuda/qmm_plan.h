@@ -15,9 +15,9 @@ enum class QmmKernel {
   kTensorCoreBulk, // the same math for M <= 16, weights streamed by bulk copies
   kTensorCoreKSlice, // the same math for M <= 16 on small weights, K split over a block's warps
   kSimt, // transpose=true, float32 x: fp32 SIMT (float32-exact)
-  // transpose=true, float16/bfloat16 x, M <= kSimtSmallMMaxRows on weights of
-  // at most MLX_KERNELS_QMM_SIMT_MAX_KB (a candidate, off by default):
-  // simt_qmv, every load of a lane issued before the math (one round trip)
+  // transpose=true, float16/bfloat16 x, M = 1 on weights of at most 1 MB
+  // (qmm_plan.cpp): simt_qmv, every load of a lane issued before the math
+  // (one round trip)
   kSimtSmallM,
   kSimtNoTranspose, // transpose=false: fp32 SIMT, one thread per packed word
 };
@@ -60,9 +60,10 @@ struct QmmPlan {
 
 constexpr int kTcWarps = 4;
 
-// simt_qmv (QmmKernel::kSimtSmallM): rows of x it serves, and the 16-byte
-// chunks of a weight row a lane loads at once (one round trip for K up to
-// 32 lanes x kSimtSmallMUnroll chunks: 2048 values at 4-bit, 1024 at 8-bit).
+// simt_qmv (QmmKernel::kSimtSmallM): rows of x it can serve (the plan sends
+// it M = 1 by default: qmm_plan.cpp), and the 16-byte chunks of a weight row
+// a lane loads at once (one round trip for K up to 32 lanes x
+// kSimtSmallMUnroll chunks: 2048 values at 4-bit, 1024 at 8-bit).
 constexpr int kSimtSmallMMaxRows = 2;
 constexpr int kSimtSmallMUnroll = 2;
 
@@ -142,5 +143,11 @@ void set_qmm_plan_sms(int sms);
 // MLX_KERNELS_QMM_KSLICE_OVER_BULK_KB_PER_SM or its default), so that the
 // parity suite runs both kernels on the same shapes.
 void set_qmm_kslice_over_bulk_kb_per_sm(int64_t kb);
+
+// Tests only: float16/bfloat16 x at M <= the plan's simt_qmv rows on weights
+// of at most this many KB go to simt_qmv (kb >= 0; 0: none; below 0 restores
+// MLX_KERNELS_QMM_SIMT_MAX_KB or its default, 1024), so that the parity suite
+// runs the k-slice kernel at M = 1 on small weights too.
+void set_qmm_simt_small_m_max_kb(int64_t kb);
 
 } // namespace mlx_kernels::cuda

@@ -42,10 +42,10 @@
 //   16-byte chunks of the row, dequantized in float32 and applied to 8 rows
 //   of x; a warp reduction (__shfl_xor_sync). Float32-exact; w is read once
 //   per 8 rows of x.
-// - simt_qmv (transpose=true, float16/bfloat16 x, M <= 2 on small weights;
-//   a candidate behind MLX_KERNELS_QMM_SIMT_MAX_KB, off by default): simt_qmm's
-//   mapping with every load of a lane (weights, scales, biases, x) requested
-//   before its math: one memory round trip for K <= 2048 at 4-bit.
+// - simt_qmv (transpose=true, float16/bfloat16 x, M = 1 on weights of at
+//   most 1 MB by default; up to 2 rows): simt_qmm's mapping with every load
+//   of a lane (weights, scales, biases, x) requested before its math: one
+//   memory round trip for K <= 2048 at 4-bit.
 // - simt_qmm_nt (transpose=false): one thread per packed word of each weight
 //   row (32 / bits adjacent output columns) and 8 rows of x, a loop over K;
 //   coalesced across threads. w is read once per 8 rows of x.
@@ -1267,8 +1267,8 @@ __global__ void __launch_bounds__(256) simt_qmm_kernel(SimtArgs a) {
   }
 }
 
-// The small-M candidate (QmmKernel::kSimtSmallM; float16/bfloat16 x,
-// M <= kSimtSmallMMaxRows = R): one warp per weight row, 8 a block; lane c
+// simt_qmv (QmmKernel::kSimtSmallM; float16/bfloat16 x, M <= kSimtSmallMMaxRows
+// = R, the plan's M = 1 by default): one warp per weight row, 8 a block; lane c
 // takes the row's 16-byte chunks c, c + 32, ... (a chunk lies in one
 // quantization group: group_size >= 32 >= V), U = kSimtSmallMUnroll of them
 // at a time. For each, its scale and bias and the R rows' matching pieces of
