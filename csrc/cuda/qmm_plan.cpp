@@ -28,6 +28,10 @@
 //   5.4-6.0 us against 7.1-7.6).
 // - float32 x goes to the SIMT kernel: the float32 parity bound (1e-5 against
 //   float64) rules out tf32 and bf16 operands.
+// - simt_qmv (one warp a weight row, one memory round trip) for float16 /
+//   bfloat16 x at M = 1 on at most 1 MB of weights, ahead of the k-slice
+//   kernel: 0.90-1.00x its time there, slower at M = 2 and above 1 MB (H100,
+//   session 22; kSimtSmallMMaxKb below).
 #include "cuda/qmm_plan.h"
 
 #include <algorithm>
