@@ -77,12 +77,12 @@ def check_simt_small_m_plan(p, N):
     assert (p["kernel"], list(p["grid"]), p["block"]) == ("simt_small_m", [math.ceil(N / 8), 1, 1], 256)
 
 
-def expected_non_bulk(M, N, K, bits):
-    """The kernel of a float16 transpose=true plan the bulk kernel did not take
-    (qmm_plan.cpp, default knobs): simt_qmv at M = 1 on at most 1 MB of
-    weights, the k-slice kernel where it covers K in one round of loads a
+def expected_non_bulk(M, N, K, bits, dtype="float16", simt_max_kb=SIMT_MAX_KB):
+    """The kernel of a transpose=true plan the bulk kernel did not take
+    (qmm_plan.cpp, default knobs): simt_qmv at M = 1 on at most simt_max_kb
+    of weights, the k-slice kernel where it covers K in one round of loads a
     warp, else tc_qmm."""
-    if simt_takes(M, N, K, bits):
+    if simt_takes(M, N, K, bits, dtype, simt_max_kb):
         return "simt_small_m"
     return "tensor_core_kslice" if kslice_covers(M, K, bits) else "tensor_core"
 
@@ -247,8 +247,8 @@ def test_long_k_forced_plans():
                     elif bulk_takes(M, N, K, gs, bits, sms):
                         check_bulk_plan(p, M, N, K, gs, bits, sms)
                     else:  # 72x2048 (74 KB) on four SMs
-                        want = expected_non_bulk(M, N, K, bits)
-                        assert p["kernel"] == want.replace("simt_small_m", "tensor_core_kslice")
+                        want = expected_non_bulk(M, N, K, bits, simt_max_kb=0)
+                        assert p["kernel"] == want, (N, K, M, sms)
     finally:
         _ext.set_cuda_quantized_matmul_kslice_over_bulk_kb_per_sm(-1)
         _ext.set_cuda_quantized_matmul_simt_max_kb(-1)
@@ -300,10 +300,9 @@ def test_kslice_plan_where_weights_are_small(bits):
                 if p["kernel"] == "tensor_core_bulk":
                     check_bulk_plan(p, M, N, K, 64, bits)
                     continue
-                if simt_takes(M, N, K, bits, dtype):
+                assert p["kernel"] == expected_non_bulk(M, N, K, bits, dtype), (N, K, M, p["kernel"])
+                if p["kernel"] == "simt_small_m":
                     check_simt_small_m_plan(p, N)
-                    continue
-                assert p["kernel"] == expected_non_bulk(M, N, K, bits), (N, K, M, p["kernel"])
                 if p["kernel"] == "tensor_core_kslice":
                     check_kslice_plan(p, M, N, K, bits)
     # the warps knob (A/B runs): at most that many warps, each with more
