@@ -155,6 +155,26 @@ if has prof; then
   grep -E "${PROF_GREP:-tc_qmm|simt_qmm|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy}" "$OUT/prof_details.txt" | head -${PROF_LINES:-60}
 fi
 
+if has attnprof; then
+  # Nsight Compute's full set on our attention kernels of a few cases
+  # (ATTNPROF_ARGS: ncu_attention_gpu.py run arguments, e.g. --only 4x8x1024):
+  # the report's details page, then its lines on time, memory, occupancy and
+  # warp stalls (ATTNPROF_GREP to pick others).
+  t0=$(date +%s)
+  (cd "$PROJ"/benchmarks && timeout ${ATTNPROF_T:-200} ncu --clock-control none --cache-control all \
+      --set full --profile-from-start off -k regex:attn_ -o "$OUT/attn_prof" \
+      python3 ncu_attention_gpu.py run --cases /tmp/attn_prof_cases.json \
+      ${ATTNPROF_ARGS:---only 4x8x1024}) > "$OUT/attn_prof.log" 2>&1
+  echo "attnprof rc=$? in $(( $(date +%s) - t0 )) s"
+  ncu -i "$OUT/attn_prof.ncu-rep" --page details --print-units base > "$OUT/attn_prof_details.txt" 2>&1
+  # every metric of every profiled kernel (one CSV row a kernel), for the
+  # stall reasons: benchmarks/tools/ncu_raw_stalls.py reads it
+  ncu -i "$OUT/attn_prof.ncu-rep" --page raw --csv --print-units base > "$OUT/attn_prof_raw.csv" 2>&1
+  python3 "$PROJ"/benchmarks/tools/ncu_raw_stalls.py "$OUT/attn_prof_raw.csv" 2>&1 | head -60
+  grep -E "${ATTNPROF_GREP:-attn_|Duration|DRAM Throughput|Memory Throughput|L2 Hit|Achieved Occupancy|Registers Per|Theoretical Occupancy|Warp Cycles Per Issued|Issue Slots Busy|Executed Ipc A|Stall|stall}" \
+      "$OUT/attn_prof_details.txt" | head -${ATTNPROF_LINES:-80}
+fi
+
 if has mlxonly; then
   # MLX's own GPU op alone (no mlx_kernels in the process): is it wrong at K == gs?
   (cd "$PROJ"/benchmarks && timeout 60 python3 -c "

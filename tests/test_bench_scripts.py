@@ -296,3 +296,59 @@ def test_candidates_ab_script_without_settings(tmp_path):
     with tarfile.open(out / "out.tgz") as tar:
         names = set(tar.getnames())
     assert "./ab.log" in names and not any(n.startswith(("./attn_", "./q/")) for n in names)
+
+
+# benchmarks/tools/ncu_raw_stalls.py: the stall reasons of an ncu raw page.
+sys.path.insert(0, str(BENCH / "tools"))
+import ncu_raw_stalls as nrs  # noqa: E402
+
+
+def write_raw(path, kernels):
+    """A raw-page CSV as ncu writes it: a message line, the header, the units
+    row (empty ID), one row a kernel."""
+    names = sorted({k for row in kernels for k in row})
+    buf = io.StringIO()
+    buf.write("==PROF== Disconnected from process 1\n")
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL)
+    w.writerow(["ID", "Kernel Name"] + names)
+    w.writerow(["", ""] + ["" for _ in names])
+    for i, row in enumerate(kernels):
+        w.writerow([str(i), row.get("name", "k")] + [row.get(n, "") for n in names])
+    path.write_text(buf.getvalue())
+
+
+def test_raw_stalls_ranks_samples(tmp_path):
+    raw = tmp_path / "raw.csv"
+    write_raw(raw, [{
+        "name": "attn_decode_mma_kernel<__half, 128, 2>",
+        "gpu__time_duration.sum": "18,000",
+        "launch__grid_size": "128",
+        "smsp__pcsamp_warps_issue_stalled_long_scoreboard": "600",
+        "smsp__pcsamp_warps_issue_stalled_long_scoreboard_not_issued": "200",
+        "smsp__pcsamp_warps_issue_stalled_barrier": "150",
+        "smsp__pcsamp_warps_issue_stalled_no_instruction": "50",
+        "smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio": "9.0",
+    }])
+    rows = nrs.read_rows(str(raw))
+    assert len(rows) == 1
+    what, ranked = nrs.stalls(rows[0])
+    assert what == "share of warp samples"
+    assert [k for k, _ in ranked] == ["long_scoreboard", "barrier", "no_instruction"]
+    assert ranked[0][1] == pytest.approx(800 / 1000)
+    text = nrs.report(rows, top=2)
+    assert "time ns 18,000" in text and "grid 128" in text
+    assert "long_scoreboard 0.80, barrier 0.15" in text and "no_instruction" not in text
+
+
+def test_raw_stalls_falls_back_to_per_issue(tmp_path, capsys):
+    raw = tmp_path / "raw.csv"
+    write_raw(raw, [{"name": "a", "smsp__average_warps_issue_stalled_wait_per_issue_active.ratio": "2.5",
+                     "smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio": "4"},
+                    {"name": "b", "gpu__time_duration.sum": "5"}])
+    assert nrs.main([str(raw)]) == 0
+    out = capsys.readouterr().out
+    assert "cycles per issued instruction): math_pipe_throttle 4.00, wait 2.50" in out
+    assert "== b" in out and "no warp-state metrics" in out
+    empty = tmp_path / "empty.csv"
+    empty.write_text("==ERROR== no kernels were profiled\n")
+    assert nrs.main([str(empty)]) == 1
