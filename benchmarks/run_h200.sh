@@ -171,6 +171,10 @@ if has attnprof; then
   # stall reasons: benchmarks/tools/ncu_raw_stalls.py reads it
   ncu -i "$OUT/attn_prof.ncu-rep" --page raw --csv --print-units base > "$OUT/attn_prof_raw.csv" 2>&1
   python3 "$PROJ"/benchmarks/tools/ncu_raw_stalls.py "$OUT/attn_prof_raw.csv" 2>&1 | head -60
+  # per SASS instruction: the warp samples and their stall reasons (read here
+  # after the call: which instructions the warps wait at)
+  ncu -i "$OUT/attn_prof.ncu-rep" --page source --print-source sass --csv > "$OUT/attn_prof_sass.csv" 2>&1
+  echo "sass page: $(wc -l < "$OUT/attn_prof_sass.csv") lines"
   grep -E "${ATTNPROF_GREP:-attn_|Duration|DRAM Throughput|Memory Throughput|L2 Hit|Achieved Occupancy|Registers Per|Theoretical Occupancy|Warp Cycles Per Issued|Issue Slots Busy|Executed Ipc A|Stall|stall}" \
       "$OUT/attn_prof_details.txt" | head -${ATTNPROF_LINES:-80}
 fi
