@@ -96,10 +96,13 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
 python3 -c "import scikit_build_core, pytest, nanobind; print('skbuild', scikit_build_core.__version__, 'pytest', pytest.__version__, 'nanobind', nanobind.__version__)"
 
 if has basebuild; then
-  # The checkout itself (PROJ being another tree) into /tmp/projbase, in the
-  # background next to the build below: a tune setting
-  # "PYTHONPATH=/tmp/projbase:/tmp/site" then times it in the same run.
-  ( t0=$(date +%s); rm -rf /tmp/projbase && python3 -m pip install -q --no-build-isolation \
+  # A base tree into /tmp/projbase, in the background next to the build
+  # below: BASE_TREE (a folder, e.g. .basetree from
+  # benchmarks/tools/make-base-tree.sh REV, carried), else the checkout itself
+  # (PROJ being another tree). A tune setting "PYTHONPATH=/tmp/projbase:/tmp/site",
+  # or for any stage PROJ_PYTHONPATH=/tmp/projbase:/tmp/site, then times it
+  # in the same run.
+  ( t0=$(date +%s); rm -rf /tmp/projbase && cd "${BASE_TREE:-.}" && python3 -m pip install -q --no-build-isolation \
       --no-deps --target /tmp/projbase . > "$OUT/basebuild.log" 2>&1
     echo "basebuild rc=$? in $(( $(date +%s) - t0 )) s" >> "$OUT/basebuild.log" ) &
   basebuild_pid=$!
@@ -112,7 +115,8 @@ if has build; then
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then tail -60 "$OUT/build.log"; exit 1; fi
 fi
-export PYTHONPATH=/tmp/proj:/tmp/site
+# PROJ_PYTHONPATH: another build for the stages below (basebuild's).
+export PYTHONPATH=${PROJ_PYTHONPATH:-/tmp/proj:/tmp/site}
 python3 -c "
 import mlx.core as mx, numpy as np, mlx_kernels as mk
 x = mx.random.normal((4, 128)).astype(mx.float16)

@@ -58,8 +58,10 @@
 //   kL - qL) or have an array mask go through the per-element mask. At the
 //   end the warps write (m, l, O) to shared memory (over the K / V stages,
 //   [4][16][D] + [4][16][2] floats) and the block combines the KG key groups
-//   of each row: it writes out (one split) or float32 partials for
-//   attn_merge_kernel, exactly as attn_decode_kernel.
+//   of each row: one thread a row works out the row's max, the groups'
+//   weights, its sum and its output row; then each thread takes 4 adjacent
+//   columns of a row at a time and writes out (one split) or a float4 of
+//   float32 partials for attn_merge_kernel (the layout of attn_decode_kernel).
 //   D = 128: Q 4.3 / 8.7 / 17.4 KB + stages 69.6 KB = 74-87 KB (2-3 blocks an
 //   SM); D = 256: 143-169 KB (one block). Registers (ptxas, sm_90): D = 128:
 //   140 / 169 / 190 for MT = 1 / 2 / 4, no spills.
@@ -299,6 +301,39 @@ __device__ __forceinline__ void store_decode_element(
   } else {
     const int64_t part = n * g.splits + w.split;
     a.part_acc[part * D + d] = acc;
+    if (d == 0) {
+      a.part_ml[2 * part] = M;
+      a.part_ml[2 * part + 1] = L;
+    }
+  }
+}
+
+// o += wt * x, component-wise.
+__device__ __forceinline__ void fma4(float4& o, float wt, const float4& x) {
+  o.x = fmaf(wt, x.x, o.x);
+  o.y = fmaf(wt, x.y, o.y);
+  o.z = fmaf(wt, x.z, o.z);
+  o.w = fmaf(wt, x.w, o.w);
+}
+
+// Elements d .. d + 3 (d a multiple of 4) of output row n (decode_global_row)
+// from split `split`, as store_decode_element: the outputs (one split) or the
+// split's partials.
+template <typename T, int D>
+__device__ __forceinline__ void store_decode_columns4(
+    const AttnArgs& a, const AttnGeometry& g, int64_t n, int split, int d, float4 acc, float M,
+    float L) {
+  if (g.splits == 1) {
+    // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
+    const bool empty = g.kL == 0;
+    T* out = static_cast<T*>(a.out) + n * D + d;
+    out[0] = from_f<T>(empty ? 0.0f : acc.x / L);
+    out[1] = from_f<T>(empty ? 0.0f : acc.y / L);
+    out[2] = from_f<T>(empty ? 0.0f : acc.z / L);
+    out[3] = from_f<T>(empty ? 0.0f : acc.w / L);
+  } else {
+    const int64_t part = n * g.splits + split;
+    *reinterpret_cast<float4*>(a.part_acc + part * D + d) = acc;
     if (d == 0) {
       a.part_ml[2 * part] = M;
       a.part_ml[2 * part + 1] = L;
@@ -577,14 +612,6 @@ __device__ __forceinline__ MergeRow merge_row(const AttnArgs& a) {
   const int S = a.geo.splits;
   const int64_t n = blockIdx.x;
   return {D, S, n, a.part_ml + n * S * 2, a.part_acc + n * S * D};
-}
-
-// o += wt * x, component-wise.
-__device__ __forceinline__ void fma4(float4& o, float wt, const float4& x) {
-  o.x = fmaf(wt, x.x, o.x);
-  o.y = fmaf(wt, x.y, o.y);
-  o.z = fmaf(wt, x.z, o.z);
-  o.w = fmaf(wt, x.w, o.w);
 }
 
 // A warp's float4 columns (lane + 32 t) of a row of D floats into dst.
@@ -1306,32 +1333,54 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
           make_float2(o[dt][2 * h], o[dt][2 * h + 1]);
     }
   }
+  // Per block row (one thread each): the combined max M, the key groups'
+  // weights and the combined sum L, once a row rather than once an element.
+  float* row_wt = red_l + kWarps * 16; // [BR][KG]
+  float* row_M = row_wt + BR * KG; // [BR]
+  float* row_L = row_M + BR; // [BR]
+  int64_t* row_n = reinterpret_cast<int64_t*>(row_L + BR); // [BR] output rows (8-byte aligned)
+  static_assert((kWarps * 16 * (D + 2) + BR * (KG + 4)) * sizeof(float) <=
+                    2 * 2 * BK * LD * sizeof(T),
+                "the combine's arrays fit in the K / V stages");
   __syncthreads();
-
-  for (int e = tid; e < BR * D; e += kAttnThreads) {
-    const int br = e / D;
-    const int d = e % D;
-    const int row = w.row0 + br;
-    if (row >= g.rows) {
-      continue;
-    }
-    const int rr = br % 16; // row within its tile
-    const int w0 = br / 16; // warp of key group 0 for this row tile
+  if (tid < BR && w.row0 + tid < g.rows) {
+    const int rr = tid % 16; // row within its tile
+    const int w0 = tid / 16; // warp of key group 0 for this row tile
     float M = kNegInf;
 #pragma unroll
     for (int k = 0; k < KG; ++k) {
       M = fmaxf(M, red_m[(k * MT + w0) * 16 + rr]);
     }
     float L = 0.0f;
-    float x = 0.0f;
 #pragma unroll
     for (int k = 0; k < KG; ++k) {
       const int at = (k * MT + w0) * 16 + rr;
       const float wt = part_weight(red_m[at], M);
+      row_wt[tid * KG + k] = wt;
       L += wt * red_l[at];
-      x += wt * red_o[at * D + d];
     }
-    store_decode_element<T, D>(a, g, w, row, d, x, M, L);
+    row_M[tid] = M;
+    row_L[tid] = L;
+    row_n[tid] = decode_global_row(g, w, w.row0 + tid);
+  }
+  __syncthreads();
+
+  // Then 4 adjacent columns a thread: the weighted sum of the key groups'
+  // accumulators, stored as 4 outputs (one split) or a float4 of partials.
+  constexpr int D4 = D / 4;
+  const int rows_here = attn_min(BR, g.rows - w.row0);
+  for (int e = tid; e < rows_here * D4; e += kAttnThreads) {
+    const int br = e / D4;
+    const int d4 = e % D4;
+    const int rr = br % 16;
+    const int w0 = br / 16;
+    float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int k = 0; k < KG; ++k) {
+      const int at = (k * MT + w0) * 16 + rr;
+      fma4(x, row_wt[br * KG + k], reinterpret_cast<const float4*>(red_o + at * D)[d4]);
+    }
+    store_decode_columns4<T, D>(a, g, row_n[br], w.split, 4 * d4, x, row_M[br], row_L[br]);
   }
 }
 
