@@ -166,7 +166,7 @@ if has attnprof; then
   # warp stalls (ATTNPROF_GREP to pick others).
   t0=$(date +%s)
   (cd "$PROJ"/benchmarks && timeout ${ATTNPROF_T:-200} ncu --clock-control none --cache-control all \
-      --set full --profile-from-start off -k regex:attn_ -o "$OUT/attn_prof" \
+      --set full --profile-from-start off -k "${ATTNPROF_KERNELS:-regex:attn_(decode|merge|prefill)}" -o "$OUT/attn_prof" \
       python3 ncu_attention_gpu.py run --cases /tmp/attn_prof_cases.json \
       ${ATTNPROF_ARGS:---only 4x8x1024}) > "$OUT/attn_prof.log" 2>&1
   echo "attnprof rc=$? in $(( $(date +%s) - t0 )) s"
