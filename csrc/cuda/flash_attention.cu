@@ -69,8 +69,8 @@
 // attn_merge_kernel<T>  (decode with splits > 1)
 //   One block per output row (b, query head, query): M = max of the splits'
 //   maxima; warp w sums the splits w, w + 4, ... weighted by exp2(m_s - M)
-//   (lanes over D in float4); the warps add up through shared memory;
-//   out = acc / sum.
+//   (lanes over D in float4; split w's loads issued before M is known); the
+//   warps add up through shared memory; out = acc / sum.
 //
 // attn_merge_wide_kernel<T>  (decode with many splits and few rows: the
 //   plan's use_merge_wide) The same combination with fewer dependent rounds
@@ -640,6 +640,25 @@ __global__ void __launch_bounds__(kAttnThreads) attn_merge_kernel(const AttnArgs
   const int warp = tid / 32;
   const int lane = tid % 32;
 
+  // This warp's first split (s = warp) requested before the maxima are
+  // reduced, so that with S <= 4 splits the row takes one round of global
+  // loads, not two.
+  float4 first[kMaxD / 128] = {};
+  float first_m = kNegInf;
+  float first_l = 0.0f;
+  if (warp < S) {
+    first_m = ml[2 * warp];
+    first_l = ml[2 * warp + 1];
+    const float4* src = reinterpret_cast<const float4*>(acc + int64_t(warp) * D);
+#pragma unroll
+    for (int t = 0; t < kMaxD / 128; ++t) {
+      const int d4 = lane + 32 * t;
+      if (d4 * 4 < D) {
+        first[t] = src[d4];
+      }
+    }
+  }
+
   float M = kNegInf;
   for (int s = tid; s < S; s += kAttnThreads) {
     M = fmaxf(M, ml[2 * s]);
@@ -662,8 +681,16 @@ __global__ void __launch_bounds__(kAttnThreads) attn_merge_kernel(const AttnArgs
   // lane and lane + 32.
   float L = 0.0f;
   float4 o[kMaxD / 128] = {};
+  if (warp < S) {
+    const float wt = part_weight(first_m, M);
+    L += wt * first_l;
+#pragma unroll
+    for (int t = 0; t < kMaxD / 128; ++t) {
+      fma4(o[t], wt, first[t]);
+    }
+  }
 #pragma unroll 4
-  for (int s = warp; s < S; s += kWarps) {
+  for (int s = warp + kWarps; s < S; s += kWarps) {
     const float wt = part_weight(ml[2 * s], M);
     L += wt * ml[2 * s + 1];
     const float4* src = reinterpret_cast<const float4*>(acc + int64_t(s) * D);
