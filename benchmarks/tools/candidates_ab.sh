@@ -12,6 +12,13 @@
 # Session 22 ran session 20's three candidates through it, e.g.
 #   ATTN_SETTINGS="-;MLX_KERNELS_ATTN_FUSED_MERGE=1;-" QMM_SETTINGS="-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-"
 # (benchmarks/results/candidates_h100_s22_ab.log; the attention knobs are gone).
+# Two builds instead of a knob (session 23): build the base tree next to
+# today's first (run_h200.sh STAGES="basebuild build" BASE_TREE=.basetree, see
+# make-base-tree.sh), then SKIP_BUILD=1 and
+#   ATTN_SETTINGS="PROJ_PYTHONPATH=/tmp/projbase:/tmp/site;-;PROJ_PYTHONPATH=/tmp/projbase:/tmp/site"
+# so that today's build is the middle run, compared with the base run twice
+# (benchmarks/results/attn_combine_h100_s23_ab.log; its "defaults" labels
+# then name today's build, its "base" the base runs).
 # TEST_FILES (optional): after the A/Bs, the parity files with TEST_ENV (the
 # candidates on), given what is left of DEADLINE seconds (default 550) from
 # the script's start, so that the results still come back in a 600 s call.
