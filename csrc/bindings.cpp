@@ -194,7 +194,6 @@ NB_MODULE(_ext, m) {
         d["smem"] = std::make_tuple(
             plan.smem_x, plan.smem_xsum, plan.smem_partials, plan.smem_ring, plan.smem_bytes);
         d["smem_bytes"] = plan.smem_bytes;
-        d["rows_per_warp"] = plan.rows_per_warp;
         return d;
       },
       "M"_a, "N"_a, "K"_a, "group_size"_a, "bits"_a, "transpose"_a, "dtype"_a,

@@ -72,13 +72,9 @@ def simt_takes(M, N, K, bits, dtype="float16", max_kb=SIMT_MAX_KB):
     return dtype != "float32" and M == 1 and N * K * bits // 8 <= max_kb * 1024
 
 
-def check_simt_small_m_plan(p, N, rows_per_warp=1):
-    """simt_qmv: rows_per_warp weight rows a warp (1 by default), 8 warps a
-    block, one block row."""
-    assert (p["kernel"], list(p["grid"]), p["block"]) == (
-        "simt_small_m", [math.ceil(N / (8 * rows_per_warp)), 1, 1], 256)
-    if "rows_per_warp" in p:
-        assert p["rows_per_warp"] == rows_per_warp
+def check_simt_small_m_plan(p, N):
+    """simt_qmv: one warp a weight row, 8 a block, one block row."""
+    assert (p["kernel"], list(p["grid"]), p["block"]) == ("simt_small_m", [math.ceil(N / 8), 1, 1], 256)
 
 
 def expected_non_bulk(M, N, K, bits, dtype="float16", simt_max_kb=SIMT_MAX_KB):
@@ -526,23 +522,3 @@ def test_simt_small_m_plan():
         _ext.set_cuda_quantized_matmul_simt_max_kb(-1)
     assert _ext.plan_cuda_quantized_matmul(1, 1024, 1024, 64, 4, True, "float16")[
         "kernel"] == "simt_small_m"
-
-def test_simt_rows_per_warp_knob():
-    """MLX_KERNELS_QMM_SIMT_ROWS_PER_WARP (A/B runs; read once a process): a
-    simt_qmv warp takes 1 (unset, 0 or 1), 2 (2 or 3) or 4 (4 and above)
-    weight rows, and the grid shrinks to match; other plans do not move."""
-    cases = [(1, 1024, 1024, "float16", 4), (1, 1000, 1024, "bfloat16", 4),
-             (1, 1024, 1024, "float16", 8), (2, 1024, 1024, "float16", 4),
-             (1, 4096, 4096, "float16", 4)]
-    expr = ("[_ext.plan_cuda_quantized_matmul(M, N, K, 64, bits, True, dt) "
-            f"for M, N, K, dt, bits in {cases}]")
-    knob = "MLX_KERNELS_QMM_SIMT_ROWS_PER_WARP"
-    base = eval(plan_under({knob: None}, expr))  # noqa: S307
-    for value, rows in ((None, 1), ("0", 1), ("1", 1), ("2", 2), ("3", 2), ("4", 4), ("9", 4)):
-        got = eval(plan_under({knob: value}, expr))  # noqa: S307
-        for (M, N, K, dt, bits), p, b in zip(cases, got, base):
-            if simt_takes(M, N, K, bits, dt):
-                check_simt_small_m_plan(p, N, rows)
-            else:
-                assert p == b, (value, M, N, K)
-    assert [p["kernel"] for p in base] == ["simt_small_m"] * 3 + ["tensor_core_kslice"] * 2

@@ -76,14 +76,6 @@ constexpr int64_t kSimtSmallMMaxKbLimit = int64_t{1} << 30; // 1 TB: no overflow
 const int64_t kSimtSmallMMaxKb =
     knob_in("MLX_KERNELS_QMM_SIMT_MAX_KB", 0, kSimtSmallMMaxKbLimit, 1024);
 const int64_t kSimtSmallMMaxM = knob_in("MLX_KERNELS_QMM_SIMT_MAX_M", 1, kSimtSmallMMaxRows, 1);
-// Weight rows a simt_qmv warp takes: 1 (the kernel session 22 timed) unless
-// MLX_KERNELS_QMM_SIMT_ROWS_PER_WARP says 2 or 4 (3 counts as 2), for A/B runs.
-// More rows a warp: fewer warps and blocks, more loads in flight a lane, x
-// loaded once for all of a warp's rows.
-const int kSimtRowsPerWarp = [] {
-  const int64_t v = knob_in("MLX_KERNELS_QMM_SIMT_ROWS_PER_WARP", 1, kSimtSmallMMaxRowsPerWarp, 1);
-  return v >= 4 ? 4 : v >= 2 ? 2 : 1;
-}();
 const int64_t kBulkMinBytesPerSm = 1024 * tuning("MLX_KERNELS_QMM_BULK_MIN_KB_PER_SM", 30);
 // The fewest stage buffers a warp (where a warp has more than one stage):
 // 2 at M <= 8 keeps one copy in flight while a warp computes; 1 at M 9-16,
@@ -384,11 +376,10 @@ QmmPlan plan_cuda_qmm(
   const int64_t simt_v = simt_small_m_override.load();
   const int64_t simt_kb = simt_v >= 0 ? simt_v : kSimtSmallMMaxKb;
   if (p.M <= kSimtSmallMMaxM && p.N * p.K * p.bits / 8 <= 1024 * simt_kb) {
-    // simt_qmv: rows_per_warp weight rows a warp, 8 warps a block.
+    // simt_qmv: one warp per weight row, 8 a block.
     plan.kernel = QmmKernel::kSimtSmallM;
     plan.block = 256;
-    plan.rows_per_warp = kSimtRowsPerWarp;
-    plan.grid[0] = ceil_div(p.N, 8 * kSimtRowsPerWarp);
+    plan.grid[0] = ceil_div(p.N, 8);
     return plan;
   }
   QmmPlan bulk;

@@ -56,8 +56,6 @@ struct QmmPlan {
   // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
   int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
-  // kSimtSmallM: weight rows a warp (1, 2 or 4; 8 warps a block).
-  int rows_per_warp = 1;
 };
 
 constexpr int kTcWarps = 4;
@@ -68,9 +66,6 @@ constexpr int kTcWarps = 4;
 // kSimtSmallMUnroll chunks: 2048 values at 4-bit, 1024 at 8-bit).
 constexpr int kSimtSmallMMaxRows = 2;
 constexpr int kSimtSmallMUnroll = 2;
-// Weight rows a simt_qmv warp can take (its lanes load the same chunk of each,
-// and that chunk's x once for all of them): 1, 2 or 4.
-constexpr int kSimtSmallMMaxRowsPerWarp = 4;
 
 // The k-slice kernel (M <= 16, weights too small for the bulk kernel, K of
 // at most kslice_batch(MT) * kKSliceMaxWarps k-steps by default): a block of

@@ -43,10 +43,9 @@
 //   of x; a warp reduction (__shfl_xor_sync). Float32-exact; w is read once
 //   per 8 rows of x.
 // - simt_qmv (transpose=true, float16/bfloat16 x, M = 1 on weights of at
-//   most 1 MB by default; up to 2 rows): simt_qmm's mapping (a warp takes 1,
-//   2 or 4 weight rows: the plan's rows_per_warp) with every load of a lane
-//   (weights, scales, biases, x) requested before its math: one memory round
-//   trip for K <= 2048 at 4-bit.
+//   most 1 MB by default; up to 2 rows): simt_qmm's mapping with every load
+//   of a lane (weights, scales, biases, x) requested before its math: one
+//   memory round trip for K <= 2048 at 4-bit.
 // - simt_qmm_nt (transpose=false): one thread per packed word of each weight
 //   row (32 / bits adjacent output columns) and 8 rows of x, a loop over K;
 //   coalesced across threads. w is read once per 8 rows of x.
@@ -1269,24 +1268,22 @@ __global__ void __launch_bounds__(256) simt_qmm_kernel(SimtArgs a) {
 }
 
 // simt_qmv (QmmKernel::kSimtSmallM; float16/bfloat16 x, M <= kSimtSmallMMaxRows
-// = R, the plan's M = 1 by default): a warp takes RW = plan.rows_per_warp
-// adjacent weight rows (1 by default), 8 warps a block; lane c takes chunks
-// c, c + 32, ... (16 bytes each; a chunk lies in one quantization group:
-// group_size >= 32 >= V) of each of its rows, U = kSimtSmallMUnroll chunks at
-// a time. For each chunk its RW rows' words, scales and biases and the R rows'
-// matching pieces of x (16-byte loads, once for the RW rows) are requested
-// before any is used, so K <= 32 U V takes one memory round trip. float32
-// math (q * s + b, then the dot product); a warp butterfly adds the lanes;
-// lane 0 stores the RW x R outputs.
-template <typename T, int bits, int RW>
+// = R, the plan's M = 1 by default): one warp per weight row, 8 a block; lane c
+// takes the row's 16-byte chunks c, c + 32, ... (a chunk lies in one
+// quantization group: group_size >= 32 >= V), U = kSimtSmallMUnroll of them
+// at a time. For each, its scale and bias and the R rows' matching pieces of
+// x (16-byte loads) are requested before any is used, so K <= 32 U V takes
+// one memory round trip. float32 math (q * s + b, then the dot product); a
+// warp butterfly adds the lanes; lane 0 stores the R outputs.
+template <typename T, int bits>
 __global__ void __launch_bounds__(256) simt_qmv_kernel(SimtArgs a) {
   constexpr int V = 128 / bits; // values a chunk
   constexpr int P = V / 8; // 16-byte pieces of x a chunk and row
   constexpr int R = kSimtSmallMMaxRows;
   constexpr int U = kSimtSmallMUnroll;
   const int lane = threadIdx.x % 32;
-  const int64_t n0 = (int64_t(blockIdx.x) * 8 + threadIdx.x / 32) * RW; // first row of the warp
-  if (n0 >= a.N) {
+  const int64_t n = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
+  if (n >= a.N) {
     return; // a whole warp
   }
   const T* x = static_cast<const T*>(a.x);
@@ -1294,28 +1291,21 @@ __global__ void __launch_bounds__(256) simt_qmv_kernel(SimtArgs a) {
   const T* biases = static_cast<const T*>(a.biases);
   const int64_t groups = a.K / a.group_size;
   const int group_shift = __ffs(a.group_size) - 1; // group sizes are powers of two
-  const int64_t row_chunks = a.K * bits / 128; // 16-byte chunks of a weight row
-  const uint4* w = reinterpret_cast<const uint4*>(a.w);
+  const uint4* wrow = reinterpret_cast<const uint4*>(a.w + n * (a.K * bits / 32));
   const int64_t chunks = a.K / V;
-  float acc[RW][R] = {};
+  float acc[R] = {};
   for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
-    uint4 raw[U][RW];
-    float s[U][RW], b[U][RW];
+    uint4 raw[U];
+    float s[U], b[U];
     uint4 xv[U][R][P];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t ch = c0 + 32 * u;
       if (ch < chunks) {
-#pragma unroll
-        for (int i = 0; i < RW; ++i) {
-          const int64_t n = n0 + i;
-          if (n < a.N) { // the same for the whole warp
-            raw[u][i] = __ldg(w + n * row_chunks + ch);
-            const int64_t g = n * groups + ((ch * V) >> group_shift);
-            s[u][i] = to_f<T>(scales[g]);
-            b[u][i] = to_f<T>(biases[g]);
-          }
-        }
+        raw[u] = __ldg(wrow + ch);
+        const int64_t g = n * groups + ((ch * V) >> group_shift);
+        s[u] = to_f<T>(scales[g]);
+        b[u] = to_f<T>(biases[g]);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           if (r < a.M) {
@@ -1331,53 +1321,29 @@ __global__ void __launch_bounds__(256) simt_qmv_kernel(SimtArgs a) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (c0 + 32 * u < chunks) {
+        float wf[V];
+        dequant_chunk_f32<bits>(raw[u], s[u], b[u], wf);
 #pragma unroll
-        for (int i = 0; i < RW; ++i) {
-          if (n0 + i < a.N) {
-            float wf[V];
-            dequant_chunk_f32<bits>(raw[u][i], s[u][i], b[u][i], wf);
+        for (int r = 0; r < R; ++r) {
+          if (r < a.M) {
+            const T* xe = reinterpret_cast<const T*>(xv[u][r]);
+            float sum = 0.f;
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-              if (r < a.M) {
-                const T* xe = reinterpret_cast<const T*>(xv[u][r]);
-                float sum = 0.f;
-#pragma unroll
-                for (int j = 0; j < V; ++j) {
-                  sum = fmaf(wf[j], to_f<T>(xe[j]), sum);
-                }
-                acc[i][r] += sum;
-              }
+            for (int j = 0; j < V; ++j) {
+              sum = fmaf(wf[j], to_f<T>(xe[j]), sum);
             }
+            acc[r] += sum;
           }
         }
       }
     }
   }
 #pragma unroll
-  for (int i = 0; i < RW; ++i) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float v = warp_sum(acc[i][r]);
-      if (lane == 0 && r < a.M && n0 + i < a.N) {
-        static_cast<T*>(a.out)[r * a.N + n0 + i] = from_f<T>(v);
-      }
+  for (int r = 0; r < R; ++r) {
+    const float v = warp_sum(acc[r]);
+    if (lane == 0 && r < a.M) {
+      static_cast<T*>(a.out)[r * a.N + n] = from_f<T>(v);
     }
-  }
-}
-
-// The simt_qmv instance of a plan: bits 4 or 8, rows_per_warp 1, 2 or 4.
-template <typename T>
-const void* simt_qmv_for(int bits, int rows_per_warp) {
-  static_assert(kSimtSmallMMaxRowsPerWarp == 4);
-  switch (rows_per_warp * 16 + bits) {
-    case 1 * 16 + 4: return (const void*)simt_qmv_kernel<T, 4, 1>;
-    case 2 * 16 + 4: return (const void*)simt_qmv_kernel<T, 4, 2>;
-    case 4 * 16 + 4: return (const void*)simt_qmv_kernel<T, 4, 4>;
-    case 1 * 16 + 8: return (const void*)simt_qmv_kernel<T, 8, 1>;
-    case 2 * 16 + 8: return (const void*)simt_qmv_kernel<T, 8, 2>;
-    case 4 * 16 + 8: return (const void*)simt_qmv_kernel<T, 8, 4>;
-    default:
-      throw std::runtime_error("mlx_kernels CUDA: simt_qmv has no instance for this plan");
   }
 }
 
@@ -1715,7 +1681,7 @@ void dispatch(
     if constexpr (std::is_same_v<T, float>) {
       throw std::runtime_error("mlx_kernels CUDA: simt_qmv takes float16 / bfloat16 x");
     } else {
-      k = simt_qmv_for<T>(p.bits, plan.rows_per_warp);
+      k = p.bits == 4 ? (const void*)simt_qmv_kernel<T, 4> : (const void*)simt_qmv_kernel<T, 8>;
     }
   } else {
     k = p.bits == 4 ? (const void*)simt_qmm_nt_kernel<T, 4>
