@@ -18,7 +18,8 @@ import csv
 import re
 import sys
 
-SAMPLES = re.compile(r"^smsp__pcsamp_warps_issue_stalled_(\w+?)(?:_not_issued)?$")
+# All of a state's samples; its *_not_issued twin counts a subset of them.
+SAMPLES = re.compile(r"^smsp__pcsamp_warps_issue_stalled_(\w+)$")
 PER_ISSUE = re.compile(r"^smsp__average_warps_issue_stalled_(\w+)_per_issue_active\.ratio$")
 # One line of facts a kernel: (label, metric) in print order.
 FACTS = [
@@ -54,7 +55,7 @@ def stalls(row: dict[str, str]) -> tuple[str, list[tuple[str, float]]]:
         for name, text in row.items():
             m = pattern.match(name or "")
             v = number(text or "")
-            if m and v is not None:
+            if m and v is not None and not name.endswith("_not_issued"):
                 found[m.group(1)] = found.get(m.group(1), 0.0) + v
         total = sum(found.values())
         if total > 0:
