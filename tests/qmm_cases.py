@@ -101,3 +101,14 @@ def mlx_layer_reference(layer, x, stream):
         _warn_cpu_reference(f"{type(e).__name__}: {str(e)[:80]}")
     with mx.stream(mx.cpu):
         return layer(x)
+
+
+# The CUDA plan's simt_qmv rule (qmm_plan.cpp), shared by the plan tests and
+# the parity tests that pin it.
+SIMT_MAX_KB = 1024  # simt_qmv's packed weights at M = 1
+
+
+def simt_takes(M, N, K, bits, dtype="float16", max_kb=SIMT_MAX_KB):
+    """Whether simt_qmv takes a transpose=true problem (qmm_plan.cpp, default
+    knobs): float16/bfloat16 x, M = 1, at most 1 MB of packed weights."""
+    return dtype != "float32" and M == 1 and N * K * bits // 8 <= max_kb * 1024

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from knob_env import output_under
+from qmm_cases import SIMT_MAX_KB, simt_takes
 from mlx_kernels import _ext
 from test_quantized_matmul import BULK_CASES, BULK_PLANS
 
@@ -61,15 +62,6 @@ def kslice_covers(M, K, bits, rounds=KSLICE_ROUNDS):
     KSLICE_MAX_WARPS warps."""
     steps = math.ceil(K / (4 * 128 // bits))
     return M <= 16 and steps <= rounds * kslice_batch(M) * KSLICE_MAX_WARPS
-
-
-SIMT_MAX_KB = 1024  # qmm_plan.cpp: simt_qmv's weights at M = 1
-
-
-def simt_takes(M, N, K, bits, dtype="float16", max_kb=SIMT_MAX_KB):
-    """Whether simt_qmv takes a transpose=true problem (qmm_plan.cpp, default
-    knobs): float16/bfloat16 x, M = 1, at most 1 MB of packed weights."""
-    return dtype != "float32" and M == 1 and N * K * bits // 8 <= max_kb * 1024
 
 
 def check_simt_small_m_plan(p, N):

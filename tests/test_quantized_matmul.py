@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import mlx_kernels as mk
-from qmm_cases import make_weights, make_x, mlx_reference, reference64
+from qmm_cases import make_weights, make_x, mlx_reference, reference64, simt_takes
 from tolerances import assert_parity, rel_err, to_np64
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
@@ -135,7 +135,7 @@ KSLICE_CASES = [
 def test_decode_rows_small_weights(N, K, group_size, bits, dtype, backend, device):
     w, s, b = make_weights(N, K, group_size, bits, dtype)
     steps = math.ceil(K * bits / 512)  # k-steps of 4 x 16 bytes a row
-    simt = N * K * bits // 8 <= 1024 * 1024  # simt_qmv's weights at M = 1
+    simt = simt_takes(1, N, K, bits)  # simt_qmv's weights at M = 1
     runs = [(M, -1) for M in (1, 2, 5, 8, 9, 13, 16)]
     if backend == "gpu" and simt:
         runs.insert(1, (1, 0))  # M = 1 with simt_qmv off: the k-slice kernel

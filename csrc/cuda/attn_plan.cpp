@@ -139,8 +139,9 @@ int decode_min_split_keys(bool is_float32) {
 
 size_t decode_mma_smem_bytes(int block_rows, int D) {
   // Q [block_rows][D + 8] and kDecodeMmaStages x (K, V) [BK][D + 8], 2-byte
-  // elements. The final reduction ([4 warps][16][D] + [4][16][2] floats)
-  // reuses the K / V stages: 256 D + 512 <= 512 (D + 8) bytes.
+  // elements. The final combine ([4 warps][16][D + 2] floats, then per block
+  // row its groups' weights, max, sum and output row) reuses the K / V stages;
+  // the kernel's static_assert checks that it fits.
   return 2 * (size_t(block_rows) + 2 * size_t(kDecodeMmaStages) * kDecodeMmaBlockK) * (D + 8);
 }
 

@@ -152,11 +152,9 @@
 
 #include <algorithm>
 #include <limits>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <unordered_map>
 
 #include "mlx/allocator.h"
 #include "mlx/backend/cuda/device.h"
