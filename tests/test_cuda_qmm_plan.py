@@ -157,7 +157,7 @@ def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
     off = a128(16 * 4 * 8 + 8 * mt * x_pitch)
     off = a128(off + 2 * 8 * mt * spp * (k_step // gs) * 2)
     off = a128(off + (tpb * mt * 4 * 32 * 4 if split > 1 else 0))
-    return off, 16 * (row_bytes + 2 * (k_step // gs) * 2), math.ceil(tpb / warps) * spp
+    return off, 16 * (row_bytes + 2 * (k_step // gs) * 2), math.ceil(tpb * spp / warps)
 
 
 def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
@@ -188,7 +188,8 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     assert all(v % 128 == 0 for v in (x, xsum, part, ring_off))
     slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
     assert 1 <= p["ring"] <= 4 and total == ring_off + warps * p["ring"] * slot <= 227 * 1024
-    busiest = math.ceil(tpb / warps) * spp  # stages of the busiest warp
+    # the block's tpb x spp (tile, stage) units in one run a warp: stages of the busiest
+    busiest = math.ceil(tpb * spp / warps)
     assert p["ring"] >= min(ring_floor(M), busiest)
     assert p["smem_bytes"] == total
 
@@ -257,7 +258,7 @@ def test_bulk_plan_fills_the_gpu():
             assert p["kernel"] == "tensor_core_bulk", (N, K)
             even = math.ceil(N / 16) * p["num_steps"] / 132
             assert p["tiles_per_block"] * p["steps_per_split"] <= 1.12 * even + 1, (N, K, p)
-            busiest = math.ceil(p["tiles_per_block"] / p["warps"]) * p["steps_per_split"]
+            busiest = math.ceil(p["tiles_per_block"] * p["steps_per_split"] / p["warps"])
             assert p["ring"] >= min(ring_floor(M), busiest), (N, K, M, p)
 
 
