@@ -178,10 +178,12 @@ int64_t align128(int64_t n) {
 // The bulk kernel's plan. Persistent blocks (one an SM, 16 or 8 warps):
 // the k split (the cluster size, 1-8) is the one with the least work an SM
 // (units: row tiles a block x stages a k part, cut into a run a warp), a
-// larger split only for 3% less work or for more busy warps at no more work. Every block stages its rows of x
-// for its k part, so the split must also make those fit in shared memory next
-// to the ring floor (min_ring below); none fitting leaves the shape to the
-// tensor-core kernel.
+// larger split only for 3% less work or for more busy warps at no more work
+// (with runs, every warp is busy once a block has as many units as warps:
+// equal work keeps the smaller split, one cluster reduction fewer). Every
+// block stages its rows of x for its k part, so the split must also make
+// those fit in shared memory next to the ring floor (min_ring below); none
+// fitting leaves the shape to the tensor-core kernel.
 bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, QmmPlan& plan) {
   const int64_t row_bytes = bulk_row_bytes(p.bits, p.group_size);
   const int64_t k_per_stage = row_bytes * 8 / p.bits;
