@@ -309,7 +309,10 @@ if has tune; then
     [ "$setting" = "-" ] && setting=""
     echo "== tune $i: ${setting:-defaults}" | tee "$d/setting.txt"
     # shellcheck disable=SC2086
-    ([ -n "$setting" ] && export $setting; PARSE_ARGS=--per-case ncu_qmm "$d" "${TUNE_T:-120}" ${TUNE_ARGS:-} ${TUNE_EXTRA:-}) \
+    # (a setting's PROJ_PYTHONPATH takes effect here too: session 24's A/B
+    # set it in a setting and, read only at the top, it timed today's build 4 times)
+    ([ -n "$setting" ] && export $setting; [ -n "${PROJ_PYTHONPATH:-}" ] && export PYTHONPATH=$PROJ_PYTHONPATH
+     PARSE_ARGS=--per-case ncu_qmm "$d" "${TUNE_T:-120}" ${TUNE_ARGS:-} ${TUNE_EXTRA:-}) \
         | tail -${TUNE_LINES:-40}
   done
 fi

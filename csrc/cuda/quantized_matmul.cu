@@ -882,15 +882,11 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
   return bits == 4 ? ((p + c) & 3) : p;
 }
 
-// The bulk kernel's runs: `units` units cut into `warps` runs of equal length
-// (+-1); the first unit of run w is floor(units * w / warps) (the plan keeps
-// units * warps within int).
-__device__ __forceinline__ int bulk_unit_run(int units, int w, int warps) {
-  return units * w / warps;
-}
-// The run that holds unit u < units: the last w whose run begins at or before u.
-__device__ __forceinline__ int bulk_unit_warp(int u, int units, int warps) {
-  return ((u + 1) * warps - 1) / units;
+// The bulk kernel's runs: `units` units cut into 2^warp_shift runs of equal
+// length (+-1); run w begins at unit floor(units * w / 2^warp_shift) (the
+// plan keeps units x warps within int).
+__device__ __forceinline__ int bulk_unit_run(int units, int w, int warp_shift) {
+  return (units * w) >> warp_shift;
 }
 
 // kVariant (qmm_plan.h): 0, the kernel; or, for measurement only, the parts
@@ -920,8 +916,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   // The block's units u = local tile * st_count + stage in the k part; this
   // warp's run is [u_begin, u_end) (bulk_unit_run).
   const int units = (tile_end - tile_begin) * st_count;
-  const int u_begin = bulk_unit_run(units, warp, warps);
-  const int u_end = bulk_unit_run(units, warp + 1, warps);
+  const int u_begin = bulk_unit_run(units, warp, __ffs(warps) - 1);
+  const int u_end = bulk_unit_run(units, warp + 1, __ffs(warps) - 1);
   const int total = u_end - u_begin;
 
   const int ring = a.ring;
@@ -1176,15 +1172,17 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   // Tiles shared by warps: each warp leaves its sums of them in its own ring
   // slots, free now (every copy it issued has landed and been read): [0] its
   // first tile, when that is not its last; [1] its last tile, when the run
-  // ends inside it. Then the tile's sums are added in warp order, by the
-  // block's threads spread over (shared tile, float): stored (one k part) or
-  // kept as the block's partial sums of the tile.
+  // ends inside it. After a barrier, the first warp whose run begins inside a
+  // tile adds the tile's sums in warp order, each lane its own floats (the
+  // layout they were left in), and stores them (one k part) or keeps them as
+  // the block's partial sums of the tile. Runs: bulk_unit_run (a shift).
   float* my_sums = reinterpret_cast<float*>(slots); // [2][kAccFloats]
+  const int first_lt = u_begin / st_count;
+  const int t0 = first_lt * st_count; // the first tile's units [t0, t1)
+  const int t1 = t0 + st_count;
   if (total > 0) {
-    const int first_lt = u_begin / st_count;
-    const int last_lt = (u_end - 1) / st_count;
-    const bool first_shared = first_lt != last_lt && u_begin % st_count != 0;
-    const bool last_shared = u_end % st_count != 0 || last_lt * st_count < u_begin;
+    const bool first_shared = u_end > t1 && u_begin > t0;
+    const bool last_shared = u_end % st_count != 0 || u_end - st_count < u_begin;
 #pragma unroll
     for (int t = 0; t < MT; ++t)
 #pragma unroll
@@ -1198,39 +1196,48 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       }
   }
   __syncthreads();
-  // Thread idx: float f of the tile that the run of warp w = 1 + idx /
-  // kAccFloats begins inside, if w's run is the first to begin inside it.
-  for (int idx = threadIdx.x; idx < (warps - 1) * kAccFloats; idx += blockDim.x) {
-    const int w = 1 + idx / kAccFloats;
-    const int f = idx - (w - 1) * kAccFloats;
-    const int b = bulk_unit_run(units, w, warps);
-    if (b >= units || b % st_count == 0) {
-      continue;
+  if (total > 0 && u_begin > t0) {
+    const int warp_shift = __ffs(warps) - 1; // warps: 8 or 16 (plan)
+    int lo = warp - 1; // the run holding unit t0
+    while (bulk_unit_run(units, lo, warp_shift) > t0) {
+      --lo;
     }
-    const int lt = b / st_count;
-    const int w_lo = bulk_unit_warp(lt * st_count, units, warps);
-    if (w != w_lo + 1) {
-      continue;
-    }
-    const int w_hi = bulk_unit_warp((lt + 1) * st_count - 1, units, warps);
-    float v = 0.f;
-    for (int q = w_lo; q <= w_hi; ++q) {
-      const int q_end = bulk_unit_run(units, q + 1, warps);
-      if (q_end == bulk_unit_run(units, q, warps)) {
-        continue; // an empty run
+    // First to begin inside the tile: the runs between lo and this one are empty.
+    if (bulk_unit_run(units, lo + 1, warp_shift) == u_begin) {
+      float v[MT][4] = {};
+      for (int q = lo; q < warps; ++q) {
+        const int q_begin = bulk_unit_run(units, q, warp_shift);
+        const int q_end = bulk_unit_run(units, q + 1, warp_shift);
+        if (q_begin >= t1) {
+          break;
+        }
+        if (q_end == q_begin) {
+          continue; // an empty run
+        }
+        const float* sums = reinterpret_cast<const float*>(
+            smem + a.smem_ring + q * ring * slot_bytes) + (q_end <= t1 ? kAccFloats : 0);
+#pragma unroll
+        for (int t = 0; t < MT; ++t)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            v[t][e] += sums[(t * 4 + e) * 32 + lane];
+          }
       }
-      const float* sums = reinterpret_cast<const float*>(
-          smem + a.smem_ring + q * ring * slot_bytes);
-      v += sums[((q_end - 1) / st_count == lt ? kAccFloats : 0) + f];
-    }
-    if (a.split > 1) {
-      partials[lt * kAccFloats + f] = v;
-    } else {
-      int64_t n, m;
-      partial_coords(f, tile_begin + lt, n, m);
-      if (n < a.N && m < a.M) {
-        out[m * a.N + n] = from_f<T>(v);
-      }
+      const int64_t n0 = int64_t(tile_begin + first_lt) * 16;
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (a.split > 1) {
+            partials[first_lt * kAccFloats + (t * 4 + e) * 32 + lane] = v[t][e];
+          } else {
+            const int64_t n = n0 + g + 8 * (e / 2);
+            const int64_t m = 8 * t + 2 * c + (e % 2);
+            if (n < a.N && m < a.M) {
+              out[m * a.N + n] = from_f<T>(v[t][e]);
+            }
+          }
+        }
     }
   }
 
