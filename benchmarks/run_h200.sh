@@ -99,9 +99,9 @@ if has basebuild; then
   # A base tree into /tmp/projbase, in the background next to the build
   # below: BASE_TREE (a folder, e.g. .basetree from
   # benchmarks/tools/make-base-tree.sh REV, carried), else the checkout itself
-  # (PROJ being another tree). A tune setting "PYTHONPATH=/tmp/projbase:/tmp/site",
-  # or for any stage PROJ_PYTHONPATH=/tmp/projbase:/tmp/site, then times it
-  # in the same run.
+  # (PROJ being another tree). PROJ_PYTHONPATH=/tmp/projbase:/tmp/site, set for
+  # the whole run (any stage) or in one tune setting, then times it in the
+  # same run.
   ( t0=$(date +%s); rm -rf /tmp/projbase && cd "${BASE_TREE:-.}" && python3 -m pip install -q --no-build-isolation \
       --no-deps --target /tmp/projbase . > "$OUT/basebuild.log" 2>&1
     echo "basebuild rc=$? in $(( $(date +%s) - t0 )) s" >> "$OUT/basebuild.log" ) &
@@ -309,8 +309,8 @@ if has tune; then
     [ "$setting" = "-" ] && setting=""
     echo "== tune $i: ${setting:-defaults}" | tee "$d/setting.txt"
     # shellcheck disable=SC2086
-    # (a setting's PROJ_PYTHONPATH takes effect here too: session 24's A/B
-    # set it in a setting and, read only at the top, it timed today's build 4 times)
+    # (a setting's PROJ_PYTHONPATH takes effect here too: read only at the top,
+    # session 24's A/B set it in settings and timed today's build four times)
     ([ -n "$setting" ] && export $setting; [ -n "${PROJ_PYTHONPATH:-}" ] && export PYTHONPATH=$PROJ_PYTHONPATH
      PARSE_ARGS=--per-case ncu_qmm "$d" "${TUNE_T:-120}" ${TUNE_ARGS:-} ${TUNE_EXTRA:-}) \
         | tail -${TUNE_LINES:-40}

@@ -18,7 +18,9 @@
 #   ATTN_SETTINGS="PROJ_PYTHONPATH=/tmp/projbase:/tmp/site;-;PROJ_PYTHONPATH=/tmp/projbase:/tmp/site"
 # so that today's build is the middle run, compared with the base run twice
 # (benchmarks/results/attn_combine_h100_s23_ab.log; its "defaults" labels
-# then name today's build, its "base" the base runs).
+# then name today's build, its "base" the base runs). QMM_SETTINGS take the
+# same three settings (run_h200.sh's tune stage reads a setting's
+# PROJ_PYTHONPATH since session 24; before, that A/B timed today's build only).
 # TEST_FILES (optional): after the A/Bs, the parity files with TEST_ENV (the
 # candidates on), given what is left of DEADLINE seconds (default 550) from
 # the script's start, so that the results still come back in a 600 s call.
