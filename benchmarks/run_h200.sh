@@ -308,9 +308,9 @@ if has tune; then
     i=$((i + 1)); d="$OUT/tune_$i"; mkdir -p "$d"
     [ "$setting" = "-" ] && setting=""
     echo "== tune $i: ${setting:-defaults}" | tee "$d/setting.txt"
-    # shellcheck disable=SC2086
     # (a setting's PROJ_PYTHONPATH takes effect here too: read only at the top,
     # session 24's A/B set it in settings and timed today's build four times)
+    # shellcheck disable=SC2086
     ([ -n "$setting" ] && export $setting; [ -n "${PROJ_PYTHONPATH:-}" ] && export PYTHONPATH=$PROJ_PYTHONPATH
      PARSE_ARGS=--per-case ncu_qmm "$d" "${TUNE_T:-120}" ${TUNE_ARGS:-} ${TUNE_EXTRA:-}) \
         | tail -${TUNE_LINES:-40}
