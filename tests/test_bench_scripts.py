@@ -2,7 +2,8 @@
 GPU): kernels assigned to cases in launch order, per-side sums, and a loud
 failure (exit 2, JSON marked incomplete) when the kernels do not match the
 recorded plans; then the device-call script benchmarks/tools/candidates_ab.sh
-driven by a stand-in for run_h200.sh."""
+driven by a stand-in for run_h200.sh, and run_h200.sh's tune stage with a
+stand-in ncu."""
 
 import argparse
 import csv
@@ -353,3 +354,32 @@ def test_raw_stalls_falls_back_to_per_issue(tmp_path, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("==ERROR== no kernels were profiled\n")
     assert nrs.main([str(empty)]) == 1
+
+
+def test_run_h200_tune_setting_selects_the_build(tmp_path):
+    """benchmarks/run_h200.sh's tune stage times, for each setting, the build that
+    the setting's PROJ_PYTHONPATH names (the base build of an A/B), else today's
+    (/tmp/proj). Session 24's A/B set it in settings when the script read it only
+    at its top, and timed today's build four times. No GPU: an empty kit, and a
+    stand-in ncu on PATH that records the PYTHONPATH it runs under."""
+    import tarfile
+    tree = tmp_path / "tree"
+    (tree / ".kit").mkdir(parents=True)
+    (tree / "benchmarks").mkdir()
+    with tarfile.open(tree / ".kit" / "mlx-cuda-kit.tar.xz", "w:xz"):
+        pass  # extracted into /tmp/site: nothing
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "ncu_pythonpath.txt"
+    ncu = bin_dir / "ncu"
+    ncu.write_text(f'#!/bin/sh\necho "$PYTHONPATH" >> "{seen}"\n')
+    ncu.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_PYTHONPATH", "PYTHONPATH")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", STAGES="tune", OUT=str(tmp_path / "out"),
+               WARM_T="0", TUNE_T="30",
+               TUNE_SETTINGS="PROJ_PYTHONPATH=/tmp/projbase:/tmp/site;-;MLX_KERNELS_QMM_RING=1")
+    r = subprocess.run(["bash", str(BENCH / "run_h200.sh")], capture_output=True, text=True,
+                       cwd=tree, env=env, timeout=120)
+    assert "== tune 3: MLX_KERNELS_QMM_RING=1" in r.stdout, r.stdout + r.stderr
+    assert seen.read_text().split() == ["/tmp/projbase:/tmp/site", "/tmp/proj:/tmp/site",
+                                        "/tmp/proj:/tmp/site"]
