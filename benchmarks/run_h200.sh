@@ -115,8 +115,14 @@ if has build; then
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then tail -60 "$OUT/build.log"; exit 1; fi
 fi
-# PROJ_PYTHONPATH: another build for the stages below (basebuild's).
-export PYTHONPATH=${PROJ_PYTHONPATH:-/tmp/proj:/tmp/site}
+# The build a stage imports: /tmp/proj (build), or PROJ_PYTHONPATH (another
+# build, e.g. basebuild's /tmp/projbase:/tmp/site), set for the whole run or,
+# read again by the tune stage, in one tune setting.
+use_build() {
+  export PYTHONPATH=${PROJ_PYTHONPATH:-${PYTHONPATH}}
+}
+export PYTHONPATH=/tmp/proj:/tmp/site
+use_build
 python3 -c "
 import mlx.core as mx, numpy as np, mlx_kernels as mk
 x = mx.random.normal((4, 128)).astype(mx.float16)
@@ -308,10 +314,10 @@ if has tune; then
     i=$((i + 1)); d="$OUT/tune_$i"; mkdir -p "$d"
     [ "$setting" = "-" ] && setting=""
     echo "== tune $i: ${setting:-defaults}" | tee "$d/setting.txt"
-    # (a setting's PROJ_PYTHONPATH takes effect here too: read only at the top,
-    # session 24's A/B set it in settings and timed today's build four times)
+    # (use_build: a setting's PROJ_PYTHONPATH; read only at the top, session
+    # 24's A/B set it in settings and timed today's build four times)
     # shellcheck disable=SC2086
-    ([ -n "$setting" ] && export $setting; [ -n "${PROJ_PYTHONPATH:-}" ] && export PYTHONPATH=$PROJ_PYTHONPATH
+    ([ -n "$setting" ] && export $setting; use_build
      PARSE_ARGS=--per-case ncu_qmm "$d" "${TUNE_T:-120}" ${TUNE_ARGS:-} ${TUNE_EXTRA:-}) \
         | tail -${TUNE_LINES:-40}
   done
