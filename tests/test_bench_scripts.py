@@ -234,22 +234,32 @@ elif stage == "test":
 '''
 
 
+def run_candidates_ab(tmp_path, **settings):
+    """benchmarks/tools/candidates_ab.sh with the stand-in runner, $OUT at
+    tmp_path / "out", and only `settings` of its own variables (the caller's
+    ATTN_SETTINGS, QMM_SETTINGS and TEST_FILES dropped); asserts it exits 0."""
+    stub = tmp_path / "stub_runner.py"
+    stub.write_text(STUB_RUNNER)
+    env = {k: v for k, v in os.environ.items() if k not in ("ATTN_SETTINGS", "QMM_SETTINGS", "TEST_FILES")}
+    env.update(OUT=str(tmp_path / "out"), AB_WORK=str(tmp_path / "work"),
+               RUNNER=f"{sys.executable} {stub}", PYTHON=sys.executable, COMPARE_PYTHONPATH="",
+               **settings)
+    r = subprocess.run(["bash", str(BENCH / "tools" / "candidates_ab.sh")], capture_output=True,
+                       text=True, cwd=BENCH.parent, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
 def test_candidates_ab_script(tmp_path):
     """benchmarks/tools/candidates_ab.sh drives each setting into its own run,
     compares each candidate against the two default runs, and packs every
     result into $OUT/out.tgz."""
     import tarfile
-    stub = tmp_path / "stub_runner.py"
-    stub.write_text(STUB_RUNNER)
     out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), AB_WORK=str(tmp_path / "work"),
-               RUNNER=f"{sys.executable} {stub}", PYTHON=sys.executable, COMPARE_PYTHONPATH="",
-               TEST_FILES="test_a.py", TEST_ENV="STUB_ATTN_FAST=1", DEADLINE="500",
-               ATTN_SETTINGS="-;STUB_ATTN_FAST=1;STUB_ATTN_SLOW=1;STUB_ATTN_FAST=1 STUB_ATTN_SLOW=1;-",
-               QMM_SETTINGS="-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-")
-    r = subprocess.run(["bash", str(BENCH / "tools" / "candidates_ab.sh")], capture_output=True,
-                       text=True, cwd=BENCH.parent, env=env, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_candidates_ab(
+        tmp_path, TEST_FILES="test_a.py", TEST_ENV="STUB_ATTN_FAST=1", DEADLINE="500",
+        ATTN_SETTINGS="-;STUB_ATTN_FAST=1;STUB_ATTN_SLOW=1;STUB_ATTN_FAST=1 STUB_ATTN_SLOW=1;-",
+        QMM_SETTINGS="-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-")
     log = r.stdout
     def after(header):
         assert header in log, log
@@ -284,15 +294,8 @@ def test_candidates_ab_script_without_settings(tmp_path):
     """Without ATTN_SETTINGS and QMM_SETTINGS the script builds and compares
     nothing (no run, no comparison), and still leaves out.tgz."""
     import tarfile
-    stub = tmp_path / "stub_runner.py"
-    stub.write_text(STUB_RUNNER)
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k not in ("ATTN_SETTINGS", "QMM_SETTINGS", "TEST_FILES")}
-    env.update(OUT=str(out), AB_WORK=str(tmp_path / "work"), RUNNER=f"{sys.executable} {stub}",
-               PYTHON=sys.executable, COMPARE_PYTHONPATH="")
-    r = subprocess.run(["bash", str(BENCH / "tools" / "candidates_ab.sh")], capture_output=True,
-                       text=True, cwd=BENCH.parent, env=env, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_candidates_ab(tmp_path)
     assert "build rc=0" in r.stdout and "== attention" not in r.stdout and "== qmm" not in r.stdout
     with tarfile.open(out / "out.tgz") as tar:
         names = set(tar.getnames())
