@@ -96,16 +96,23 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
 python3 -c "import scikit_build_core, pytest, nanobind; print('skbuild', scikit_build_core.__version__, 'pytest', pytest.__version__, 'nanobind', nanobind.__version__)"
 
 if has basebuild; then
-  # A base tree into /tmp/projbase, in the background next to the build
-  # below: BASE_TREE (a folder, e.g. .basetree from
+  # Base trees, in the background next to the build below: BASE_TREE, one or
+  # more folders separated by spaces (e.g. .basetree from
   # benchmarks/tools/make-base-tree.sh REV, carried), else the checkout itself
-  # (PROJ being another tree). PROJ_PYTHONPATH=/tmp/projbase:/tmp/site, set for
+  # (PROJ being another tree). The first goes into /tmp/projbase, the second
+  # into /tmp/projbase2, ... PROJ_PYTHONPATH=/tmp/projbase:/tmp/site, set for
   # the whole run (any stage) or in one tune setting, then times it in the
   # same run.
-  ( t0=$(date +%s); rm -rf /tmp/projbase && cd "${BASE_TREE:-.}" && python3 -m pip install -q --no-build-isolation \
-      --no-deps --target /tmp/projbase . > "$OUT/basebuild.log" 2>&1
-    echo "basebuild rc=$? in $(( $(date +%s) - t0 )) s" >> "$OUT/basebuild.log" ) &
-  basebuild_pid=$!
+  basebuild_pids=()
+  n=0
+  for tree in ${BASE_TREE:-.}; do
+    n=$((n + 1)); dest=/tmp/projbase; log=$OUT/basebuild.log
+    [ $n -gt 1 ] && dest=/tmp/projbase$n && log=$OUT/basebuild$n.log
+    ( t0=$(date +%s); rm -rf "$dest" && cd "$tree" && python3 -m pip install -q --no-build-isolation \
+        --no-deps --target "$dest" . > "$log" 2>&1
+      echo "basebuild $tree -> $dest rc=$? in $(( $(date +%s) - t0 )) s" >> "$log" ) &
+    basebuild_pids+=($!)
+  done
 fi
 
 if has build; then
@@ -297,8 +304,8 @@ if has ncu; then
   ncu_qmm "$OUT" "${NCU_T:-240}" ${NCU_ARGS:-} | tail -34
 fi
 
-if [ -n "${basebuild_pid:-}" ]; then
-  wait "$basebuild_pid"; tail -1 "$OUT/basebuild.log"
+if [ -n "${basebuild_pids[*]:-}" ]; then
+  wait "${basebuild_pids[@]}"; tail -qn1 "$OUT"/basebuild*.log
 fi
 
 if has tune; then

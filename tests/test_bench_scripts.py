@@ -386,3 +386,35 @@ def test_run_h200_tune_setting_selects_the_build(tmp_path):
     assert "== tune 3: MLX_KERNELS_QMM_RING=1" in r.stdout, r.stdout + r.stderr
     assert seen.read_text().split() == ["/tmp/projbase:/tmp/site", "/tmp/proj:/tmp/site",
                                         "/tmp/proj:/tmp/site"]
+
+
+def test_run_h200_basebuild_builds_each_base_tree(tmp_path):
+    """benchmarks/run_h200.sh's basebuild stage builds every folder BASE_TREE
+    names (space-separated), the first into /tmp/projbase and the n-th into
+    /tmp/projbaseN, so that one call can time three builds. No GPU: an empty
+    kit, and a stand-in python3 on PATH that records where pip installs from
+    and to."""
+    import tarfile
+    tree = tmp_path / "tree"
+    (tree / ".kit").mkdir(parents=True)
+    for name in (".basetree", ".basetree2"):
+        (tree / name).mkdir()
+    with tarfile.open(tree / ".kit" / "mlx-cuda-kit.tar.xz", "w:xz"):
+        pass
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "pip_installs.txt"
+    python3 = bin_dir / "python3"
+    python3.write_text('#!/bin/bash\n[ "$1 $2 $3" = "-m pip install" ] || exit 0\n'
+                       'while [ $# -gt 0 ]; do [ "$1" = --target ] && t=$2; shift; done\n'
+                       f'echo "$(basename "$PWD") $t" >> "{seen}"\n')
+    python3.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_PYTHONPATH", "PYTHONPATH")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", STAGES="basebuild",
+               OUT=str(tmp_path / "out"),
+               BASE_TREE=".basetree .basetree2")
+    r = subprocess.run(["bash", str(BENCH / "run_h200.sh")], capture_output=True, text=True,
+                       cwd=tree, env=env, timeout=120)
+    assert sorted(seen.read_text().splitlines()) == [".basetree /tmp/projbase",
+                                                    ".basetree2 /tmp/projbase2"], r.stdout + r.stderr
+    assert "basebuild .basetree2 -> /tmp/projbase2 rc=0" in r.stdout, r.stdout + r.stderr
