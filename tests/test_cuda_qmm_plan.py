@@ -157,7 +157,7 @@ def bulk_fixed_smem(M, K, gs, bits, split, tiles, sms, warps):
     off = a128(16 * 4 * 8 + 8 * mt * x_pitch)
     off = a128(off + 2 * 8 * mt * spp * (k_step // gs) * 2)
     off = a128(off + (tpb * mt * 4 * 32 * 4 if split > 1 else 0))
-    return off, 16 * (row_bytes + 2 * (k_step // gs) * 2), math.ceil(tpb * spp / warps)
+    return off, 16 * (row_bytes + 2 * (k_step // gs) * 2), math.ceil(tpb / warps) * spp
 
 
 def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
@@ -188,8 +188,7 @@ def check_bulk_plan(p, M, N, K, gs, bits, sms=132):
     assert all(v % 128 == 0 for v in (x, xsum, part, ring_off))
     slot = 16 * (row_bytes + 2 * (p["k_step"] // gs) * 2)
     assert 1 <= p["ring"] <= 4 and total == ring_off + warps * p["ring"] * slot <= 227 * 1024
-    # the block's tpb x spp (tile, stage) units in one run a warp: stages of the busiest
-    busiest = math.ceil(tpb * spp / warps)
+    busiest = math.ceil(tpb / warps) * spp  # stages of the busiest warp
     assert p["ring"] >= min(ring_floor(M), busiest)
     assert p["smem_bytes"] == total
 
@@ -258,7 +257,7 @@ def test_bulk_plan_fills_the_gpu():
             assert p["kernel"] == "tensor_core_bulk", (N, K)
             even = math.ceil(N / 16) * p["num_steps"] / 132
             assert p["tiles_per_block"] * p["steps_per_split"] <= 1.12 * even + 1, (N, K, p)
-            busiest = math.ceil(p["tiles_per_block"] * p["steps_per_split"] / p["warps"])
+            busiest = math.ceil(p["tiles_per_block"] / p["warps"]) * p["steps_per_split"]
             assert p["ring"] >= min(ring_floor(M), busiest), (N, K, M, p)
 
 
@@ -356,13 +355,13 @@ def test_kslice_over_bulk():
 
 def test_bulk_split_knob():
     """MLX_KERNELS_QMM_BULK_SPLIT (A/B runs only) forces the bulk plan's k split
-    where it fits; 14336x4096 takes one k part on 132 SMs by default."""
+    where it fits; 14336x4096 takes 4 k parts on 132 SMs by default."""
     expr = ("(lambda p: (p['kernel'], p['split_k']))("
             "_ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, 'float16', 132))")
     knob = "MLX_KERNELS_QMM_BULK_SPLIT"
-    assert eval(plan_under({knob: None}, expr)) == ("tensor_core_bulk", 1)
+    assert eval(plan_under({knob: None}, expr)) == ("tensor_core_bulk", 4)
+    assert eval(plan_under({knob: "1"}, expr)) == ("tensor_core_bulk", 1)
     assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
-    assert eval(plan_under({knob: "4"}, expr)) == ("tensor_core_bulk", 4)
 
 
 def test_tc_mma_order_by_tiles():
@@ -438,21 +437,19 @@ H100_CLUSTERS = [132, 64, 40, 29, 24, 20, 16, 14]
 
 
 def test_plan_with_the_devices_cluster_capacity():
-    """The plan with the driver's cluster capacities: 4096x14336 on four k parts
-    in 29 clusters of 4 on the H100 (9 tiles a block), in 32 with num_sms / s (8
-    tiles); 14336x4096 on one k part either way (128 blocks of 7 tiles; no
-    cluster: with a run of units a warp, two k parts would not be less work)."""
-    for caps in (H100_CLUSTERS, None):
-        p = _ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, "float16", 132,
-                                            *([caps] if caps else []))
-        assert (p["split_k"], p["grid"], p["tiles_per_block"]) == (1, (1, 128, 1), 7)
-        check_bulk_plan(p, 1, 14336, 4096, 64, 4)
+    """The plan with the driver's cluster capacities reproduces the H100's
+    launches: 14336x4096 on two k parts (64 clusters of 2, 14 tiles a block),
+    4096x14336 on four (29 clusters of 4, 9 tiles); with num_sms / s (33
+    clusters of 4) 14336x4096 takes four."""
+    p = _ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, "float16", 132,
+                                        H100_CLUSTERS)
+    assert (p["split_k"], p["grid"], p["tiles_per_block"]) == (2, (2, 64, 1), 14)
+    check_bulk_plan(p, 1, 14336, 4096, 64, 4)
     p = _ext.plan_cuda_quantized_matmul(1, 4096, 14336, 64, 4, True, "float16", 132,
                                         H100_CLUSTERS)
     assert (p["split_k"], p["grid"], p["tiles_per_block"]) == (4, (4, 29, 1), 9)
     check_bulk_plan(p, 1, 4096, 14336, 64, 4)
-    p = _ext.plan_cuda_quantized_matmul(1, 4096, 14336, 64, 4, True, "float16", 132)
-    assert (p["split_k"], p["grid"], p["tiles_per_block"]) == (4, (4, 32, 1), 8)
+    assert _ext.plan_cuda_quantized_matmul(1, 14336, 4096, 64, 4, True, "float16")["split_k"] == 4
     for bad, msg in (([132, 64], "cluster_capacity must list 8 counts"),
                      ([132, 0] + [1] * 6, "cluster_capacity counts must be >= 1")):
         with pytest.raises(ValueError, match=msg):

@@ -143,7 +143,7 @@ def test_ncu_qmm_records_the_plan_and_knobs(monkeypatch):
     p = planned(1, 14336, 4096, "float16")
     assert set(p) == set(PLAN_FIELDS) and p["kernel"] == "tensor_core_bulk"
     if not mx.cuda.is_available():
-        assert (p["split_k"], p["tiles_per_block"]) == (1, 7)
+        assert (p["split_k"], p["tiles_per_block"]) == (4, 28)
     monkeypatch.setenv("MLX_KERNELS_QMM_RING", "3")
     assert machine_info("cpu")["knobs"]["MLX_KERNELS_QMM_RING"] == "3"
 

@@ -36,7 +36,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <cstdlib>
 
 #include "cuda/plan_knobs.h"
@@ -177,13 +176,11 @@ int64_t align128(int64_t n) {
 
 // The bulk kernel's plan. Persistent blocks (one an SM, 16 or 8 warps):
 // the k split (the cluster size, 1-8) is the one with the least work an SM
-// (units: row tiles a block x stages a k part, cut into a run a warp), a
-// larger split only for 3% less work or for more busy warps at no more work
-// (with runs, every warp is busy once a block has as many units as warps:
-// equal work keeps the smaller split, one cluster reduction fewer). Every
-// block stages its rows of x for its k part, so the split must also make
-// those fit in shared memory next to the ring floor (min_ring below); none
-// fitting leaves the shape to the tensor-core kernel.
+// (row tiles a block x stages a k part), a larger split only for 3% less work
+// or for more busy warps at no more work. Every block stages its rows of x
+// for its k part, so the split must also make those fit in shared memory next
+// to the ring floor (min_ring below); none fitting leaves the shape to the
+// tensor-core kernel.
 bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, QmmPlan& plan) {
   const int64_t row_bytes = bulk_row_bytes(p.bits, p.group_size);
   const int64_t k_per_stage = row_bytes * 8 / p.bits;
@@ -225,13 +222,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
       const int64_t off_ring =
           align128(off_part + (split > 1 ? tpb * m_tiles * 4 * 32 * 4 : 0));
-      // The block's (tile, stage) units, cut into a run a warp (the kernel
-      // works out runs in int: units x warps must fit).
-      const int64_t units = tpb * spp;
-      if (units * warps > INT32_MAX) {
-        continue;
-      }
-      const int64_t stages_a_warp = ceil_div(units, warps);
+      const int64_t stages_a_warp = ceil_div(tpb, warps) * spp;
       int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
       while (ring > 0 && off_ring + warps * ring * slot_bytes > kBulkMaxSmem) {
         --ring;
@@ -240,8 +231,8 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       if (ring < std::min<int64_t>(min_ring, stages_a_warp)) {
         continue;
       }
-      const int64_t cost = units;
-      const int64_t busy = std::min<int64_t>(units, warps);
+      const int64_t cost = tpb * spp;
+      const int64_t busy = std::min<int64_t>(tpb, warps);
       // A larger split adds a cluster reduction and smaller k parts: it has
       // to save 3% of the work an SM, or keep as much work and busy more warps.
       const bool better = !found || 100 * cost < 97 * best_cost ||

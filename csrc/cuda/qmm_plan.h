@@ -95,8 +95,6 @@ constexpr bool tc_variant_compiled(int row_tiles, int m_tiles) {
 
 // The bulk-copy kernel's shapes (quantized_matmul.cu uses the same numbers).
 constexpr int kBulkWarps = 16; // the most warps a block (one block an SM)
-// (a power of two, as is half of it: the kernel cuts its units into runs with a shift)
-static_assert((kBulkWarps & (kBulkWarps - 1)) == 0);
 constexpr int kBulkMaxRing = 4;
 constexpr int kMaxClusterTable = 9; // cluster capacities are indexed 1..8
 constexpr int kBulkBarrierBytes = kBulkWarps * kBulkMaxRing * 8; // mbarriers, first

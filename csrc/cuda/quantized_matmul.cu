@@ -727,16 +727,13 @@ __global__ void __launch_bounds__(32 * kKSliceMaxWarps) tc_qmm_kslice_kernel(TcA
 // Work: persistent blocks of W = 16 (or 8) warps, one an SM. grid.x is the k
 // part (a cluster of `split` blocks shares the row tiles and adds its partial
 // sums through distributed shared memory at the end); block y owns the
-// 16-row tiles [y * tiles_per_block, ...). The block's units, (tile, stage of
-// the k part) in tile-major order, are cut into W runs of equal length (+-1),
-// one a warp, so that every warp has work and none more than a unit over the
-// mean; a tile may then be shared by adjacent warps, whose sums of it meet in
-// shared memory after the loop (in warp order). A warp streams its units
-// through its own ring of `ring` stage buffers: a stage is `row_bytes` of
-// each of its 16 weight rows (8 or 16 quantization groups) plus their scales
-// and biases, brought by three tensor copies that lane 0 issues and that
-// complete on the slot's mbarrier, so the bytes in flight are set by shared
-// memory, not by registers.
+// 16-row tiles [y * tiles_per_block, ...), warp w every W-th of them
+// starting at w. A warp streams (tile, stage) after (tile, stage) through its
+// own ring of `ring` stage buffers: a stage is `row_bytes` of each of its 16
+// weight rows (8 or 16 quantization groups) plus their scales and biases,
+// brought by three tensor copies that lane 0 issues and that complete on the
+// slot's mbarrier, so the bytes in flight are set by shared memory, not by
+// registers.
 //
 // Math: out[m, n] = sum_k x[m, k] q[n, k] s[n, g(k)] + sum_g b[n, g] X[m, g],
 // X[m, g] = the sum of x[m, k] over group g.
@@ -882,13 +879,6 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
   return bits == 4 ? ((p + c) & 3) : p;
 }
 
-// The bulk kernel's runs: `units` units cut into 2^warp_shift runs of equal
-// length (+-1); run w begins at unit floor(units * w / 2^warp_shift) (the
-// plan keeps units x warps within int).
-__device__ __forceinline__ int bulk_unit_run(int units, int w, int warp_shift) {
-  return (units * w) >> warp_shift;
-}
-
 // kVariant (qmm_plan.h): 0, the kernel; or, for measurement only, the parts
 // of the kernel left out (kBulkOmit*) so that ncu can time the rest
 // (benchmarks/ncu_qmm_omit.py; the output is then wrong).
@@ -913,12 +903,10 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   const int st_count = min(a.stages_per_part, a.stages - st_begin); // >= 1 (plan)
   const int tile_begin = int(blockIdx.y) * a.tiles_per_block;
   const int tile_end = min(tile_begin + a.tiles_per_block, a.tiles);
-  // The block's units u = local tile * st_count + stage in the k part; this
-  // warp's run is [u_begin, u_end) (bulk_unit_run).
-  const int units = (tile_end - tile_begin) * st_count;
-  const int u_begin = bulk_unit_run(units, warp, __ffs(warps) - 1);
-  const int u_end = bulk_unit_run(units, warp + 1, __ffs(warps) - 1);
-  const int total = u_end - u_begin;
+  const int my_tiles = tile_begin + warp < tile_end
+      ? (tile_end - tile_begin - warp + warps - 1) / warps
+      : 0;
+  const int total = my_tiles * st_count; // (tile, stage) pairs of this warp
 
   const int ring = a.ring;
   const int spr = a.groups_per_stage;
@@ -940,13 +928,13 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   }
   __syncwarp();
 
-  // Unit u_begin + i of this warp into slot i % ring (lane 0 only).
+  // Pair i of this warp (tile i / st_count, stage i % st_count of the k part)
+  // into slot i % ring (lane 0 only).
   auto issue = [&](int i) {
     const int slot = i % ring;
-    const int unit = u_begin + i;
-    const int lt = unit / st_count;
-    const int st = st_begin + (unit - lt * st_count);
-    const int n0 = (tile_begin + lt) * 16;
+    const int tl = i / st_count;
+    const int st = st_begin + (i - tl * st_count);
+    const int n0 = (tile_begin + warp + warps * tl) * 16;
     unsigned char* sl = slots + slot * slot_bytes;
     const uint32_t bar = bars + 8 * slot;
     mbar_arrive_expect_tx(bar, uint32_t(slot_bytes));
@@ -1061,23 +1049,19 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   // Two accumulator sets (even and odd mmas of a chunk), added at the end of
   // a tile: a single chain of dependent mmas held every warp to its latency
   // (ncu: "stalled on a fixed-latency dependency" led).
-  // first: the sums of this warp's first tile when it began with a run of an
-  // earlier warp (kept for the shared tiles' addition after the loop).
-  float acc[MT][4], acc2[MT][4], first[MT][4];
+  float acc[MT][4], acc2[MT][4];
 #pragma unroll
   for (int t = 0; t < MT; ++t)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       acc[t][e] = 0.f;
       acc2[t][e] = 0.f;
-      first[t][e] = 0.f;
     }
 
   for (int i = 0; i < total; ++i) {
     const int slot = i % ring;
-    const int unit = u_begin + i;
-    const int lt = unit / st_count; // tile within the block
-    const int si = unit - lt * st_count; // stage within the k part
+    const int tl = i / st_count;
+    const int si = i - tl * st_count; // stage within the k part
     mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
     if constexpr (!(kVariant & kBulkOmitMath)) {
       const unsigned char* sl = slots + slot * slot_bytes;
@@ -1133,9 +1117,9 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
         issue(i + ring);
       }
     }
-    if (si == st_count - 1 && unit - si >= u_begin) {
-      // This warp streamed the whole tile: store it (one k part) or keep its
-      // partial sums.
+    if (si == st_count - 1) {
+      // The tile is done: store it (one k part) or keep its partial sums.
+      const int lt = warp + warps * tl; // tile within the block
       const int64_t n0 = int64_t(tile_begin + lt) * 16;
 #pragma unroll
       for (int t = 0; t < MT; ++t)
@@ -1154,89 +1138,6 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
           }
           acc[t][e] = 0.f;
           acc2[t][e] = 0.f;
-        }
-    } else if (si == st_count - 1 && i + 1 < total) {
-      // The end of this warp's first tile, begun by an earlier warp, before
-      // the end of its run (a run's last tile stays in acc, acc2).
-#pragma unroll
-      for (int t = 0; t < MT; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          first[t][e] = acc[t][e] + acc2[t][e];
-          acc[t][e] = 0.f;
-          acc2[t][e] = 0.f;
-        }
-    }
-  }
-
-  // Tiles shared by warps: each warp leaves its sums of them in its own ring
-  // slots, free now (every copy it issued has landed and been read): [0] its
-  // first tile, when that is not its last; [1] its last tile, when the run
-  // ends inside it. After a barrier, the first warp whose run begins inside a
-  // tile adds the tile's sums in warp order, each lane its own floats (the
-  // layout they were left in), and stores them (one k part) or keeps them as
-  // the block's partial sums of the tile. Runs: bulk_unit_run (a shift).
-  float* my_sums = reinterpret_cast<float*>(slots); // [2][kAccFloats]
-  const int first_lt = u_begin / st_count;
-  const int t0 = first_lt * st_count; // the first tile's units [t0, t1)
-  const int t1 = t0 + st_count;
-  if (total > 0) {
-    const bool first_shared = u_end > t1 && u_begin > t0;
-    const bool last_shared = u_end % st_count != 0 || u_end - st_count < u_begin;
-#pragma unroll
-    for (int t = 0; t < MT; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (first_shared) {
-          my_sums[(t * 4 + e) * 32 + lane] = first[t][e];
-        }
-        if (last_shared) {
-          my_sums[kAccFloats + (t * 4 + e) * 32 + lane] = acc[t][e] + acc2[t][e];
-        }
-      }
-  }
-  __syncthreads();
-  if (total > 0 && u_begin > t0) {
-    const int warp_shift = __ffs(warps) - 1; // warps: 8 or 16 (plan)
-    int lo = warp - 1; // the run holding unit t0
-    while (bulk_unit_run(units, lo, warp_shift) > t0) {
-      --lo;
-    }
-    // First to begin inside the tile: the runs between lo and this one are empty.
-    if (bulk_unit_run(units, lo + 1, warp_shift) == u_begin) {
-      float v[MT][4] = {};
-      for (int q = lo; q < warps; ++q) {
-        const int q_begin = bulk_unit_run(units, q, warp_shift);
-        const int q_end = bulk_unit_run(units, q + 1, warp_shift);
-        if (q_begin >= t1) {
-          break;
-        }
-        if (q_end == q_begin) {
-          continue; // an empty run
-        }
-        const float* sums = reinterpret_cast<const float*>(
-            smem + a.smem_ring + q * ring * slot_bytes) + (q_end <= t1 ? kAccFloats : 0);
-#pragma unroll
-        for (int t = 0; t < MT; ++t)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            v[t][e] += sums[(t * 4 + e) * 32 + lane];
-          }
-      }
-      const int64_t n0 = int64_t(tile_begin + first_lt) * 16;
-#pragma unroll
-      for (int t = 0; t < MT; ++t)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (a.split > 1) {
-            partials[first_lt * kAccFloats + (t * 4 + e) * 32 + lane] = v[t][e];
-          } else {
-            const int64_t n = n0 + g + 8 * (e / 2);
-            const int64_t m = 8 * t + 2 * c + (e % 2);
-            if (n < a.N && m < a.M) {
-              out[m * a.N + n] = from_f<T>(v[t][e]);
-            }
-          }
         }
     }
   }
