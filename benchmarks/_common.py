@@ -58,7 +58,10 @@ def machine_info(device: str) -> dict:
         "mlx": mlx_version,
         "mlx_kernels": mlx_kernels.__version__,
         "numpy": np.__version__,
+        # the checkout's HEAD; on the lent device that is the last landed commit,
+        # so an A/B's builds differ in mlx_kernels_dir (/tmp/proj, /tmp/projbase)
         "git": _git_rev(),
+        "mlx_kernels_dir": str(Path(mlx_kernels.__file__).resolve().parent),
         # the CUDA quantized_matmul plan's input from the driver (None off CUDA)
         "cuda_bulk_cluster_capacity": cuda_cluster_capacity() if device == "gpu" else None,
         # the plan knobs and switches in effect (read once a process; A/B runs)

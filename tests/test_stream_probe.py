@@ -135,7 +135,7 @@ def test_ncu_qmm_shape_selection():
 def test_ncu_qmm_records_the_plan_and_knobs(monkeypatch):
     """Each ncu case records our op's launch plan (on a CPU build: the plan
     for a 132-SM GPU with SMs / split clusters), and machine info the
-    MLX_KERNELS_* knobs in effect."""
+    MLX_KERNELS_* knobs in effect and the folder of the build timed."""
     import mlx.core as mx
     from _common import machine_info
     from ncu_qmm_gpu import PLAN_FIELDS, planned
@@ -145,7 +145,11 @@ def test_ncu_qmm_records_the_plan_and_knobs(monkeypatch):
     if not mx.cuda.is_available():
         assert (p["split_k"], p["tiles_per_block"]) == (4, 28)
     monkeypatch.setenv("MLX_KERNELS_QMM_RING", "3")
-    assert machine_info("cpu")["knobs"]["MLX_KERNELS_QMM_RING"] == "3"
+    info = machine_info("cpu")
+    assert info["knobs"]["MLX_KERNELS_QMM_RING"] == "3"
+    # the build timed (an A/B's builds differ here, not in "git")
+    import mlx_kernels
+    assert info["mlx_kernels_dir"] == str(Path(mlx_kernels.__file__).resolve().parent)
 
 
 def test_ncu_qmm_replot_names_the_card(tmp_path, monkeypatch):
