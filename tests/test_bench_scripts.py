@@ -359,30 +359,40 @@ def test_raw_stalls_falls_back_to_per_issue(tmp_path, capsys):
     assert nrs.main([str(empty)]) == 1
 
 
+def run_h200_offline(tmp_path, stub_name, stub_text, dirs=(), **env_vars):
+    """benchmarks/run_h200.sh run on this machine in a scratch tree with an
+    empty kit (extracted into /tmp/site: nothing), the folders `dirs`, and a
+    stand-in `stub_name` (a script) first on PATH; PYTHONPATH and
+    PROJ_PYTHONPATH from the caller's environment removed."""
+    import tarfile
+    tree = tmp_path / "tree"
+    (tree / ".kit").mkdir(parents=True)
+    for name in dirs:
+        (tree / name).mkdir()
+    with tarfile.open(tree / ".kit" / "mlx-cuda-kit.tar.xz", "w:xz"):
+        pass
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / stub_name
+    stub.write_text(stub_text)
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_PYTHONPATH", "PYTHONPATH")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", OUT=str(tmp_path / "out"), **env_vars)
+    return subprocess.run(["bash", str(BENCH / "run_h200.sh")], capture_output=True, text=True,
+                          cwd=tree, env=env, timeout=120)
+
+
 def test_run_h200_tune_setting_selects_the_build(tmp_path):
     """benchmarks/run_h200.sh's tune stage times, for each setting, the build that
     the setting's PROJ_PYTHONPATH names (the base build of an A/B), else today's
     (/tmp/proj). Session 24's A/B set it in settings when the script read it only
-    at its top, and timed today's build four times. No GPU: an empty kit, and a
-    stand-in ncu on PATH that records the PYTHONPATH it runs under."""
-    import tarfile
-    tree = tmp_path / "tree"
-    (tree / ".kit").mkdir(parents=True)
-    (tree / "benchmarks").mkdir()
-    with tarfile.open(tree / ".kit" / "mlx-cuda-kit.tar.xz", "w:xz"):
-        pass  # extracted into /tmp/site: nothing
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    at its top, and timed today's build four times. No GPU: a stand-in ncu that
+    records the PYTHONPATH it runs under."""
     seen = tmp_path / "ncu_pythonpath.txt"
-    ncu = bin_dir / "ncu"
-    ncu.write_text(f'#!/bin/sh\necho "$PYTHONPATH" >> "{seen}"\n')
-    ncu.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_PYTHONPATH", "PYTHONPATH")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", STAGES="tune", OUT=str(tmp_path / "out"),
-               WARM_T="0", TUNE_T="30",
-               TUNE_SETTINGS="PROJ_PYTHONPATH=/tmp/projbase:/tmp/site;-;MLX_KERNELS_QMM_RING=1")
-    r = subprocess.run(["bash", str(BENCH / "run_h200.sh")], capture_output=True, text=True,
-                       cwd=tree, env=env, timeout=120)
+    r = run_h200_offline(
+        tmp_path, "ncu", f'#!/bin/sh\necho "$PYTHONPATH" >> "{seen}"\n', dirs=("benchmarks",),
+        STAGES="tune", WARM_T="0", TUNE_T="30",
+        TUNE_SETTINGS="PROJ_PYTHONPATH=/tmp/projbase:/tmp/site;-;MLX_KERNELS_QMM_RING=1")
     assert "== tune 3: MLX_KERNELS_QMM_RING=1" in r.stdout, r.stdout + r.stderr
     assert seen.read_text().split() == ["/tmp/projbase:/tmp/site", "/tmp/proj:/tmp/site",
                                         "/tmp/proj:/tmp/site"]
@@ -391,30 +401,15 @@ def test_run_h200_tune_setting_selects_the_build(tmp_path):
 def test_run_h200_basebuild_builds_each_base_tree(tmp_path):
     """benchmarks/run_h200.sh's basebuild stage builds every folder BASE_TREE
     names (space-separated), the first into /tmp/projbase and the n-th into
-    /tmp/projbaseN, so that one call can time three builds. No GPU: an empty
-    kit, and a stand-in python3 on PATH that records where pip installs from
-    and to."""
-    import tarfile
-    tree = tmp_path / "tree"
-    (tree / ".kit").mkdir(parents=True)
-    for name in (".basetree", ".basetree2"):
-        (tree / name).mkdir()
-    with tarfile.open(tree / ".kit" / "mlx-cuda-kit.tar.xz", "w:xz"):
-        pass
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    /tmp/projbaseN, so that one call can time three builds. No GPU: a stand-in
+    python3 that records where pip installs from and to."""
     seen = tmp_path / "pip_installs.txt"
-    python3 = bin_dir / "python3"
-    python3.write_text('#!/bin/bash\n[ "$1 $2 $3" = "-m pip install" ] || exit 0\n'
-                       'while [ $# -gt 0 ]; do [ "$1" = --target ] && t=$2; shift; done\n'
-                       f'echo "$(basename "$PWD") $t" >> "{seen}"\n')
-    python3.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_PYTHONPATH", "PYTHONPATH")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", STAGES="basebuild",
-               OUT=str(tmp_path / "out"),
-               BASE_TREE=".basetree .basetree2")
-    r = subprocess.run(["bash", str(BENCH / "run_h200.sh")], capture_output=True, text=True,
-                       cwd=tree, env=env, timeout=120)
+    r = run_h200_offline(
+        tmp_path, "python3",
+        '#!/bin/bash\n[ "$1 $2 $3" = "-m pip install" ] || exit 0\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --target ] && t=$2; shift; done\n'
+        f'echo "$(basename "$PWD") $t" >> "{seen}"\n',
+        dirs=(".basetree", ".basetree2"), STAGES="basebuild", BASE_TREE=".basetree .basetree2")
     assert sorted(seen.read_text().splitlines()) == [".basetree /tmp/projbase",
                                                     ".basetree2 /tmp/projbase2"], r.stdout + r.stderr
     assert "basebuild .basetree2 -> /tmp/projbase2 rc=0" in r.stdout, r.stdout + r.stderr
