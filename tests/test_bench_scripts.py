@@ -2,8 +2,8 @@
 GPU): kernels assigned to cases in launch order, per-side sums, and a loud
 failure (exit 2, JSON marked incomplete) when the kernels do not match the
 recorded plans; then the device-call script benchmarks/tools/candidates_ab.sh
-driven by a stand-in for run_h200.sh, and run_h200.sh's tune stage with a
-stand-in ncu."""
+driven by a stand-in for run_h200.sh, and run_h200.sh itself offline: its
+tune stage with a stand-in ncu, its basebuild stage with a stand-in python3."""
 
 import argparse
 import csv
