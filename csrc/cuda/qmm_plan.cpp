@@ -308,6 +308,12 @@ std::atomic<int> plan_sms_override{0};
 std::atomic<int> bulk_omit_mask{0};
 std::atomic<int64_t> kslice_over_bulk_override{-1}; // KB an SM; -1: kKSliceOverBulkKbPerSm
 std::atomic<int64_t> simt_small_m_override{-1}; // KB; -1: kSimtSmallMMaxKb
+
+// A setter's value where one is set (>= 0), else the default.
+int64_t override_or(const std::atomic<int64_t>& override_value, int64_t default_value) {
+  const int64_t v = override_value.load();
+  return v >= 0 ? v : default_value;
+}
 } // namespace
 
 void set_qmm_simt_small_m_max_kb(int64_t kb) {
@@ -373,8 +379,7 @@ QmmPlan plan_cuda_qmm(
     plan.grid[1] = ceil_div(p.M, 8);
     return plan;
   }
-  const int64_t simt_v = simt_small_m_override.load();
-  const int64_t simt_kb = simt_v >= 0 ? simt_v : kSimtSmallMMaxKb;
+  const int64_t simt_kb = override_or(simt_small_m_override, kSimtSmallMMaxKb);
   if (p.M <= kSimtSmallMMaxM && p.N * p.K * p.bits / 8 <= 1024 * simt_kb) {
     // simt_qmv: one warp per weight row, 8 a block.
     plan.kernel = QmmKernel::kSimtSmallM;
@@ -385,8 +390,7 @@ QmmPlan plan_cuda_qmm(
   QmmPlan bulk;
   if (plan_bulk(p, num_sms, cluster_capacity, bulk)) {
     // Mid-sized weights to the k-slice kernel instead (kKSliceOverBulkKbPerSm).
-    const int64_t v = kslice_over_bulk_override.load();
-    const int64_t kb_per_sm = v >= 0 ? v : kKSliceOverBulkKbPerSm;
+    const int64_t kb_per_sm = override_or(kslice_over_bulk_override, kKSliceOverBulkKbPerSm);
     if (p.N * p.K * p.bits / 8 <= 1024 * kb_per_sm * std::max(num_sms, 1) &&
         plan_kslice(p, num_sms, kKSliceOverBulkRounds, plan)) {
       return plan;
