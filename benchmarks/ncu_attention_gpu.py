@@ -102,8 +102,10 @@ def kernel_is(name, kernel):
 
 # --- run ---------------------------------------------------------------------
 
-def build_cases(args, num_sms):
-    """The case records (no arrays): problem, bytes, flops, our plan."""
+def build_cases(args, num_sms, dram_gbs=None):
+    """The case records (no arrays): problem, bytes, flops, our plan (for
+    num_sms SMs and dram_gbs GB/s of peak DRAM bandwidth; None: the plan
+    binding's default)."""
     import mlx_kernels as mk
     from bench_attention_gpu import D, HKV, HQ, case_bytes, case_flops, case_list, case_mask
 
@@ -115,7 +117,9 @@ def build_cases(args, num_sms):
         if only is not None and (B, qL, kL) not in only:
             continue
         mask = case_mask(kind, qL)
-        p = mk._ext.plan_cuda_flash_attention(B, HQ, HKV, qL, kL, D, dname, mask or "none", num_sms)
+        dram = {} if dram_gbs is None else {"dram_gbs": dram_gbs}
+        p = mk._ext.plan_cuda_flash_attention(B, HQ, HKV, qL, kL, D, dname, mask or "none", num_sms,
+                                              **dram)
         plan = {k: p.get(k) for k in ("kernel", "grid", "splits", "chunk", "row_tiles", "block_rows",
                                       "merge_grid", "merge_wide", "smem_bytes", "blocks_per_sm",
                                       "wave_blocks_per_sm", "wave_efficiency")}
@@ -137,6 +141,16 @@ def device_sms():
     except Exception:  # noqa: BLE001
         pass
     return 132, "assumed (no torch): the H200's"
+
+
+def device_dram_gbs():
+    """The GPU's peak DRAM bandwidth (GB/s) as our plan reads it, or None
+    where this build has no CUDA backend (the plan binding's default)."""
+    import mlx_kernels as mk
+    try:
+        return mk._ext.cuda_peak_dram_gbs()
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def print_plans(cases, num_sms):
@@ -168,7 +182,8 @@ def run(args):
         num_sms, sms_from = 132, "assumed: the H200's"
     else:
         num_sms, sms_from = device_sms()
-    cases = build_cases(args, num_sms)
+    dram_gbs = None if (args.dry_run or cpu) else device_dram_gbs()
+    cases = build_cases(args, num_sms, dram_gbs)
     if args.dry_run:
         print_plans(cases, num_sms)
         return
@@ -178,7 +193,7 @@ def run(args):
     bw_mlx = copy_bandwidth_mlx(nbytes=(256 << 20) if cpu else (2 << 30), reps=3 if cpu else 10)
     bw = bw_torch or bw_mlx
     say(f"copy bandwidth: torch {bw_torch and bw_torch / 1e12}, mlx {bw_mlx / 1e12:.3f} TB/s; "
-        f"{num_sms} SMs ({sms_from})")
+        f"{num_sms} SMs ({sms_from}), peak DRAM {dram_gbs} GB/s")
 
     scale = D ** -0.5
     prepared = []
@@ -219,7 +234,7 @@ def run(args):
         pass
     Path(args.cases).write_text(json.dumps({
         "copy_bandwidth_torch_Bps": bw_torch, "copy_bandwidth_mlx_Bps": bw_mlx,
-        "copy_bandwidth_Bps": bw, "num_sms": num_sms, "num_sms_from": sms_from,
+        "copy_bandwidth_Bps": bw, "num_sms": num_sms, "num_sms_from": sms_from, "dram_gbs": dram_gbs,
         "machine": machine, "versions": vers,
         "options": {k: v for k, v in vars(args).items() if k != "mode"},
         "cases": cases}, indent=1))

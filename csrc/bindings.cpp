@@ -14,6 +14,7 @@
 #include "cuda/attn_plan.h"
 #include "cuda/qmm_plan.h"
 #if defined(MLX_KERNELS_BUILD_CUDA)
+#include "cuda/flash_attention.h"
 #include "cuda/quantized_matmul.h"
 #endif
 #include "errors.h"
@@ -212,6 +213,19 @@ NB_MODULE(_ext, m) {
       "How many clusters of 1..8 blocks of the CUDA bulk quantized_matmul kernel (one block "
       "an SM) this GPU runs at once, as the plan uses them (CUDA builds only).");
   m.def(
+      "cuda_peak_dram_gbs",
+      []() -> double {
+#if defined(MLX_KERNELS_BUILD_CUDA)
+        return mlx_kernels::cuda::peak_dram_gbs();
+#else
+        throw mlx_kernels::NotImplemented(
+            "cuda_peak_dram_gbs: this build of mlx_kernels has no CUDA backend (it is built "
+            "against a CUDA build of MLX only).");
+#endif
+      },
+      "The GPU's peak DRAM bandwidth in GB/s (memory clock x bus width), as the CUDA "
+      "flash_attention plan reads it (CUDA builds only).");
+  m.def(
       "set_cuda_quantized_matmul_plan_sms",
       [](int sms) { mlx_kernels::cuda::set_qmm_plan_sms(sms); },
       "sms"_a,
@@ -248,7 +262,7 @@ NB_MODULE(_ext, m) {
       "plan_cuda_flash_attention",
       [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& dtype,
          const std::string& mask, int num_sms, bool blocks, bool wgmma,
-         const std::string& prefill) {
+         const std::string& prefill, double dram_gbs) {
         namespace cu = mlx_kernels::cuda;
         if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16") {
           throw mlx_kernels::ValueError(
@@ -268,7 +282,7 @@ NB_MODULE(_ext, m) {
         const mlx_kernels::AttnMask kind = mask_kind(mask);
         mlx_kernels::AttnParams p{B, Hq, Hkv, qL, kL, D, 1.0f, kind};
         const cu::AttnPlan plan =
-            cu::plan_cuda_flash_attention(p, dtype == "float32", num_sms, wgmma, choice);
+            cu::plan_cuda_flash_attention(p, dtype == "float32", {num_sms, dram_gbs, wgmma}, choice);
         const cu::AttnGeometry& g = plan.geo;
         nb::dict d;
         d["kernel"] = cu::attn_kernel_name(plan.kernel);
@@ -301,5 +315,6 @@ NB_MODULE(_ext, m) {
         return d;
       },
       "B"_a, "Hq"_a, "Hkv"_a, "qL"_a, "kL"_a, "D"_a, "dtype"_a, "mask"_a,
-      "num_sms"_a = 132, "blocks"_a = false, "wgmma"_a = true, "prefill"_a = "env");
+      "num_sms"_a = 132, "blocks"_a = false, "wgmma"_a = true, "prefill"_a = "env",
+      "dram_gbs"_a = 3352.0);
 }

@@ -120,6 +120,23 @@ def blocks_per_sm(smem_bytes):
     return max(1, min(SMEM_PER_SM // (smem_bytes + 1024), 2048 // 128, 32))
 
 
+H100_DRAM_GBS = 3352.0  # H100 SXM: 2619 MHz x 2 x 5120 bits (the plan binding's default)
+H200_DRAM_GBS = 4915.2  # H200: 3200 MHz x 2 x 6144 bits
+
+
+def wave_blocks(dtype, block_rows, residency, num_sms=132, dram_gbs=H100_DRAM_GBS, card_wave=False):
+    """The blocks an SM the split rule counts as one wave, written out: the
+    residency for float32; for the tensor-core decode one, or with the
+    card-aware candidate (MLX_KERNELS_ATTN_CARD_WAVE=1) and 32 rows a block or
+    more as many as draw the card's peak DRAM bandwidth at 23.3 GB/s an SM a
+    block (rounded, within [1, residency])."""
+    if dtype == "float32":
+        return residency
+    if not card_wave or block_rows < 32:
+        return 1
+    return min(max(round(dram_gbs / (23.3 * num_sms)), 1), residency)
+
+
 def launched_splits(kL, s):
     """Splits actually launched when kL keys are cut into s chunks rounded up
     to 64 keys."""
@@ -183,11 +200,12 @@ def check_split(p, B, Hq, kL, splits):
         assert p["merge_grid"] == 0
 
 
+@pytest.mark.parametrize("dram_gbs", [H100_DRAM_GBS, H200_DRAM_GBS])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("num_sms", [132, 78, 16])
-def test_decode_wave_rule(dtype, num_sms):
+def test_decode_wave_rule(dtype, num_sms, dram_gbs):
     """Against the rule written out here: resident blocks from shared memory;
-    a wave of one block an SM and at least 128 keys a split for the
+    a wave of wave_blocks() blocks an SM and at least 128 keys a split for the
     tensor-core decode (float16, bfloat16), the resident blocks and 256 keys
     for the float32 one; the smallest requested
     split count whose launched grid reaches 90% wave efficiency, else the
@@ -195,15 +213,55 @@ def test_decode_wave_rule(dtype, num_sms):
     shapes = itertools.product([1, 2, 4, 16, 64], [(32, 8), (8, 8), (64, 8), (96, 1)], [1, 4, 8],
                                [1, 300, 1024, 2048, 5000, 8192, 32768])
     for B, (Hq, Hkv), qL, kL in shapes:
-        p = plan(B, Hq, Hkv, qL, kL, 128, dtype, "causal", num_sms)
+        p = plan(B, Hq, Hkv, qL, kL, 128, dtype, "causal", num_sms, dram_gbs=dram_gbs)
         assert p["blocks_per_sm"] == blocks_per_sm(p["smem_bytes"])
-        assert p["wave_blocks_per_sm"] == (p["blocks_per_sm"] if dtype == "float32" else 1)
+        assert p["wave_blocks_per_sm"] == wave_blocks(dtype, p["block_rows"], p["blocks_per_sm"],
+                                                      num_sms, dram_gbs)
         capacity = p["wave_blocks_per_sm"] * num_sms
         base = B * Hkv * p["row_tiles"]
         assert p["min_split_keys"] == (256 if dtype == "float32" else 128)
         assert p["splits"] == rule_splits(base, kL, capacity, p["min_split_keys"]), (B, Hq, Hkv, qL, kL, p)
         assert p["grid"] == base * p["splits"]
         assert p["wave_efficiency"] == pytest.approx(wave_efficiency(p["grid"], capacity))
+
+
+CARD_WAVE_CASES = [  # (B, Hq, qL, kL, num_sms, dram_gbs)
+    (16, 32, qL, 32768, 132, dram) for qL in (1, 4, 8) for dram in (H100_DRAM_GBS, H200_DRAM_GBS)
+] + [(16, 64, 8, 32768, 132, H200_DRAM_GBS),  # 64 rows a block
+     (16, 32, 8, 32768, 132, 0.0),  # no bandwidth reported
+     (16, 32, 8, 32768, 132, 100 * H200_DRAM_GBS),  # bounded by the residency (2)
+     (16, 32, 8, 32768, 78, H100_DRAM_GBS),  # 3.35 TB/s on 78 SMs
+     (16, 32, 8, 1024, 132, H200_DRAM_GBS), (4, 32, 8, 16384, 132, H200_DRAM_GBS),
+     (1, 32, 8, 32768, 132, H200_DRAM_GBS)]
+
+
+def test_decode_card_wave_candidate():
+    """MLX_KERNELS_ATTN_CARD_WAVE=1 (a candidate, off by default): one 32-row
+    block an SM streams ~3.07 TB/s on 132 SMs, enough for the H100 SXM (one
+    block an SM), not for the H200, whose wave at qL = 8 (32 and 64 rows a
+    block) becomes two blocks an SM; 16-row blocks (qL 1 and 4) keep one on
+    both. Unset, every card gets one. The splits follow the same rule."""
+    code = ("import json, mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
+            "print(json.dumps([(lambda q: [q['wave_blocks_per_sm'], q['splits'], q['block_rows'], "
+            "q['blocks_per_sm'], q['row_tiles']])(p(B, Hq, 8, qL, kL, 128, 'float16', 'causal', sms, "
+            f"dram_gbs=dram)) for B, Hq, qL, kL, sms, dram in {CARD_WAVE_CASES}]))")
+    for card_wave in (False, True):
+        got = json.loads(output_under({"MLX_KERNELS_ATTN_CARD_WAVE": "1" if card_wave else None}, code))
+        for (B, Hq, qL, kL, sms, dram), (wave, splits, rows, bps, row_tiles) in zip(CARD_WAVE_CASES, got):
+            assert wave == wave_blocks("float16", rows, bps, sms, dram, card_wave), (card_wave, B, Hq, qL, dram)
+            assert splits == rule_splits(B * 8 * row_tiles, kL, wave * sms, 128)
+        waves = {(B, Hq, qL, kL, sms, dram): w for (B, Hq, qL, kL, sms, dram), (w, *_) in zip(CARD_WAVE_CASES, got)}
+    # with the candidate on (the last loop): the H200's qL = 8 wave is 2, the rest as written
+    assert [waves[(16, 32, qL, 32768, 132, H200_DRAM_GBS)] for qL in (1, 4, 8)] == [1, 1, 2]
+    assert [waves[(16, 32, qL, 32768, 132, H100_DRAM_GBS)] for qL in (1, 4, 8)] == [1, 1, 1]
+    assert waves[(16, 64, 8, 32768, 132, H200_DRAM_GBS)] == 2
+    assert waves[(16, 32, 8, 32768, 132, 0.0)] == 1
+    assert waves[(16, 32, 8, 32768, 132, 100 * H200_DRAM_GBS)] == 2
+    assert waves[(16, 32, 8, 32768, 78, H100_DRAM_GBS)] == 2
+    # H200, B 16, qL 8, kL 32k: 128 blocks unsplit (a wave of 132 by default);
+    # the candidate's 2 splits fill 97% of 264
+    assert plan(16, 32, 8, 8, 32768, 128, "float16", "causal", 132, dram_gbs=H200_DRAM_GBS)["splits"] == 1
+    assert got[5][1] == 2  # the same case with the candidate on
 
 
 def test_decode_blocks_per_sm():

@@ -15,9 +15,15 @@
 //   16 rows a block (72 KB) -> 3 blocks an SM, 32 or 64 rows -> 2. The rule
 //   counts capacity = wave_blocks_per_sm * num_sms blocks as one wave:
 //   the residency for the float32 decode; ONE block an SM for DecodeMma
-//   (session 20: one block an SM already streams K and V at 84-87% of copy
-//   bandwidth, and the residency's 2-3x the splits only added partials and
-//   merge work: 0.75-1.02x the time, see the knobs below). A grid of n blocks
+//   (H100, session 20: one block an SM already streams K and V at 84-87% of
+//   copy bandwidth, and the residency's 2-3x the splits only added partials
+//   and merge work: 0.75-1.02x the time, see the knobs below). A candidate,
+//   off unless MLX_KERNELS_ATTN_CARD_WAVE=1 (session 26, not yet run on a
+//   GPU): blocks of 32 rows or more count as many as it takes to draw the
+//   card's peak DRAM bandwidth at ~23.3 GB/s an SM each (H200, session 25:
+//   one 32-row block an SM streamed 3.07 TB/s, 64-73% of the 4.2 TB/s copy
+//   bandwidth at qL = 8; decode_wave_blocks_per_sm: 2 on the H200, 1 on the
+//   H100 SXM). A grid of n blocks
 //   runs in ceil(n / capacity) waves with wave efficiency n / (ceil(n /
 //   capacity) * capacity) (the last wave's idle slots are lost time, all
 //   blocks of a decode being about equally long). With base = B * Hkv * row_tiles blocks
@@ -50,6 +56,7 @@
 #include "cuda/attn_plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -111,6 +118,10 @@ std::pair<int, int> decode_chunks(int kL, int64_t requested) {
 // so the tensor-core decode takes 128.
 const int64_t kSplitBlocksPerSmKnob =
     knob_in("MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM", 0, kMaxBlocksPerSm, -1);
+// - MLX_KERNELS_ATTN_CARD_WAVE=1: the card-aware wave for blocks of 32 rows
+//   or more (decode_wave_blocks_per_sm; a candidate, off by default until its
+//   A/B on the H200, attention_h200_notes.md "Session 26").
+const bool kCardWaveKnob = knob_in("MLX_KERNELS_ATTN_CARD_WAVE", 0, 1, 0) == 1;
 const int64_t kMinSplitKeysKnob =
     knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, 0);
 
@@ -123,11 +134,20 @@ int resident_blocks_per_sm(size_t smem_bytes) {
       std::max<int64_t>(1, std::min({by_smem, by_threads, int64_t(kMaxBlocksPerSm)})));
 }
 
-int decode_wave_blocks_per_sm(bool is_float32, int residency) {
+int decode_wave_blocks_per_sm(
+    bool is_float32, int residency, int block_rows, const AttnDevice& dev) {
   if (kSplitBlocksPerSmKnob >= 0) {
     return kSplitBlocksPerSmKnob == 0 ? residency : static_cast<int>(kSplitBlocksPerSmKnob);
   }
-  return is_float32 ? residency : kDecodeMmaWaveBlocksPerSm;
+  if (is_float32) {
+    return residency;
+  }
+  if (!kCardWaveKnob || block_rows < kDecodeMmaWideBlockRows) {
+    return kDecodeMmaWaveBlocksPerSm;
+  }
+  const double one_block_an_sm_gbs = kDecodeMmaWideBlockGbsPerSm * std::max(dev.num_sms, 1);
+  const long blocks = std::lround(dev.dram_gbs / one_block_an_sm_gbs);
+  return static_cast<int>(std::clamp<long>(blocks, kDecodeMmaWaveBlocksPerSm, std::max(residency, 1)));
 }
 
 int decode_min_split_keys(bool is_float32) {
@@ -223,7 +243,8 @@ bool use_merge_wide(int64_t merge_rows, int splits, int num_sms, MergeChoice cho
 }
 
 AttnPlan plan_cuda_flash_attention(
-    const AttnParams& p, bool is_float32, int num_sms, bool has_wgmma, PrefillChoice choice) {
+    const AttnParams& p, bool is_float32, const AttnDevice& dev, PrefillChoice choice) {
+  const int num_sms = dev.num_sms;
   if (!supported_head_dim(p.D)) {
     throw ValueError(concat(
         "flash_attention (CUDA): no kernel for head dimension ", p.D, "."));
@@ -265,7 +286,8 @@ AttnPlan plan_cuda_flash_attention(
       plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D);
     }
     plan.blocks_per_sm = resident_blocks_per_sm(plan.smem_bytes);
-    plan.wave_blocks_per_sm = decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm);
+    plan.wave_blocks_per_sm =
+        decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm, g.block_rows, dev);
     const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
     const int64_t capacity = int64_t(plan.wave_blocks_per_sm) * std::max(num_sms, 1);
     plan.min_split_keys = decode_min_split_keys(is_float32);
@@ -292,7 +314,7 @@ AttnPlan plan_cuda_flash_attention(
       plan.merge_block = plan.merge_wide ? 32 * kMergeWideWarps : kAttnThreads;
     }
   } else if (
-      !is_float32 && has_wgmma && choice == PrefillChoice::Auto &&
+      !is_float32 && dev.has_wgmma && choice == PrefillChoice::Auto &&
       prefill_wgmma_head_dim(p.D) && p.kL > 0 &&
       (p.mask == AttnMask::None || p.mask == AttnMask::Causal)) {
     plan.kernel = AttnKernel::PrefillWgmma;

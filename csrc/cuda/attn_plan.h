@@ -191,7 +191,16 @@ constexpr int kDecodeMinSplitKeys = 256;
 constexpr int kDecodeMmaMinSplitKeys = 128;
 constexpr int kMaxSplits = 256;
 constexpr int kSplitKeyMultiple = 64;
+// The tensor-core decode's wave (decode_wave_blocks_per_sm): one block an
+// SM; with MLX_KERNELS_ATTN_CARD_WAVE=1 (a candidate, off by default), for
+// blocks of at least kDecodeMmaWideBlockRows rows as many as it
+// takes to draw the card's peak DRAM bandwidth, one such block streaming about
+// kDecodeMmaWideBlockGbsPerSm GB/s an SM (32-row blocks, qL = 8 at 4 query
+// heads a KV head: 3.07 TB/s on the H200's 132 SMs, session 25; about the
+// H100's 3.0 TB/s copy bandwidth there, session 20).
 constexpr int kDecodeMmaWaveBlocksPerSm = 1;
+constexpr int kDecodeMmaWideBlockRows = 32;
+constexpr double kDecodeMmaWideBlockGbsPerSm = 23.3;
 
 // Queries a block and keys per staged tile of the prefill kernels for head
 // dimension D.
@@ -222,23 +231,34 @@ size_t decode_mma_smem_bytes(int block_rows, int D);
 // Blocks of kAttnThreads threads and smem_bytes of shared memory each that fit
 // one SM at once (>= 1), registers not counted.
 int resident_blocks_per_sm(size_t smem_bytes);
+// The GPU a plan is made for: its SMs, its peak DRAM bandwidth in GB/s (memory
+// clock x bus width, launch.cu: peak_dram_gbs) and whether the build holds the
+// sm_90a body of PrefillWgmma and the device runs it (flash_attention.cu:
+// wgmma_prefill_available).
+struct AttnDevice {
+  int num_sms = 0;
+  double dram_gbs = 0.0;
+  bool has_wgmma = false;
+};
 // The blocks an SM that the decode split rule counts as one wave: the
-// MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM knob where set (0: the residency),
-// else kDecodeMmaWaveBlocksPerSm for the tensor-core decode and the residency
-// for the float32 one.
-int decode_wave_blocks_per_sm(bool is_float32, int residency);
+// MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM knob where set (0: the residency);
+// else for the float32 decode the residency; for the tensor-core decode
+// kDecodeMmaWaveBlocksPerSm, or with MLX_KERNELS_ATTN_CARD_WAVE=1 and
+// block_rows >= kDecodeMmaWideBlockRows round(dram_gbs /
+// (kDecodeMmaWideBlockGbsPerSm * num_sms)) within [1, residency] (H100 SXM,
+// 3.35 TB/s: 1; H200, 4.9 TB/s: 2).
+int decode_wave_blocks_per_sm(
+    bool is_float32, int residency, int block_rows, const AttnDevice& dev);
 // The fewest keys a decode split takes: the MLX_KERNELS_ATTN_MIN_SPLIT_KEYS
 // knob where set, else kDecodeMmaMinSplitKeys (tensor cores) or
 // kDecodeMinSplitKeys (float32).
 int decode_min_split_keys(bool is_float32);
 
-// is_float32: q, k and v are float32 (else float16 or bfloat16). has_wgmma:
-// the build holds the sm_90a body of PrefillWgmma and the device runs it
-// (flash_attention.cu: wgmma_prefill_available). choice: normally
-// prefill_choice_from_env(). Throws ValueError for a D it has no kernel for
-// or a grid past 2^31 - 1 blocks.
+// is_float32: q, k and v are float32 (else float16 or bfloat16). choice:
+// normally prefill_choice_from_env(). Throws ValueError for a D it has no
+// kernel for or a grid past 2^31 - 1 blocks.
 AttnPlan plan_cuda_flash_attention(
-    const AttnParams& p, bool is_float32, int num_sms, bool has_wgmma,
+    const AttnParams& p, bool is_float32, const AttnDevice& dev,
     PrefillChoice choice = prefill_choice_from_env());
 
 // What block `i` of the main kernel computes (tests): batch, KV head, the

@@ -1691,6 +1691,22 @@ void encode(
 
 } // namespace
 
+double peak_dram_gbs() {
+  static double gbs = [] {
+    int dev = 0;
+    check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+    int clock_khz = 0;
+    int bus_bits = 0;
+    if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0.0;
+    }
+    return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+  }();
+  return gbs;
+}
+
 void flash_attention(
     const std::vector<mx::array>& inputs,
     mx::array& out,
@@ -1702,7 +1718,8 @@ void flash_attention(
   poison_output(enc, out);
 
   const bool is_float32 = out.dtype() == mx::float32;
-  AttnPlan plan = plan_cuda_flash_attention(p, is_float32, num_sms(), wgmma_prefill_available());
+  AttnDevice device{num_sms(), peak_dram_gbs(), wgmma_prefill_available()};
+  AttnPlan plan = plan_cuda_flash_attention(p, is_float32, device);
   if (plan.kernel == AttnKernel::None) {
     return;
   }
@@ -1734,7 +1751,8 @@ void flash_attention(
   if (plan.kernel == AttnKernel::PrefillWgmma &&
       !wgmma_args(args, out.dtype() == mx::bfloat16, wargs)) {
     // The driver refused a tensor map: the mma.sync prefill serves it.
-    plan = plan_cuda_flash_attention(p, is_float32, num_sms(), false);
+    device.has_wgmma = false;
+    plan = plan_cuda_flash_attention(p, is_float32, device);
     args.geo = plan.geo;
   }
   const wg::Args* wptr = plan.kernel == AttnKernel::PrefillWgmma ? &wargs : nullptr;

@@ -21,4 +21,9 @@ void flash_attention(
     const AttnParams& p,
     const mx::Stream& stream);
 
+// The GPU's peak DRAM bandwidth in GB/s from its memory clock (double data
+// rate) and bus width, read once; 0 where the driver reports neither. The
+// decode split rule reads it (attn_plan.h: decode_wave_blocks_per_sm).
+double peak_dram_gbs();
+
 } // namespace mlx_kernels::cuda
