@@ -137,26 +137,31 @@ def wave_blocks(dtype, block_rows, residency, num_sms=132, dram_gbs=H100_DRAM_GB
     return min(max(round(dram_gbs / (23.3 * num_sms)), 1), residency)
 
 
+def launched_chunk(kL, s):
+    """Keys a split when kL keys are cut into s chunks rounded up to 64 keys."""
+    return ceil_div(ceil_div(max(kL, 1), s), 64) * 64
+
+
 def launched_splits(kL, s):
     """Splits actually launched when kL keys are cut into s chunks rounded up
     to 64 keys."""
-    chunk = ceil_div(ceil_div(max(kL, 1), s), 64) * 64
-    return max(ceil_div(kL, chunk), 1)
+    return max(ceil_div(kL, launched_chunk(kL, s)), 1)
 
 
 def wave_efficiency(grid, capacity):
     return grid / (ceil_div(grid, capacity) * capacity)
 
 
-def rule_splits(base, kL, capacity, min_split_keys):
+def rule_splits(base, kL, capacity, min_split_keys, launched=True):
     """The split rule written out: the smallest requested split count whose
     launched grid (base blocks a split) reaches 90% wave efficiency, else the
-    most efficient (smallest of equals); as launched."""
+    most efficient (smallest of equals); as launched (launched=False: the
+    count requested)."""
     effs = [(wave_efficiency(base * launched_splits(kL, s), capacity), s)
             for s in range(1, min(max(kL // min_split_keys, 1), 256) + 1)]
     good = [s for e, s in effs if e >= WAVE_EFFICIENCY]
     want = good[0] if good else max(effs, key=lambda es: (es[0], -es[1]))[1]
-    return launched_splits(kL, want)
+    return launched_splits(kL, want) if launched else want
 
 
 @pytest.mark.parametrize(
@@ -239,20 +244,32 @@ def test_decode_card_wave_candidate():
     """MLX_KERNELS_ATTN_CARD_WAVE=1 (a candidate, off by default): one 32-row
     block an SM streams ~3.07 TB/s on 132 SMs, enough for the H100 SXM (one
     block an SM), not for the H200, whose wave at qL = 8 (32 and 64 rows a
-    block) becomes two blocks an SM; 16-row blocks (qL 1 and 4) keep one on
-    both. Unset, every card gets one. The splits follow the same rule."""
+    block) becomes two blocks an SM where the splits that follow hold at
+    least 1024 keys (else the one-block wave's plan); 16-row blocks (qL 1 and
+    4) keep one on both. Unset, every card gets one."""
     code = ("import json, mlx_kernels as mk; p = mk._ext.plan_cuda_flash_attention; "
-            "print(json.dumps([(lambda q: [q['wave_blocks_per_sm'], q['splits'], q['block_rows'], "
-            "q['blocks_per_sm'], q['row_tiles']])(p(B, Hq, 8, qL, kL, 128, 'float16', 'causal', sms, "
-            f"dram_gbs=dram)) for B, Hq, qL, kL, sms, dram in {CARD_WAVE_CASES}]))")
+            "print(json.dumps([(lambda q: [q['wave_blocks_per_sm'], q['splits'], q['chunk'], "
+            "q['block_rows'], q['blocks_per_sm'], q['row_tiles']])(p(B, Hq, 8, qL, kL, 128, 'float16', "
+            f"'causal', sms, dram_gbs=dram)) for B, Hq, qL, kL, sms, dram in {CARD_WAVE_CASES}]))")
     for card_wave in (False, True):
         got = json.loads(output_under({"MLX_KERNELS_ATTN_CARD_WAVE": "1" if card_wave else None}, code))
-        for (B, Hq, qL, kL, sms, dram), (wave, splits, rows, bps, row_tiles) in zip(CARD_WAVE_CASES, got):
-            assert wave == wave_blocks("float16", rows, bps, sms, dram, card_wave), (card_wave, B, Hq, qL, dram)
-            assert splits == rule_splits(B * 8 * row_tiles, kL, wave * sms, 128)
-        waves = {(B, Hq, qL, kL, sms, dram): w for (B, Hq, qL, kL, sms, dram), (w, *_) in zip(CARD_WAVE_CASES, got)}
+        for case, (wave, splits, chunk, rows, bps, row_tiles) in zip(CARD_WAVE_CASES, got):
+            B, Hq, qL, kL, sms, dram = case
+            base = B * 8 * row_tiles
+            want = wave_blocks("float16", rows, bps, sms, dram, card_wave)
+            if want > 1 and launched_chunk(kL, rule_splits(base, kL, want * sms, 128, launched=False)) < 1024:
+                want = 1  # short splits: the one-block wave's plan
+            assert wave == want, (card_wave, case)
+            assert splits == rule_splits(base, kL, wave * sms, 128), (card_wave, case)
+            assert chunk == launched_chunk(kL, rule_splits(base, kL, wave * sms, 128, launched=False))
+        waves = {case: w for case, (w, *_) in zip(CARD_WAVE_CASES, got)}
     # with the candidate on (the last loop): the H200's qL = 8 wave is 2, the rest as written
     assert [waves[(16, 32, qL, 32768, 132, H200_DRAM_GBS)] for qL in (1, 4, 8)] == [1, 1, 2]
+    # H200, qL 8: B 16 at kL 1k would take 2 splits of 512 keys (one block an SM:
+    # 1 split); B 1 at 32k takes 31 of 1088
+    assert waves[(16, 32, 8, 1024, 132, H200_DRAM_GBS)] == 1
+    assert waves[(4, 32, 8, 16384, 132, H200_DRAM_GBS)] == 2  # 8 splits of 2048
+    assert waves[(1, 32, 8, 32768, 132, H200_DRAM_GBS)] == 2
     assert [waves[(16, 32, qL, 32768, 132, H100_DRAM_GBS)] for qL in (1, 4, 8)] == [1, 1, 1]
     assert waves[(16, 64, 8, 32768, 132, H200_DRAM_GBS)] == 2
     assert waves[(16, 32, 8, 32768, 132, 0.0)] == 1

@@ -23,7 +23,8 @@
 //   card's peak DRAM bandwidth at ~23.3 GB/s an SM each (H200, session 25:
 //   one 32-row block an SM streamed 3.07 TB/s, 64-73% of the 4.2 TB/s copy
 //   bandwidth at qL = 8; decode_wave_blocks_per_sm: 2 on the H200, 1 on the
-//   H100 SXM). A grid of n blocks
+//   H100 SXM), kept where the splits that follow hold at least
+//   kCardWaveMinChunkKeys keys. A grid of n blocks
 //   runs in ceil(n / capacity) waves with wave efficiency n / (ceil(n /
 //   capacity) * capacity) (the last wave's idle slots are lost time, all
 //   blocks of a decode being about equally long). With base = B * Hkv * row_tiles blocks
@@ -100,6 +101,24 @@ std::pair<int, int> decode_chunks(int kL, int64_t requested) {
   return {static_cast<int>(chunk), static_cast<int>(splits)};
 }
 
+// The decode's (keys a split, splits) for a grid of base blocks a split and
+// capacity blocks a wave: the smallest split count up to max_splits whose
+// grid reaches the wave efficiency goal, else the most efficient one (the
+// smallest of equals).
+std::pair<int, int> decode_splits(int kL, int64_t base, int64_t capacity, int64_t max_splits) {
+  std::pair<int, int> best = decode_chunks(kL, 1);
+  double best_eff = wave_efficiency(base * best.second, capacity);
+  for (int64_t s = 2; s <= max_splits && best_eff < kDecodeMinWaveEfficiency; ++s) {
+    const std::pair<int, int> c = decode_chunks(kL, s);
+    const double eff = wave_efficiency(base * c.second, capacity);
+    if (eff > best_eff) {
+      best = c;
+      best_eff = eff;
+    }
+  }
+  return best;
+}
+
 // A/B knobs of the decode split rule (read once; unset: the rule above).
 // - MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM: the blocks an SM that the rule
 //   counts as one wave (decode_wave_blocks_per_sm); 0: the residency from
@@ -122,6 +141,12 @@ const int64_t kSplitBlocksPerSmKnob =
 //   or more (decode_wave_blocks_per_sm; a candidate, off by default until its
 //   A/B on the H200, attention_h200_notes.md "Session 26").
 const bool kCardWaveKnob = knob_in("MLX_KERNELS_ATTN_CARD_WAVE", 0, 1, 0) == 1;
+
+// Whether the card-aware wave is in use for this decode (the candidate on, no
+// wave knob set, the tensor-core decode).
+bool card_wave_applies(bool is_float32) {
+  return kCardWaveKnob && kSplitBlocksPerSmKnob < 0 && !is_float32;
+}
 const int64_t kMinSplitKeysKnob =
     knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, 0);
 
@@ -289,25 +314,20 @@ AttnPlan plan_cuda_flash_attention(
     plan.wave_blocks_per_sm =
         decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm, g.block_rows, dev);
     const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
-    const int64_t capacity = int64_t(plan.wave_blocks_per_sm) * std::max(num_sms, 1);
     plan.min_split_keys = decode_min_split_keys(is_float32);
     const int64_t max_splits = std::clamp<int64_t>(p.kL / plan.min_split_keys, 1, kMaxSplits);
-    // The smallest split count reaching the wave efficiency goal, else the
-    // most efficient one (the smallest of equals).
-    std::pair<int, int> best = decode_chunks(p.kL, 1);
-    double best_eff = wave_efficiency(base * best.second, capacity);
-    for (int64_t s = 2; s <= max_splits && best_eff < kDecodeMinWaveEfficiency; ++s) {
-      const std::pair<int, int> c = decode_chunks(p.kL, s);
-      const double eff = wave_efficiency(base * c.second, capacity);
-      if (eff > best_eff) {
-        best = c;
-        best_eff = eff;
-      }
+    const auto capacity = [&] { return int64_t(plan.wave_blocks_per_sm) * std::max(num_sms, 1); };
+    std::pair<int, int> split = decode_splits(p.kL, base, capacity(), max_splits);
+    if (plan.wave_blocks_per_sm != kDecodeMmaWaveBlocksPerSm && card_wave_applies(is_float32) &&
+        split.first < kCardWaveMinChunkKeys) {
+      // The card-aware wave's splits would be short: the one-block wave's plan.
+      plan.wave_blocks_per_sm = kDecodeMmaWaveBlocksPerSm;
+      split = decode_splits(p.kL, base, capacity(), max_splits);
     }
-    g.chunk = best.first;
-    g.splits = best.second;
+    g.chunk = split.first;
+    g.splits = split.second;
     plan.grid = base * g.splits;
-    plan.wave_efficiency = wave_efficiency(plan.grid, capacity);
+    plan.wave_efficiency = wave_efficiency(plan.grid, capacity());
     if (g.splits > 1) {
       plan.merge_grid = int64_t(p.B) * p.Hq * p.qL;
       plan.merge_wide = use_merge_wide(plan.merge_grid, g.splits, num_sms, merge_choice_from_env());

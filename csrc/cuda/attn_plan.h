@@ -198,9 +198,17 @@ constexpr int kSplitKeyMultiple = 64;
 // kDecodeMmaWideBlockGbsPerSm GB/s an SM (32-row blocks, qL = 8 at 4 query
 // heads a KV head: 3.07 TB/s on the H200's 132 SMs, session 25; about the
 // H100's 3.0 TB/s copy bandwidth there, session 20).
+// The plan keeps the card-aware wave only where its splits hold at least
+// kCardWaveMinChunkKeys keys, else takes the one-block wave's plan (H200,
+// session 17's residency wave against session 25's one block, qL = 8: the
+// wider wave took 0.77-0.93x the time where its splits held 1k keys (B 16 at
+// kL 4k-32k, B 4 at 8k-32k, B 1 at 32k; B 16 at 2k 1.04x) and 1.01-1.51x
+// with 128-512 keys a split (kL 1k-4k, B 1 at 8k-16k); two builds apart,
+// so the A/B on one build decides).
 constexpr int kDecodeMmaWaveBlocksPerSm = 1;
 constexpr int kDecodeMmaWideBlockRows = 32;
 constexpr double kDecodeMmaWideBlockGbsPerSm = 23.3;
+constexpr int kCardWaveMinChunkKeys = 1024;
 
 // Queries a block and keys per staged tile of the prefill kernels for head
 // dimension D.
