@@ -40,6 +40,15 @@ mlx_kernels::AttnMask mask_kind(const std::string& mask) {
   return mlx_kernels::AttnMask::None;
 }
 
+#if !defined(MLX_KERNELS_BUILD_CUDA)
+// What the CUDA-only bindings raise in a build without the CUDA backend.
+[[noreturn]] void throw_no_cuda_backend(const char* binding) {
+  throw mlx_kernels::NotImplemented(mlx_kernels::concat(
+      binding, ": this build of mlx_kernels has no CUDA backend (it is built against a CUDA "
+      "build of MLX only)."));
+}
+#endif
+
 } // namespace
 
 NB_MODULE(_ext, m) {
@@ -205,9 +214,7 @@ NB_MODULE(_ext, m) {
 #if defined(MLX_KERNELS_BUILD_CUDA)
         return mlx_kernels::cuda::bulk_cluster_capacities();
 #else
-        throw mlx_kernels::NotImplemented(
-            "cuda_bulk_cluster_capacity: this build of mlx_kernels has no CUDA backend (it is "
-            "built against a CUDA build of MLX only).");
+        throw_no_cuda_backend("cuda_bulk_cluster_capacity");
 #endif
       },
       "How many clusters of 1..8 blocks of the CUDA bulk quantized_matmul kernel (one block "
@@ -218,9 +225,7 @@ NB_MODULE(_ext, m) {
 #if defined(MLX_KERNELS_BUILD_CUDA)
         return mlx_kernels::cuda::peak_dram_gbs();
 #else
-        throw mlx_kernels::NotImplemented(
-            "cuda_peak_dram_gbs: this build of mlx_kernels has no CUDA backend (it is built "
-            "against a CUDA build of MLX only).");
+        throw_no_cuda_backend("cuda_peak_dram_gbs");
 #endif
       },
       "The GPU's peak DRAM bandwidth in GB/s (memory clock x bus width), as the CUDA "

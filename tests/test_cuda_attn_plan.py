@@ -536,3 +536,16 @@ def test_decode_split_knobs():
             assert eff == pytest.approx(wave_efficiency(B * Hkv * row_tiles * splits, capacity))
         if knobs:
             assert [g[0] for g in got] != [d["splits"] for d in default], knobs
+
+
+def test_peak_dram_bandwidth_binding():
+    """On a CUDA build the GPU's peak DRAM bandwidth, as the plan reads it
+    (memory clock x bus width: 3352 GB/s on an H100 SXM, ~4915 on an H200);
+    elsewhere a clear NotImplementedError naming the binding."""
+    import mlx.core as mx
+
+    if mx.cuda.is_available():
+        assert 500.0 <= mk._ext.cuda_peak_dram_gbs() <= 20000.0
+    else:
+        with pytest.raises(NotImplementedError, match="cuda_peak_dram_gbs: .*no CUDA backend"):
+            mk._ext.cuda_peak_dram_gbs()
