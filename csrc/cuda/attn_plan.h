@@ -240,7 +240,7 @@ size_t decode_mma_smem_bytes(int block_rows, int D);
 // one SM at once (>= 1), registers not counted.
 int resident_blocks_per_sm(size_t smem_bytes);
 // The GPU a plan is made for: its SMs, its peak DRAM bandwidth in GB/s (memory
-// clock x bus width, launch.cu: peak_dram_gbs) and whether the build holds the
+// clock x bus width, flash_attention.h: peak_dram_gbs) and whether the build holds the
 // sm_90a body of PrefillWgmma and the device runs it (flash_attention.cu:
 // wgmma_prefill_available).
 struct AttnDevice {
