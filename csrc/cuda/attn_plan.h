@@ -254,7 +254,9 @@ struct AttnDevice {
 // kDecodeMmaWaveBlocksPerSm, or with MLX_KERNELS_ATTN_CARD_WAVE=1 and
 // block_rows >= kDecodeMmaWideBlockRows round(dram_gbs /
 // (kDecodeMmaWideBlockGbsPerSm * num_sms)) within [1, residency] (H100 SXM,
-// 3.35 TB/s: 1; H200, 4.9 TB/s: 2).
+// 3.35 TB/s: 1; H200, 4.9 TB/s: 2). plan_cuda_flash_attention reports the
+// wave it used: one block an SM where this wider wave's splits would hold
+// fewer than kCardWaveMinChunkKeys keys.
 int decode_wave_blocks_per_sm(
     bool is_float32, int residency, int block_rows, const AttnDevice& dev);
 // The fewest keys a decode split takes: the MLX_KERNELS_ATTN_MIN_SPLIT_KEYS
