@@ -285,20 +285,32 @@ __device__ __forceinline__ float part_weight(float m_part, float M) {
   return m_part == kNegInf ? 0.0f : exp2f(m_part - M);
 }
 
-// Element d of decode row `row` of block w, from the row's accumulator acc,
-// running max M and sum L: the output itself when the keys are not split, else
-// this split's partial (acc, and M and L once a row) for the merge pass.
-template <typename T, int D>
-__device__ __forceinline__ void store_decode_element(
-    const AttnArgs& a, const AttnGeometry& g, const DecodeWork& w, int row, int d, float acc,
+// Elements d .. d + W - 1 of output row n (decode_global_row) from split
+// `split`, given their accumulators acc, the row's running max M and sum L:
+// the outputs themselves when the keys are not split, else this split's
+// partials (acc, and M and L once a row, at d = 0) for the merge pass. W = 4
+// (d a multiple of 4) stores the partials as one float4.
+template <typename T, int D, int W>
+__device__ __forceinline__ void store_decode_columns(
+    const AttnArgs& a, const AttnGeometry& g, int64_t n, int split, int d, const float (&acc)[W],
     float M, float L) {
-  const int64_t n = decode_global_row(g, w, row); // output row
+  static_assert(W == 1 || W == 4, "one column or a float4");
   if (g.splits == 1) {
     // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
-    static_cast<T*>(a.out)[n * D + d] = from_f<T>(g.kL == 0 ? 0.0f : acc / L);
+    const bool empty = g.kL == 0;
+    T* out = static_cast<T*>(a.out) + n * D + d;
+#pragma unroll
+    for (int i = 0; i < W; ++i) {
+      out[i] = from_f<T>(empty ? 0.0f : acc[i] / L);
+    }
   } else {
-    const int64_t part = n * g.splits + w.split;
-    a.part_acc[part * D + d] = acc;
+    const int64_t part = n * g.splits + split;
+    float* dst = a.part_acc + part * D + d;
+    if constexpr (W == 4) {
+      *reinterpret_cast<float4*>(dst) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    } else {
+      dst[0] = acc[0];
+    }
     if (d == 0) {
       a.part_ml[2 * part] = M;
       a.part_ml[2 * part + 1] = L;
@@ -312,31 +324,6 @@ __device__ __forceinline__ void fma4(float4& o, float wt, const float4& x) {
   o.y = fmaf(wt, x.y, o.y);
   o.z = fmaf(wt, x.z, o.z);
   o.w = fmaf(wt, x.w, o.w);
-}
-
-// Elements d .. d + 3 (d a multiple of 4) of output row n (decode_global_row)
-// from split `split`, as store_decode_element: the outputs (one split) or the
-// split's partials.
-template <typename T, int D>
-__device__ __forceinline__ void store_decode_columns4(
-    const AttnArgs& a, const AttnGeometry& g, int64_t n, int split, int d, float4 acc, float M,
-    float L) {
-  if (g.splits == 1) {
-    // kL = 0: zeros; L = 0 (additive -inf everywhere): NaN, as MLX.
-    const bool empty = g.kL == 0;
-    T* out = static_cast<T*>(a.out) + n * D + d;
-    out[0] = from_f<T>(empty ? 0.0f : acc.x / L);
-    out[1] = from_f<T>(empty ? 0.0f : acc.y / L);
-    out[2] = from_f<T>(empty ? 0.0f : acc.z / L);
-    out[3] = from_f<T>(empty ? 0.0f : acc.w / L);
-  } else {
-    const int64_t part = n * g.splits + split;
-    *reinterpret_cast<float4*>(a.part_acc + part * D + d) = acc;
-    if (d == 0) {
-      a.part_ml[2 * part] = M;
-      a.part_ml[2 * part + 1] = L;
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -588,7 +575,8 @@ __global__ void __launch_bounds__(kAttnThreads, (decode_min_blocks<T, D, RT>()))
       L += wt * warp_sum[i][r];
       o += wt * warp_acc[i][r][d];
     }
-    store_decode_element<T, D>(a, g, w, row, d, o, M, L);
+    const float acc[1] = {o};
+    store_decode_columns<T, D, 1>(a, g, decode_global_row(g, w, row), w.split, d, acc, M, L);
   }
 }
 
@@ -1405,7 +1393,8 @@ __global__ void __launch_bounds__(kAttnThreads, 2) attn_decode_mma_kernel(const 
       const int at = (k * MT + w0) * 16 + rr;
       fma4(x, row_wt[br * KG + k], reinterpret_cast<const float4*>(red_o + at * D)[d4]);
     }
-    store_decode_columns4<T, D>(a, g, row_n[br], w.split, 4 * d4, x, row_M[br], row_L[br]);
+    const float acc[4] = {x.x, x.y, x.z, x.w};
+    store_decode_columns<T, D, 4>(a, g, row_n[br], w.split, 4 * d4, acc, row_M[br], row_L[br]);
   }
 }
 
