@@ -217,8 +217,9 @@ elif stage == "attnncu":
                 plan=dict(splits=4, merge_wide=False))
            for B in (1, 4) for kL in (1024, 4096)]
     (out / "attention_h200_ncu.json").write_text(json.dumps({"results": res}))
-    print("attnncu rc=0 in 1 s")
+    print(f"attnncu rc=0 in 1 s (WARM_T={os.environ['WARM_T']})")
 elif stage == "tune":
+    print(f"tune warm-up WARM_T={os.environ['WARM_T']}")
     for i, setting in enumerate(os.environ["TUNE_SETTINGS"].split(";"), 1):
         env = dict(kv.split("=") for kv in setting.split()) if setting != "-" else {}
         f = 0.8 if "MLX_KERNELS_QMM_SIMT_MAX_KB" in env else 1.0
@@ -237,10 +238,11 @@ elif stage == "test":
 def run_candidates_ab(tmp_path, **settings):
     """benchmarks/tools/candidates_ab.sh with the stand-in runner, $OUT at
     tmp_path / "out", and only `settings` of its own variables (the caller's
-    ATTN_SETTINGS, QMM_SETTINGS and TEST_FILES dropped); asserts it exits 0."""
+    ATTN_SETTINGS, QMM_SETTINGS, QMM_WARM_T and TEST_FILES dropped); asserts
+    it exits 0."""
     stub = tmp_path / "stub_runner.py"
     stub.write_text(STUB_RUNNER)
-    env = {k: v for k, v in os.environ.items() if k not in ("ATTN_SETTINGS", "QMM_SETTINGS", "TEST_FILES")}
+    env = {k: v for k, v in os.environ.items() if k not in ("ATTN_SETTINGS", "QMM_SETTINGS", "QMM_WARM_T", "TEST_FILES")}
     env.update(OUT=str(tmp_path / "out"), AB_WORK=str(tmp_path / "work"),
                RUNNER=f"{sys.executable} {stub}", PYTHON=sys.executable, COMPARE_PYTHONPATH="",
                **settings)
@@ -259,8 +261,11 @@ def test_candidates_ab_script(tmp_path):
     r = run_candidates_ab(
         tmp_path, TEST_FILES="test_a.py", TEST_ENV="STUB_ATTN_FAST=1", DEADLINE="500",
         ATTN_SETTINGS="-;STUB_ATTN_FAST=1;STUB_ATTN_SLOW=1;STUB_ATTN_FAST=1 STUB_ATTN_SLOW=1;-",
-        QMM_SETTINGS="-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-")
+        QMM_SETTINGS="-;MLX_KERNELS_QMM_SIMT_MAX_KB=1536;-", QMM_WARM_T="150")
     log = r.stdout
+    # the attention runs skip run_h200.sh's warm-up; the tune gets QMM_WARM_T
+    assert log.count("attnncu rc=0 in 1 s (WARM_T=0)") == 5, log
+    assert log.count("tune warm-up WARM_T=150") == 1, log
     def after(header):
         assert header in log, log
         return log.split(header, 1)[1].split("==", 1)[0]
@@ -413,3 +418,10 @@ def test_run_h200_basebuild_builds_each_base_tree(tmp_path):
     assert sorted(seen.read_text().splitlines()) == [".basetree /tmp/projbase",
                                                     ".basetree2 /tmp/projbase2"], r.stdout + r.stderr
     assert "basebuild .basetree2 -> /tmp/projbase2 rc=0" in r.stdout, r.stdout + r.stderr
+
+
+def test_candidates_ab_script_tune_warm_up_off_by_default(tmp_path):
+    """Without QMM_WARM_T the tune runs start with no warm-up (WARM_T=0), as on
+    a machine already warm."""
+    r = run_candidates_ab(tmp_path, QMM_SETTINGS="-;-")
+    assert r.stdout.count("tune warm-up WARM_T=0") == 1, r.stdout

@@ -21,6 +21,10 @@
 # then name today's build, its "base" the base runs). QMM_SETTINGS take the
 # same three settings (run_h200.sh's tune stage reads a setting's
 # PROJ_PYTHONPATH since session 24; before, that A/B timed today's build only).
+# QMM_WARM_T: seconds for run_h200.sh's warm-up before the tune runs (default
+# 0, none). On a fresh machine with M > 8 in QMM_ARGS give it 150: MLX
+# JIT-compiles its M > 8 kernels at their first call (30-35 s a dtype), which
+# in session 27 ran the first tune (the base) past TUNE_T=60 with no results.
 # TEST_FILES (optional): after the A/Bs, the parity files with TEST_ENV (the
 # candidates on), given what is left of DEADLINE seconds (default 550) from
 # the script's start, so that the results still come back in a 600 s call.
@@ -61,7 +65,7 @@ for setting in "${settings[@]}"; do
   snap
 done
 if [ -n "$QMM_SETTINGS" ]; then
-  OUT=$O/q STAGES=tune WARM_T=0 TUNE_T=${TUNE_T:-60} TUNE_ARGS="$QMM_ARGS" TUNE_SETTINGS="$QMM_SETTINGS" \
+  OUT=$O/q STAGES=tune WARM_T=${QMM_WARM_T:-0} TUNE_T=${TUNE_T:-60} TUNE_ARGS="$QMM_ARGS" TUNE_SETTINGS="$QMM_SETTINGS" \
       $RUNNER 2>&1 | grep -E "rc=|tune |rror"
   snap
 fi
