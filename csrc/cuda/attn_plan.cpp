@@ -18,11 +18,11 @@
 //   (H100, session 20: one block an SM already streams K and V at 84-87% of
 //   copy bandwidth, and the residency's 2-3x the splits only added partials
 //   and merge work: 0.75-1.02x the time, see the knobs below). A candidate,
-//   off unless MLX_KERNELS_ATTN_CARD_WAVE=1 (session 26, not yet run on a
-//   GPU): blocks of 32 rows or more count as many as it takes to draw the
+//   off unless MLX_KERNELS_ATTN_CARD_WAVE=1 (session 26; on the H100 in
+//   session 27 it is 1, the defaults' plans; not yet run on the H200): blocks of 32 rows or more count as many as it takes to draw the
 //   card's peak DRAM bandwidth at ~23.3 GB/s an SM each (H200, session 25:
 //   one 32-row block an SM streamed 3.07 TB/s, 64-73% of the 4.2 TB/s copy
-//   bandwidth at qL = 8; decode_wave_blocks_per_sm: 2 on the H200, 1 on the
+//   bandwidth at qL = 8; card_wave_blocks_per_sm: 2 on the H200, 1 on the
 //   H100 SXM), kept where the splits that follow hold at least
 //   kCardWaveMinChunkKeys keys. A grid of n blocks
 //   runs in ceil(n / capacity) waves with wave efficiency n / (ceil(n /
@@ -138,15 +138,9 @@ std::pair<int, int> decode_splits(int kL, int64_t base, int64_t capacity, int64_
 const int64_t kSplitBlocksPerSmKnob =
     knob_in("MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM", 0, kMaxBlocksPerSm, -1);
 // - MLX_KERNELS_ATTN_CARD_WAVE=1: the card-aware wave for blocks of 32 rows
-//   or more (decode_wave_blocks_per_sm; a candidate, off by default until its
+//   or more (card_wave_blocks_per_sm; a candidate, off by default until its
 //   A/B on the H200, attention_h200_notes.md "Session 26").
 const bool kCardWaveKnob = knob_in("MLX_KERNELS_ATTN_CARD_WAVE", 0, 1, 0) == 1;
-
-// Whether the card-aware wave is in use for this decode (the candidate on, no
-// wave knob set, the tensor-core decode).
-bool card_wave_applies(bool is_float32) {
-  return kCardWaveKnob && kSplitBlocksPerSmKnob < 0 && !is_float32;
-}
 const int64_t kMinSplitKeysKnob =
     knob_in("MLX_KERNELS_ATTN_MIN_SPLIT_KEYS", kSplitKeyMultiple, int64_t{1} << 20, 0);
 
@@ -159,16 +153,18 @@ int resident_blocks_per_sm(size_t smem_bytes) {
       std::max<int64_t>(1, std::min({by_smem, by_threads, int64_t(kMaxBlocksPerSm)})));
 }
 
-int decode_wave_blocks_per_sm(
-    bool is_float32, int residency, int block_rows, const AttnDevice& dev) {
+int decode_wave_blocks_per_sm(bool is_float32, int residency) {
   if (kSplitBlocksPerSmKnob >= 0) {
     return kSplitBlocksPerSmKnob == 0 ? residency : static_cast<int>(kSplitBlocksPerSmKnob);
   }
-  if (is_float32) {
-    return residency;
-  }
-  if (!kCardWaveKnob || block_rows < kDecodeMmaWideBlockRows) {
-    return kDecodeMmaWaveBlocksPerSm;
+  return is_float32 ? residency : kDecodeMmaWaveBlocksPerSm;
+}
+
+int card_wave_blocks_per_sm(
+    bool is_float32, int residency, int block_rows, const AttnDevice& dev) {
+  if (!kCardWaveKnob || kSplitBlocksPerSmKnob >= 0 || is_float32 ||
+      block_rows < kDecodeMmaWideBlockRows) {
+    return 0;
   }
   const double one_block_an_sm_gbs = kDecodeMmaWideBlockGbsPerSm * std::max(dev.num_sms, 1);
   const long blocks = std::lround(dev.dram_gbs / one_block_an_sm_gbs);
@@ -311,18 +307,21 @@ AttnPlan plan_cuda_flash_attention(
       plan.smem_bytes = decode_mma_smem_bytes(g.block_rows, p.D);
     }
     plan.blocks_per_sm = resident_blocks_per_sm(plan.smem_bytes);
-    plan.wave_blocks_per_sm =
-        decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm, g.block_rows, dev);
+    plan.wave_blocks_per_sm = decode_wave_blocks_per_sm(is_float32, plan.blocks_per_sm);
     const int64_t base = int64_t(p.B) * p.Hkv * g.row_tiles;
     plan.min_split_keys = decode_min_split_keys(is_float32);
     const int64_t max_splits = std::clamp<int64_t>(p.kL / plan.min_split_keys, 1, kMaxSplits);
     const auto capacity = [&] { return int64_t(plan.wave_blocks_per_sm) * std::max(num_sms, 1); };
     std::pair<int, int> split = decode_splits(p.kL, base, capacity(), max_splits);
-    if (plan.wave_blocks_per_sm != kDecodeMmaWaveBlocksPerSm && card_wave_applies(is_float32) &&
-        split.first < kCardWaveMinChunkKeys) {
-      // The card-aware wave's splits would be short: the one-block wave's plan.
-      plan.wave_blocks_per_sm = kDecodeMmaWaveBlocksPerSm;
-      split = decode_splits(p.kL, base, capacity(), max_splits);
+    const int card_wave = card_wave_blocks_per_sm(is_float32, plan.blocks_per_sm, g.block_rows, dev);
+    if (card_wave > plan.wave_blocks_per_sm) {
+      // The card-aware wave, kept where its splits hold kCardWaveMinChunkKeys keys.
+      const std::pair<int, int> wide =
+          decode_splits(p.kL, base, int64_t(card_wave) * std::max(num_sms, 1), max_splits);
+      if (wide.first >= kCardWaveMinChunkKeys) {
+        plan.wave_blocks_per_sm = card_wave;
+        split = wide;
+      }
     }
     g.chunk = split.first;
     g.splits = split.second;

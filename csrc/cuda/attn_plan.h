@@ -192,9 +192,9 @@ constexpr int kDecodeMmaMinSplitKeys = 128;
 constexpr int kMaxSplits = 256;
 constexpr int kSplitKeyMultiple = 64;
 // The tensor-core decode's wave (decode_wave_blocks_per_sm): one block an
-// SM; with MLX_KERNELS_ATTN_CARD_WAVE=1 (a candidate, off by default), for
-// blocks of at least kDecodeMmaWideBlockRows rows as many as it
-// takes to draw the card's peak DRAM bandwidth, one such block streaming about
+// SM; with MLX_KERNELS_ATTN_CARD_WAVE=1 (card_wave_blocks_per_sm, a
+// candidate, off by default), for blocks of at least kDecodeMmaWideBlockRows
+// rows as many as it takes to draw the card's peak DRAM bandwidth, one such block streaming about
 // kDecodeMmaWideBlockGbsPerSm GB/s an SM (32-row blocks, qL = 8 at 4 query
 // heads a KV head: 3.07 TB/s on the H200's 132 SMs, session 25; about the
 // H100's 3.0 TB/s copy bandwidth there, session 20).
@@ -249,15 +249,18 @@ struct AttnDevice {
   bool has_wgmma = false;
 };
 // The blocks an SM that the decode split rule counts as one wave: the
-// MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM knob where set (0: the residency);
-// else for the float32 decode the residency; for the tensor-core decode
-// kDecodeMmaWaveBlocksPerSm, or with MLX_KERNELS_ATTN_CARD_WAVE=1 and
-// block_rows >= kDecodeMmaWideBlockRows round(dram_gbs /
-// (kDecodeMmaWideBlockGbsPerSm * num_sms)) within [1, residency] (H100 SXM,
-// 3.35 TB/s: 1; H200, 4.9 TB/s: 2). plan_cuda_flash_attention reports the
-// wave it used: one block an SM where this wider wave's splits would hold
-// fewer than kCardWaveMinChunkKeys keys.
-int decode_wave_blocks_per_sm(
+// MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM knob where set (0: the residency),
+// else kDecodeMmaWaveBlocksPerSm for the tensor-core decode and the residency
+// for the float32 one.
+int decode_wave_blocks_per_sm(bool is_float32, int residency);
+// The card-aware wave (a candidate, MLX_KERNELS_ATTN_CARD_WAVE=1, no
+// MLX_KERNELS_ATTN_SPLIT_BLOCKS_PER_SM): for the tensor-core decode with
+// block_rows >= kDecodeMmaWideBlockRows, round(dram_gbs /
+// (kDecodeMmaWideBlockGbsPerSm * num_sms)) blocks an SM within [1, residency]
+// (H100 SXM, 3.35 TB/s: 1; H200, 4.9 TB/s: 2); 0 where it does not apply.
+// plan_cuda_flash_attention takes it over decode_wave_blocks_per_sm only
+// where its splits hold at least kCardWaveMinChunkKeys keys.
+int card_wave_blocks_per_sm(
     bool is_float32, int residency, int block_rows, const AttnDevice& dev);
 // The fewest keys a decode split takes: the MLX_KERNELS_ATTN_MIN_SPLIT_KEYS
 // knob where set, else kDecodeMmaMinSplitKeys (tensor cores) or

@@ -23,7 +23,7 @@ void flash_attention(
 
 // The GPU's peak DRAM bandwidth in GB/s from its memory clock (double data
 // rate) and bus width, read once; 0 where the driver reports neither. The
-// decode split rule reads it (attn_plan.h: decode_wave_blocks_per_sm).
+// decode split rule reads it (attn_plan.h: card_wave_blocks_per_sm).
 double peak_dram_gbs();
 
 } // namespace mlx_kernels::cuda
