@@ -169,6 +169,11 @@ if has prof; then
       -o "$OUT/qmm_prof" python3 prof_qmm_gpu.py ${PROF_ARGS:-}) > "$OUT/prof.log" 2>&1
   echo "prof rc=$?"
   ncu -i "$OUT/qmm_prof.ncu-rep" --page details --print-units base > "$OUT/prof_details.txt" 2>&1
+  # stall reasons per kernel, and per SASS instruction (as stage attnprof)
+  ncu -i "$OUT/qmm_prof.ncu-rep" --page raw --csv --print-units base > "$OUT/qmm_prof_raw.csv" 2>&1
+  python3 "$PROJ"/benchmarks/tools/ncu_raw_stalls.py "$OUT/qmm_prof_raw.csv" 2>&1 | head -40
+  ncu -i "$OUT/qmm_prof.ncu-rep" --page source --print-source sass --csv > "$OUT/qmm_prof_sass.csv" 2>&1
+  echo "sass page: $(wc -l < "$OUT/qmm_prof_sass.csv") lines"
   grep -E "${PROF_GREP:-tc_qmm|simt_qmm|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy}" "$OUT/prof_details.txt" | head -${PROF_LINES:-60}
 fi
 
