@@ -177,6 +177,15 @@ if has prof; then
   grep -E "${PROF_GREP:-tc_qmm|simt_qmm|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy}" "$OUT/prof_details.txt" | head -${PROF_LINES:-60}
 fi
 
+if has trace; then
+  # The bulk qmm kernel's per-warp timeline (benchmarks/trace_qmm_bulk.py;
+  # TRACE_ARGS e.g. --cases 14336x4096:1,8): when stages were ready and done.
+  t0=$(date +%s)
+  (cd "$PROJ"/benchmarks && timeout ${TRACE_T:-150} python3 trace_qmm_bulk.py --out "$OUT" \
+      ${TRACE_ARGS:-}) > "$OUT/trace.log" 2>&1
+  echo "trace rc=$? in $(( $(date +%s) - t0 )) s"; tail -${TRACE_LINES:-40} "$OUT/trace.log"
+fi
+
 if has attnprof; then
   # Nsight Compute's full set on our attention kernels of a few cases
   # (ATTNPROF_ARGS: ncu_attention_gpu.py run arguments, e.g. --only 4x8x1024):

@@ -264,6 +264,34 @@ NB_MODULE(_ext, m) {
       "quantized_matmul kernel (1: math, 2: x staging, 4: split-K reduction) so that ncu "
       "times the rest. Results are WRONG until it is set back to 0.");
   m.def(
+      "set_cuda_quantized_matmul_bulk_trace",
+      [](bool on) { mlx_kernels::cuda::set_qmm_bulk_trace(on); },
+      "on"_a,
+      "Measurement only (benchmarks/trace_qmm_bulk.py): run the CUDA bulk quantized_matmul "
+      "kernel's trace variant (float16 x, 4-bit weights), which records per warp when its "
+      "stages arrived and were computed; read it with cuda_quantized_matmul_bulk_trace().");
+  m.def(
+      "cuda_quantized_matmul_bulk_trace",
+      []() -> nb::dict {
+#if defined(MLX_KERNELS_BUILD_CUDA)
+        const auto r = mlx_kernels::cuda::read_bulk_trace();
+        nb::dict d;
+        d["grid"] = nb::make_tuple(r.grid_x, r.grid_y);
+        d["warps"] = r.warps;
+        d["words_per_warp"] = r.words_per_warp;
+        d["head_words"] = r.head_words;
+        d["max_pairs"] = r.max_pairs;
+        d["data"] = nb::bytes(reinterpret_cast<const char*>(r.words.data()), r.words.size() * 8);
+        return d;
+#else
+        throw_no_cuda_backend("cuda_quantized_matmul_bulk_trace");
+#endif
+      },
+      "Measurement only: the record of the last traced bulk-kernel launch (grid, warps, "
+      "words_per_warp, head_words, max_pairs, and data: little-endian uint64 words "
+      "[grid y][grid x][warp][word]; layout in csrc/cuda/quantized_matmul.cu), cleared after "
+      "reading. Synchronizes the device. CUDA builds only.");
+  m.def(
       "plan_cuda_flash_attention",
       [](int B, int Hq, int Hkv, int qL, int kL, int D, const std::string& dtype,
          const std::string& mask, int num_sms, bool blocks, bool wgmma,

@@ -306,6 +306,7 @@ bool plan_kslice(const QmmParams& p, int num_sms, int64_t rounds, QmmPlan& plan)
 namespace {
 std::atomic<int> plan_sms_override{0};
 std::atomic<int> bulk_omit_mask{0};
+std::atomic<bool> bulk_trace_on{false};
 std::atomic<int64_t> kslice_over_bulk_override{-1}; // KB an SM; -1: kKSliceOverBulkKbPerSm
 std::atomic<int64_t> simt_small_m_override{-1}; // KB; -1: kSimtSmallMMaxKb
 
@@ -330,6 +331,14 @@ int qmm_bulk_omit() {
 
 void set_qmm_bulk_omit(int mask) {
   bulk_omit_mask.store(mask);
+}
+
+bool qmm_bulk_trace() {
+  return bulk_trace_on.load();
+}
+
+void set_qmm_bulk_trace(bool on) {
+  bulk_trace_on.store(on);
 }
 
 int qmm_plan_sms(int device_sms) {

@@ -123,6 +123,14 @@ constexpr int kBulkOmitReduce = 4; // the cluster's split-K reduction
 constexpr int kBulkOmitAll = 7;
 int qmm_bulk_omit();
 void set_qmm_bulk_omit(int mask); // 0 .. kBulkOmitAll (checked by the caller)
+// Measurement only (benchmarks/trace_qmm_bulk.py): the bulk kernel variant
+// that records, per warp, when it started, when x was staged, when each of
+// its (tile, stage) pairs arrived and was computed, and when it finished
+// (kernel and buffer layout: kBulkTrace* in quantized_matmul.cu). Its results
+// are right; only float16 x and 4-bit weights have it, and omit must be 0.
+constexpr int kBulkTrace = 8; // a kernel variant bit next to the omit bits
+bool qmm_bulk_trace();
+void set_qmm_bulk_trace(bool on);
 
 const char* qmm_kernel_name(QmmKernel k);
 

@@ -783,7 +783,27 @@ struct BulkArgs {
   int step_major; // 1: w_map is the (64 B, N, steps) view
   int x_pitch; // bytes of a staged row of x
   int smem_x, smem_xsum, smem_partials, smem_ring; // region offsets
+  unsigned long long* trace; // the kBulkTrace variant's record (below); else null
 };
+
+// The kBulkTrace variant (measurement only, benchmarks/trace_qmm_bulk.py):
+// lane 0 of every warp writes kTraceWords 64-bit words at
+// trace[((blockIdx.y * gridDim.x + blockIdx.x) * kBulkWarps + warp) * kTraceWords]:
+// [0] %globaltimer (ns) at entry, [1] clock64 at entry, [2] clock64 once x is
+// staged (after the block barrier), [3] after the last pair's math, [4] at the
+// end (after the cluster reduction), [5] %globaltimer at the end, [6] the SM
+// id | the warp's pair count << 32, [7] 0; then for pair i < kTraceMaxPairs
+// [8 + 2 i] clock64 when its stage had arrived, [9 + 2 i] when its math was done.
+constexpr int kTraceHead = 8;
+constexpr int kTraceMaxPairs = 64;
+constexpr int kTraceWords = kTraceHead + 2 * kTraceMaxPairs;
+constexpr int kTraceMaxBlocks = 1024;
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 
 // Dequantize one 16-byte chunk into A fragments of q * s (no bias), in the
 // pair order of dequant_chunk (chunk_pos).
@@ -898,6 +918,16 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   const int g = lane / 4;
   const int c = lane % 4;
   const int warps = int(blockDim.x) / 32;
+  constexpr bool kTrace = (kVariant & kBulkTrace) != 0;
+  unsigned long long* trace = kTrace && lane == 0
+      ? a.trace + (size_t(blockIdx.y * gridDim.x + blockIdx.x) * kBulkWarps + warp) * kTraceWords
+      : nullptr;
+  if constexpr (kTrace) {
+    if (trace) {
+      trace[0] = global_ns();
+      trace[1] = clock64();
+    }
+  }
 
   const int st_begin = int(blockIdx.x) * a.stages_per_part;
   const int st_count = min(a.stages_per_part, a.stages - st_begin); // >= 1 (plan)
@@ -907,6 +937,14 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       ? (tile_end - tile_begin - warp + warps - 1) / warps
       : 0;
   const int total = my_tiles * st_count; // (tile, stage) pairs of this warp
+  if constexpr (kTrace) {
+    if (trace) {
+      unsigned smid;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+      trace[6] = smid | (static_cast<unsigned long long>(total) << 32);
+      trace[7] = 0;
+    }
+  }
 
   const int ring = a.ring;
   const int spr = a.groups_per_stage;
@@ -1042,6 +1080,11 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
   }
   __syncthreads();
+  if constexpr (kTrace) {
+    if (trace) {
+      trace[2] = clock64();
+    }
+  }
 
   constexpr int kAccFloats = MT * 4 * 32;
   float* partials = reinterpret_cast<float*>(smem + a.smem_partials);
@@ -1063,6 +1106,11 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     const int tl = i / st_count;
     const int si = i - tl * st_count; // stage within the k part
     mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
+    if constexpr (kTrace) {
+      if (trace && i < kTraceMaxPairs) {
+        trace[kTraceHead + 2 * i] = clock64();
+      }
+    }
     if constexpr (!(kVariant & kBulkOmitMath)) {
       const unsigned char* sl = slots + slot * slot_bytes;
       const T* sc = reinterpret_cast<const T*>(sl + w_bytes);
@@ -1108,6 +1156,11 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
         }
       }
     }
+    if constexpr (kTrace) {
+      if (trace && i < kTraceMaxPairs) {
+        trace[kTraceHead + 2 * i + 1] = clock64();
+      }
+    }
     // Every lane's reads of the slot are done (and ordered before the copy
     // engine's writes) before the slot is refilled (warp-uniform test).
     if (i + ring < total) {
@@ -1139,6 +1192,12 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
           acc[t][e] = 0.f;
           acc2[t][e] = 0.f;
         }
+    }
+  }
+
+  if constexpr (kTrace) {
+    if (trace) {
+      trace[3] = clock64();
     }
   }
 
@@ -1183,6 +1242,12 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       }
     }
     cluster.sync(); // no block leaves while another reads its partial sums
+  }
+  if constexpr (kTrace) {
+    if (trace) {
+      trace[4] = clock64();
+      trace[5] = global_ns();
+    }
   }
 #endif
 }
@@ -1527,8 +1592,8 @@ void encode_bulk_maps(
   }
 }
 
-// The bulk kernel, or an omit variant (measurement only, qmm_plan.h):
-// compiled for float16 x and 4-bit weights only.
+// The bulk kernel, or an omit or trace variant (measurement only,
+// qmm_plan.h): compiled for float16 x and 4-bit weights only.
 template <typename T, int bits, int MT, int... kVariants>
 const void* bulk_kernel_for(int variant, std::integer_sequence<int, kVariants...>) {
   const void* k = nullptr;
@@ -1539,26 +1604,60 @@ const void* bulk_kernel_for(int variant, std::integer_sequence<int, kVariants...
 }
 
 template <typename T, int bits>
-const void* bulk_kernel(const QmmPlan& plan, int omit) {
+const void* bulk_kernel(const QmmPlan& plan, int omit, bool trace) {
   using Variants = std::conditional_t<
       std::is_same_v<T, __half> && bits == 4,
-      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7>, std::integer_sequence<int, 0>>;
-  static_assert(kBulkOmitAll == 7);
-  const int variant = omit;
+      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7, kBulkTrace>,
+      std::integer_sequence<int, 0>>;
+  static_assert(kBulkOmitAll == 7 && kBulkTrace == 8);
+  const int variant = omit | (trace ? kBulkTrace : 0);
   const void* k = plan.m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(variant, Variants{})
                                     : bulk_kernel_for<T, bits, 2>(variant, Variants{});
   if (!k) {
     throw std::runtime_error(
-        "mlx_kernels CUDA: the bulk kernel's omit variants (measurement only) exist for "
-        "float16 x and 4-bit weights only");
+        "mlx_kernels CUDA: the bulk kernel's omit and trace variants (measurement only) exist "
+        "for float16 x and 4-bit weights only, and not both at once");
   }
   return k;
 }
 
+// The trace variant's record (kTraceWords words a warp, kBulkWarps warps a
+// block, at most kTraceMaxBlocks blocks), allocated at the first traced
+// launch and kept; the grid of the last traced launch.
+struct BulkTrace {
+  std::mutex mutex;
+  unsigned long long* words = nullptr;
+  int grid_x = 0, grid_y = 0;
+};
+
+BulkTrace& bulk_trace() {
+  static BulkTrace t;
+  return t;
+}
+
+unsigned long long* bulk_trace_for_launch(const QmmPlan& plan) {
+  BulkTrace& t = bulk_trace();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  if (plan.grid[0] * plan.grid[1] * plan.grid[2] > kTraceMaxBlocks) {
+    throw std::runtime_error("mlx_kernels CUDA: the bulk trace holds at most 1024 blocks");
+  }
+  const size_t bytes = size_t(kTraceMaxBlocks) * kBulkWarps * kTraceWords * 8;
+  if (!t.words) {
+    check_cuda(cudaMalloc(&t.words, bytes), "cudaMalloc (bulk trace)");
+    check_cuda(cudaMemset(t.words, 0, bytes), "cudaMemset (bulk trace)");
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (bulk trace)");
+  }
+  t.grid_x = int(plan.grid[0]);
+  t.grid_y = int(plan.grid[1]);
+  return t.words;
+}
+
 template <typename T, int bits>
 void launch_bulk(mx::cu::CommandEncoder& enc, const QmmPlan& plan, const BulkArgs& args) {
-  const void* k = bulk_kernel<T, bits>(plan, qmm_bulk_omit());
+  const bool trace = qmm_bulk_trace();
+  const void* k = bulk_kernel<T, bits>(plan, qmm_bulk_omit(), trace);
   BulkArgs a = args;
+  a.trace = trace ? bulk_trace_for_launch(plan) : nullptr;
   void* params[] = {&a};
   const dim3 grid(unsigned(plan.grid[0]), unsigned(plan.grid[1]), unsigned(plan.grid[2]));
   // Opted in to the most any plan asks for (the plan keeps below it).
@@ -1697,6 +1796,29 @@ void dispatch(
 std::vector<int> bulk_cluster_capacities() {
   const int* cap = bulk_cluster_capacity();
   return std::vector<int>(cap + 1, cap + kMaxClusterTable);
+}
+
+BulkTraceRecord read_bulk_trace() {
+  BulkTrace& t = bulk_trace();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  BulkTraceRecord r;
+  r.grid_x = t.grid_x;
+  r.grid_y = t.grid_y;
+  r.warps = kBulkWarps;
+  r.words_per_warp = kTraceWords;
+  r.head_words = kTraceHead;
+  r.max_pairs = kTraceMaxPairs;
+  if (!t.words || t.grid_x * t.grid_y == 0) {
+    return r; // no traced launch yet: no words
+  }
+  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (bulk trace)");
+  r.words.resize(size_t(t.grid_x) * t.grid_y * kBulkWarps * kTraceWords);
+  check_cuda(
+      cudaMemcpy(r.words.data(), t.words, r.words.size() * 8, cudaMemcpyDeviceToHost),
+      "cudaMemcpy (bulk trace)");
+  check_cuda(cudaMemset(t.words, 0, r.words.size() * 8), "cudaMemset (bulk trace)");
+  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (bulk trace)");
+  return r;
 }
 
 void quantized_matmul(

@@ -29,4 +29,13 @@ void quantized_matmul(
 // be below num_sms / s (benchmarks record them next to kernel times).
 std::vector<int> bulk_cluster_capacities();
 
+// The bulk kernel's trace (measurement only, set_qmm_bulk_trace in
+// qmm_plan.h): the record of the last traced launch, read after the device
+// has finished it, and cleared. Layout in quantized_matmul.cu (kBulkTrace*).
+struct BulkTraceRecord {
+  int grid_x = 0, grid_y = 0, warps = 0, words_per_warp = 0, head_words = 0, max_pairs = 0;
+  std::vector<unsigned long long> words; // [grid_y][grid_x][warps][words_per_warp]
+};
+BulkTraceRecord read_bulk_trace();
+
 } // namespace mlx_kernels::cuda
