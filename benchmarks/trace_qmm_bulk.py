@@ -8,8 +8,9 @@ and when that pair's math is done, when its last pair is done and when it
 leaves (after the cluster's split-K reduction), plus the global timer at entry
 and exit. Float16 x and 4-bit weights only (the variant exists for those).
 
-One launch per case, weights cold: a 512 MB buffer is written first so that
-no weight byte is in L2. The traced output is checked against the untraced
+One launch per case, weights cold: a 512 MB buffer is read first so that no
+weight byte is in L2 (session 28's first run wrote it instead, which left L2
+full of dirty lines: its spans are 15-25% above the ncu times). The traced output is checked against the untraced
 one (the variant must compute the same thing). Per case it prints:
 - the kernel span (first warp in to last warp out) and its bandwidth, with
   the copy bandwidth measured in the same process;
@@ -176,7 +177,9 @@ def run(args):
             continue
         plain = mk.quantized_matmul(x, w, s, b)
         mx.eval(plain)
-        mx.eval(flush + 1)  # every weight byte out of L2
+        # every weight byte out of L2 by reading 512 MB (a write would leave L2
+        # full of dirty lines, written back while the kernel reads)
+        mx.eval(mx.sum(flush))
         _ext.set_cuda_quantized_matmul_bulk_trace(True)
         try:
             traced = mk.quantized_matmul(x, w, s, b)
@@ -211,7 +214,7 @@ def run(args):
             print("  WARNING: the traced kernel's output differs from the plain one")
     payload = {
         "method": ("the bulk kernel's trace variant (SM clock per warp event, global timer at "
-                   "entry and exit), one launch per case after a 512 MB write (weights cold); "
+                   "entry and exit), one launch per case after a 512 MB read (weights cold); "
                    "times from the first warp's entry"),
         "machine": machine_info("gpu"),
         "results": results,
