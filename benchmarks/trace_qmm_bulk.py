@@ -10,7 +10,8 @@ and exit. Float16 x and 4-bit weights only (the variant exists for those).
 
 One launch per case, weights cold: a 512 MB buffer is read first so that no
 weight byte is in L2 (session 28's first run wrote it instead, which left L2
-full of dirty lines: its spans are 15-25% above the ncu times). The traced output is checked against the untraced
+full of dirty lines: its spans were 6-14% above the ncu times of the same
+kernels in that call). The traced output is checked against the untraced
 one (the variant must compute the same thing). Per case it prints:
 - the kernel span (first warp in to last warp out) and its bandwidth, with
   the copy bandwidth measured in the same process;
