@@ -65,8 +65,8 @@ def weight_bytes(N, K, itemsize=2):
 
 
 # The plan fields that tell the launches apart (see qmm_plan.h).
-PLAN_FIELDS = ("kernel", "split_k", "grid", "warps", "tiles_per_block", "ring", "x_before_ring",
-               "m_tiles", "row_tiles", "mma_order")
+PLAN_FIELDS = ("kernel", "split_k", "grid", "warps", "tiles_per_block", "ring", "m_tiles",
+               "row_tiles", "mma_order")
 
 
 def planned(M, N, K, dtype):
@@ -79,7 +79,7 @@ def planned(M, N, K, dtype):
     caps = cuda_cluster_capacity()
     sms = caps[0] if caps else 132  # clusters of one block: one an SM
     p = _ext.plan_cuda_quantized_matmul(M, N, K, GS, BITS, True, dtype, sms, caps)
-    return {k: p.get(k) for k in PLAN_FIELDS}  # (a field a base build lacks: None)
+    return {k: p[k] for k in PLAN_FIELDS}
 
 
 def run(args):

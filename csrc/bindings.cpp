@@ -199,7 +199,6 @@ NB_MODULE(_ext, m) {
         d["warps"] = plan.block / 32;
         d["tiles_per_block"] = plan.tiles_per_block;
         d["ring"] = plan.ring;
-        d["x_before_ring"] = plan.x_before_ring;
         d["row_bytes"] = plan.row_bytes;
         d["x_pitch"] = plan.x_pitch;
         d["smem"] = std::make_tuple(

@@ -364,25 +364,6 @@ def test_bulk_split_knob():
     assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
 
 
-def test_bulk_x_before_ring_knob():
-    """MLX_KERNELS_QMM_BULK_X_BEFORE_RING=1 (a candidate, off by default) marks
-    bulk plans to stage x before requesting the first stages, and changes
-    nothing else of them; other kernels' plans are never marked."""
-    expr = ("[(lambda p: (p['kernel'], p['x_before_ring'], p['split_k'], p['grid'], p['ring'], "
-            "p['smem_bytes']))(_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, dt, 132)) "
-            "for M, N, K, dt in ((1, 14336, 4096, 'float16'), (8, 4096, 14336, 'bfloat16'), "
-            "(16, 128256, 4096, 'float16'), (1, 1024, 1024, 'float16'), "
-            "(64, 4096, 4096, 'float16'))]")
-    knob = "MLX_KERNELS_QMM_BULK_X_BEFORE_RING"
-    off = eval(plan_under({knob: None}, expr))
-    on = eval(plan_under({knob: "1"}, expr))
-    assert [p[0] for p in off] == ["tensor_core_bulk"] * 3 + ["simt_small_m", "tensor_core"]
-    assert [p[1] for p in off] == [False] * 5
-    assert [p[1] for p in on] == [True] * 3 + [False] * 2
-    assert [p[:1] + p[2:] for p in on] == [p[:1] + p[2:] for p in off]
-    assert [p[1] for p in eval(plan_under({knob: "0"}, expr))] == [False] * 5
-
-
 def test_tc_mma_order_by_tiles():
     """tc_qmm's mma order where each was measured faster, at one row tile:
     interleaved (1) at 2 or 8 tiles of x (M 9-16, M > 32), interleaved with a

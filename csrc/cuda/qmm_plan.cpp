@@ -90,14 +90,6 @@ const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_R
 // (session 13, 14336x4096 with balanced blocks, below: one k part of 7 warps
 // 4-6% slower than two k parts of 14: no split-K reduction does not pay).
 const int64_t kBulkForcedSplit = tuning("MLX_KERNELS_QMM_BULK_SPLIT", 0);
-// Candidate (MLX_KERNELS_QMM_BULK_X_BEFORE_RING=1, off by default): the block
-// stages x before its warps request their first stages. Session 28's trace of
-// the bulk kernel (H100, benchmarks/trace_qmm_bulk.py, weights and x cold):
-// with the rings requested first, x was staged only after 6.5 us (median;
-// 9.4 at worst) on 14336x4096 and 9.4 us on 128256x4096, its loads queued
-// behind every SM's first ring fill (~16 MB); once x was there the stages
-// were consumed at the copy bandwidth (2.99 of 3.01 TB/s between 10% and 90%).
-const bool kBulkXBeforeRing = knob_in("MLX_KERNELS_QMM_BULK_X_BEFORE_RING", 0, 1, 0) != 0;
 // The k-slice kernel for small weights at M <= 16 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
 // (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
@@ -271,7 +263,6 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
     return false;
   }
   plan.kernel = QmmKernel::kTensorCoreBulk;
-  plan.x_before_ring = kBulkXBeforeRing;
   plan.m_tiles = static_cast<int>(m_tiles);
   plan.row_tiles = 1;
   plan.k_step = static_cast<int>(k_per_stage);

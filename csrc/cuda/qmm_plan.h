@@ -56,10 +56,6 @@ struct QmmPlan {
   // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
   int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
-  // The block stages x before its warps request their first stages (a
-  // candidate, MLX_KERNELS_QMM_BULK_X_BEFORE_RING=1; see qmm_plan.cpp); by
-  // default the stages are requested first and x is staged while they come.
-  bool x_before_ring = false;
 };
 
 constexpr int kTcWarps = 4;

@@ -783,7 +783,6 @@ struct BulkArgs {
   int step_major; // 1: w_map is the (64 B, N, steps) view
   int x_pitch; // bytes of a staged row of x
   int smem_x, smem_xsum, smem_partials, smem_ring; // region offsets
-  int x_before_ring; // 1: stage x, then request the first stages (QmmPlan)
   unsigned long long* trace; // the kBulkTrace variant's record (below); else null
 };
 
@@ -1016,7 +1015,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     load_x_batch(x_group_src(m, int(threadIdx.x) - m * x_groups), m, 0, x_first);
   }
 
-  if (lane == 0 && !a.x_before_ring) {
+  if (lane == 0) {
     for (int i = 0; i < min(ring, total); ++i) {
       issue(i);
     }
@@ -1081,11 +1080,6 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
   }
   __syncthreads();
-  if (lane == 0 && a.x_before_ring) {
-    for (int i = 0; i < min(ring, total); ++i) {
-      issue(i);
-    }
-  }
   if constexpr (kTrace) {
     if (trace) {
       trace[2] = clock64();
@@ -1753,7 +1747,6 @@ void dispatch(
       ba.smem_xsum = plan.smem_xsum;
       ba.smem_partials = plan.smem_partials;
       ba.smem_ring = plan.smem_ring;
-      ba.x_before_ring = plan.x_before_ring ? 1 : 0;
       register_io();
       (p.bits == 4 ? launch_bulk<T, 4> : launch_bulk<T, 8>)(enc, plan, ba);
       return;
