@@ -15,7 +15,8 @@ kernels in that call). The traced output is checked against the untraced
 one (the variant must compute the same thing). Per case it prints:
 - the kernel span (first warp in to last warp out) and its bandwidth, with
   the copy bandwidth measured in the same process;
-- the blocks' start skew, and when x was staged (median and max from t = 0);
+- the blocks' start skew, when the warps' first ring fills were issued and
+  when x was staged (median and max from t = 0);
 - the pairs' ready times (10 / 50 / 90 / 100% of the weight bytes), and the
   bandwidth the pairs were consumed at between 10% and 90%;
 - per warp: time spent waiting for a stage (ready - previous done) against
@@ -44,7 +45,7 @@ sys.path.insert(0, str(HERE))
 GS, BITS = 64, 4
 DEFAULT_CASES = ["14336x4096:1,8", "4096x14336:1", "128256x4096:1"]
 # words of a warp's record (the kernel's kTraceHead layout)
-W_GT0, W_C0, W_CX, W_CLOOP, W_CEND, W_GT1, W_SM = 0, 1, 2, 3, 4, 5, 6
+W_GT0, W_C0, W_CX, W_CLOOP, W_CEND, W_GT1, W_SM, W_CISSUE = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 def parse_cases(specs):
@@ -95,7 +96,7 @@ def summarize(rec, pair_bytes, grid_x):
     def at(word_cycles, b, w):
         return (gt0[b, w] - t_zero + (word_cycles - r[b, w, W_C0]) * ns_per_cycle[b]) / 1e3
 
-    starts, x_ready, ends, loop_ends, tails = [], [], [], [], []
+    starts, x_ready, ends, loop_ends, tails, issued = [], [], [], [], [], []
     ready, waits, computes, pairs_total, truncated = [], [], [], 0, 0
     busy_warps = 0
     for b in range(r.shape[0]):
@@ -104,6 +105,8 @@ def summarize(rec, pair_bytes, grid_x):
             pairs = int(rw[W_SM] >> 32)
             starts.append((gt0[b, w] - t_zero) / 1e3)
             x_ready.append(at(rw[W_CX], b, w))
+            if rw[W_CISSUE]:  # 0 in records of builds before 2026-12-08
+                issued.append(at(rw[W_CISSUE], b, w))
             ends.append(at(rw[W_CEND], b, w))
             if pairs == 0:
                 continue
@@ -142,6 +145,9 @@ def summarize(rec, pair_bytes, grid_x):
         "pairs_not_recorded": truncated,
         "start_skew_us": max(starts),
         "x_ready_us": {"median": pct(x_ready, 50), "max": max(x_ready)},
+        # when lane 0 had issued the warp's first ring fill (before x is staged)
+        "ring_issued_us": ({"median": pct(issued, 50), "max": max(issued)} if issued
+                           else None),
         "ready_us": {str(q): pct(ready, q) for q in (0, 10, 50, 90, 100)},
         "ready_10_90_gbs": window_gbs,
         "warp_wait_us": {"median": pct(waits, 50), "max": max(waits) if waits else 0.0},
@@ -201,7 +207,9 @@ def run(args):
         print(f"  span {summ['span_us']:.2f} us ({summ['span_gbs']:.0f} GB/s, "
               f"{summ['span_gbs'] / copy_gbs:.0%} of copy {copy_gbs:.0f}); "
               f"SM clock {summ['sm_clock_mhz']:.0f} MHz; start skew {summ['start_skew_us']:.2f}")
-        print(f"  x staged: median {summ['x_ready_us']['median']:.2f}, max "
+        iss = summ["ring_issued_us"] or {"median": float("nan"), "max": float("nan")}
+        print(f"  first ring fill issued: median {iss['median']:.2f}, max {iss['max']:.2f} us; "
+              f"x staged: median {summ['x_ready_us']['median']:.2f}, max "
               f"{summ['x_ready_us']['max']:.2f} us")
         rq = summ["ready_us"]
         print(f"  pairs ready at 0/10/50/90/100%: {rq['0']:.2f} / {rq['10']:.2f} / {rq['50']:.2f} / "

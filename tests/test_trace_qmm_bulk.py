@@ -19,7 +19,7 @@ HEAD, PAIRS = 8, 4
 WORDS = HEAD + 2 * PAIRS
 
 
-def warp_record(gt0_ns, c0, ghz, x_at, pairs, end_at, loop_at=None, sm=0):
+def warp_record(gt0_ns, c0, ghz, x_at, pairs, end_at, loop_at=None, sm=0, issued_at=None):
     """One warp's words. Times are ns after the warp's own entry; the SM clock
     runs at `ghz` cycles a ns from c0. pairs: [(ready, done)] in ns."""
     cyc = lambda t: c0 + int(round(t * ghz))  # noqa: E731
@@ -28,6 +28,7 @@ def warp_record(gt0_ns, c0, ghz, x_at, pairs, end_at, loop_at=None, sm=0):
     w[3] = cyc(loop_at if loop_at is not None else (pairs[-1][1] if pairs else x_at))
     w[4], w[5] = cyc(end_at), gt0_ns + end_at
     w[6] = sm | (len(pairs) << 32)
+    w[7] = cyc(issued_at) if issued_at is not None else 0
     for i, (ready, done) in enumerate(pairs[:PAIRS]):
         w[HEAD + 2 * i], w[HEAD + 2 * i + 1] = cyc(ready), cyc(done)
     return w
@@ -43,11 +44,13 @@ def two_blocks():
     # Block 0 (2 GHz): warp 0 waits 1000 ns for each stage and computes 500 ns;
     # warp 1 has no pairs. Block 1 (1 GHz) enters 200 ns later, its warp 0
     # finds both stages ready (no wait). Kernel end: block 1 at 200 + 4000 ns.
-    b0 = [warp_record(10_000, 5_000, 2.0, 300, [(1300, 1800), (2800, 3300)], 3600, sm=3),
-          warp_record(10_000, 5_000, 2.0, 300, [], 3600, sm=3)]
+    b0 = [warp_record(10_000, 5_000, 2.0, 300, [(1300, 1800), (2800, 3300)], 3600, sm=3,
+                      issued_at=250),
+          warp_record(10_000, 5_000, 2.0, 300, [], 3600, sm=3, issued_at=100)]
     b1 = [warp_record(10_200, 90_000, 1.0, 400, [(400, 900), (900, 1400), (1400, 1900),
-                                                   (1900, 2400), (2400, 2900)], 4000, sm=7),
-          warp_record(10_200, 90_000, 1.0, 400, [], 4000, sm=7)]
+                                                   (1900, 2400), (2400, 2900)], 4000, sm=7,
+                      issued_at=350),
+          warp_record(10_200, 90_000, 1.0, 400, [], 4000, sm=7, issued_at=150)]
     return record([b0, b1])
 
 
@@ -74,6 +77,18 @@ def test_summary_of_known_times():
     assert s["tail_us"]["max"] == pytest.approx(1.1)
     assert s["last_pair_done_us"]["max"] == pytest.approx(3.3)  # block 0 (block 1: 0.2 + 2.9)
     assert sorted([s["sm_clock_mhz"]]) == [pytest.approx(1500)]  # median of 2000 and 1000
+    # first ring fills issued at 0.25, 0.1, 0.55 (200 + 350 ns), 0.35 us
+    assert s["ring_issued_us"]["max"] == pytest.approx(0.55)
+    assert s["ring_issued_us"]["median"] == pytest.approx(0.3)
+
+
+def test_records_without_the_issue_point():
+    """Records of builds before the issue point (word 7 zero): no such entry."""
+    rec = two_blocks()
+    words = np.frombuffer(rec["data"], dtype="<u8").copy().reshape(-1, WORDS)
+    words[:, 7] = 0
+    s = tq.summarize(dict(rec, data=words.tobytes()), pair_bytes=1000, grid_x=2)
+    assert s["ring_issued_us"] is None and s["span_us"] == pytest.approx(4.2)
 
 
 def test_missing_or_empty_records_fail_loudly():

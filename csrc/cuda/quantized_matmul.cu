@@ -792,7 +792,8 @@ struct BulkArgs {
 // [0] %globaltimer (ns) at entry, [1] clock64 at entry, [2] clock64 once x is
 // staged (after the block barrier), [3] after the last pair's math, [4] at the
 // end (after the cluster reduction), [5] %globaltimer at the end, [6] the SM
-// id | the warp's pair count << 32, [7] 0; then for pair i < kTraceMaxPairs
+// id | the warp's pair count << 32, [7] clock64 once lane 0 has issued the
+// first ring fill (before x is staged); then for pair i < kTraceMaxPairs
 // [8 + 2 i] clock64 when its stage had arrived, [9 + 2 i] when its math was done.
 constexpr int kTraceHead = 8;
 constexpr int kTraceMaxPairs = 64;
@@ -942,7 +943,6 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       unsigned smid;
       asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
       trace[6] = smid | (static_cast<unsigned long long>(total) << 32);
-      trace[7] = 0;
     }
   }
 
@@ -1018,6 +1018,11 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   if (lane == 0) {
     for (int i = 0; i < min(ring, total); ++i) {
       issue(i);
+    }
+  }
+  if constexpr (kTrace) {
+    if (trace) {
+      trace[7] = clock64();
     }
   }
 
