@@ -104,6 +104,18 @@ def test_missing_or_empty_records_fail_loudly():
         tq.summarize(dict(rec, data=words.tobytes()), pair_bytes=1000, grid_x=2)
 
 
+def test_blocks_of_fewer_warps():
+    """A plan of fewer warps than the record's slots (8-warp blocks) leaves the
+    same slots empty in every block: they are not warps, not a failure."""
+    rec = two_blocks()
+    words = np.frombuffer(rec["data"], dtype="<u8").copy().reshape(2, 2, WORDS)
+    wide = np.zeros((2, 3, WORDS), dtype=np.uint64)  # a third, empty warp slot a block
+    wide[:, :2] = words
+    s = tq.summarize(dict(rec, warps=3, data=wide.astype("<u8").tobytes()), pair_bytes=1000,
+                     grid_x=2)
+    assert s["pairs"] == 7 and s["span_us"] == pytest.approx(4.2)
+
+
 def test_parse_cases():
     assert tq.parse_cases(["14336x4096:1,8", "4096x14336:1"]) == [
         (14336, 4096, 1), (14336, 4096, 8), (4096, 14336, 1)]
