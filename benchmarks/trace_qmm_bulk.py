@@ -159,7 +159,9 @@ def summarize(rec, pair_bytes, grid_x):
         "warp_compute_us": {"median": pct(computes, 50), "max": max(computes) if computes else 0.0},
         "last_pair_done_us": {"median": pct(loop_ends, 50), "max": max(loop_ends)},
         "tail_us": {"median": pct(tails, 50), "max": max(tails)},
-        "ready_curve_us": [float(v) for v in ready[:: max(1, n // 200)]],
+        # ~200 points of the sorted ready times, the last one always in
+        "ready_curve_us": [float(v) for v in np.append(ready[: n - 1: max(1, n // 200)],
+                                                        ready[-1:])],
     }
 
 

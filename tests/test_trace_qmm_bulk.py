@@ -67,6 +67,7 @@ def test_summary_of_known_times():
     # ready times: block 0 1.3, 2.8; block 1 0.6, 1.1, 1.6, 2.1 (us from t = 0)
     assert s["ready_us"]["0"] == pytest.approx(0.6)
     assert s["ready_us"]["100"] == pytest.approx(2.8)
+    assert s["ready_curve_us"] == pytest.approx([0.6, 1.1, 1.3, 1.6, 2.1, 2.8])
     # waits: block 0's warp 1.0 + 1.0 us, block 1's none; computing 0.5 us a pair
     assert s["warp_wait_us"]["max"] == pytest.approx(2.0)
     assert s["warp_wait_us"]["median"] == pytest.approx(1.0)
