@@ -923,12 +923,20 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   unsigned long long* trace = kTrace && lane == 0
       ? a.trace + (size_t(blockIdx.y * gridDim.x + blockIdx.x) * kBulkWarps + warp) * kTraceWords
       : nullptr;
+  // trace[word] = the SM clock now (the trace variant's lane 0; else nothing)
+  auto stamp = [&](int word) {
+    if constexpr (kTrace) {
+      if (trace) {
+        trace[word] = clock64();
+      }
+    }
+  };
   if constexpr (kTrace) {
     if (trace) {
       trace[0] = global_ns();
-      trace[1] = clock64();
     }
   }
+  stamp(1);
 
   const int st_begin = int(blockIdx.x) * a.stages_per_part;
   const int st_count = min(a.stages_per_part, a.stages - st_begin); // >= 1 (plan)
@@ -1020,11 +1028,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       issue(i);
     }
   }
-  if constexpr (kTrace) {
-    if (trace) {
-      trace[7] = clock64();
-    }
-  }
+  stamp(7);
 
   // Stage this block's rows of x for its k part (while the first weights are
   // on their way): a group's values in fragment order, and X = their sum
@@ -1085,11 +1089,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
   }
   __syncthreads();
-  if constexpr (kTrace) {
-    if (trace) {
-      trace[2] = clock64();
-    }
-  }
+  stamp(2);
 
   constexpr int kAccFloats = MT * 4 * 32;
   float* partials = reinterpret_cast<float*>(smem + a.smem_partials);
@@ -1111,10 +1111,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     const int tl = i / st_count;
     const int si = i - tl * st_count; // stage within the k part
     mbar_wait(bars + 8 * slot, uint32_t((i / ring) & 1));
-    if constexpr (kTrace) {
-      if (trace && i < kTraceMaxPairs) {
-        trace[kTraceHead + 2 * i] = clock64();
-      }
+    if (i < kTraceMaxPairs) {
+      stamp(kTraceHead + 2 * i);
     }
     if constexpr (!(kVariant & kBulkOmitMath)) {
       const unsigned char* sl = slots + slot * slot_bytes;
@@ -1161,10 +1159,8 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
         }
       }
     }
-    if constexpr (kTrace) {
-      if (trace && i < kTraceMaxPairs) {
-        trace[kTraceHead + 2 * i + 1] = clock64();
-      }
+    if (i < kTraceMaxPairs) {
+      stamp(kTraceHead + 2 * i + 1);
     }
     // Every lane's reads of the slot are done (and ordered before the copy
     // engine's writes) before the slot is refilled (warp-uniform test).
@@ -1200,11 +1196,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
   }
 
-  if constexpr (kTrace) {
-    if (trace) {
-      trace[3] = clock64();
-    }
-  }
+  stamp(3);
 
   // k parts: rank r of the cluster adds, in rank order, every rank's partial
   // sums of the block's tiles lt = r, r + split, ... and stores them.
@@ -1248,9 +1240,9 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
     cluster.sync(); // no block leaves while another reads its partial sums
   }
+  stamp(4);
   if constexpr (kTrace) {
     if (trace) {
-      trace[4] = clock64();
       trace[5] = global_ns();
     }
   }
