@@ -69,16 +69,21 @@ PLAN_FIELDS = ("kernel", "split_k", "grid", "warps", "tiles_per_block", "ring", 
                "row_tiles", "mma_order")
 
 
-def planned(M, N, K, dtype):
-    """The launch plan of our op for this case on this GPU (its SMs and the
-    driver's cluster capacities, the knobs of this process), as recorded with
-    each result: the split rule depends on the device (session 13)."""
+def device_plan(M, N, K, dtype):
+    """The whole launch plan of our op for this case on this GPU (its SMs and
+    the driver's cluster capacities, the knobs of this process): the split
+    rule depends on the device (session 13)."""
     from _common import cuda_cluster_capacity
     from mlx_kernels import _ext
 
     caps = cuda_cluster_capacity()
     sms = caps[0] if caps else 132  # clusters of one block: one an SM
-    p = _ext.plan_cuda_quantized_matmul(M, N, K, GS, BITS, True, dtype, sms, caps)
+    return _ext.plan_cuda_quantized_matmul(M, N, K, GS, BITS, True, dtype, sms, caps)
+
+
+def planned(M, N, K, dtype):
+    """The plan fields that tell the launches apart, as recorded with each result."""
+    p = device_plan(M, N, K, dtype)
     return {k: p[k] for k in PLAN_FIELDS}
 
 

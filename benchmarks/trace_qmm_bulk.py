@@ -169,10 +169,10 @@ def run(args):
     import mlx.core as mx
 
     import mlx_kernels as mk
-    from _common import machine_info, write_json
+    from _common import RESULTS, machine_info
     from bench_qmm_gpu import copy_bandwidth_mlx, copy_bandwidth_torch
     from mlx_kernels import _ext
-    from ncu_qmm_gpu import planned
+    from ncu_qmm_gpu import PLAN_FIELDS, device_plan
 
     mx.set_default_device(mx.gpu)
     # a 2 GiB device copy (bytes read + written), as ncu_qmm_gpu.py measures it
@@ -184,8 +184,7 @@ def run(args):
         s, b = s.astype(mx.float16), b.astype(mx.float16)
         x = mx.random.normal((m, k)).astype(mx.float16)
         mx.eval(w, s, b, x)
-        plan = _ext.plan_cuda_quantized_matmul(m, n, k, GS, BITS, True, "float16",
-                                               *_plan_device_args())
+        plan = device_plan(m, n, k, "float16")
         if plan["kernel"] != "tensor_core_bulk":
             print(f"{n}x{k} M={m}: the plan takes {plan['kernel']}, not the bulk kernel; skipped")
             continue
@@ -205,8 +204,8 @@ def run(args):
         same = bool(mx.array_equal(plain, traced).item())
         pair_bytes = 16 * (plan["row_bytes"] + 2 * (plan["k_step"] // GS) * 2)
         summ = summarize(rec, pair_bytes, plan["split_k"])
-        summ.update(N=n, K=k, M=m, plan=planned(m, n, k, "float16"), traced_equals_plain=same,
-                    copy_gbs=copy_gbs)
+        summ.update(N=n, K=k, M=m, plan={f: plan[f] for f in PLAN_FIELDS},
+                    traced_equals_plain=same, copy_gbs=copy_gbs)
         results.append(summ)
         print(f"{n}x{k} M={m} plan split {plan['split_k']} grid {plan['grid']} "
               f"tiles/block {plan['tiles_per_block']} ring {plan['ring']}: "
@@ -235,24 +234,12 @@ def run(args):
         "machine": machine_info("gpu"),
         "results": results,
     }
-    out = (write_json(f"{args.tag}.json", payload) if args.out is None
-           else _write(args.out, args.tag, payload))
-    print(f"wrote {out}")
-    _plot(results, (Path(args.out) if args.out else HERE / "results") / f"{args.tag}.png")
-
-
-def _plan_device_args():
-    from _common import cuda_cluster_capacity
-
-    caps = cuda_cluster_capacity()
-    return (caps[0] if caps else 132, caps)
-
-
-def _write(out_dir, tag, payload):
-    p = Path(out_dir) / f"{tag}.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(payload, indent=1))
-    return p
+    out_dir = Path(args.out) if args.out else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{args.tag}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
+    _plot(results, out_dir / f"{args.tag}.png")
 
 
 def _plot(results, path):

@@ -19,7 +19,8 @@
 //   copy bandwidth, and the residency's 2-3x the splits only added partials
 //   and merge work: 0.75-1.02x the time, see the knobs below). A candidate,
 //   off unless MLX_KERNELS_ATTN_CARD_WAVE=1 (session 26; on the H100 in
-//   session 27 it is 1, the defaults' plans; not yet run on the H200): blocks of 32 rows or more count as many as it takes to draw the
+//   session 27 it is 1, the defaults' plans; not yet run on the H200):
+//   blocks of 32 rows or more count as many as it takes to draw the
 //   card's peak DRAM bandwidth at ~23.3 GB/s an SM each (H200, session 25:
 //   one 32-row block an SM streamed 3.07 TB/s, 64-73% of the 4.2 TB/s copy
 //   bandwidth at qL = 8; card_wave_blocks_per_sm: 2 on the H200, 1 on the

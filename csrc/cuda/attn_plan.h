@@ -194,8 +194,8 @@ constexpr int kSplitKeyMultiple = 64;
 // The tensor-core decode's wave (decode_wave_blocks_per_sm): one block an
 // SM; with MLX_KERNELS_ATTN_CARD_WAVE=1 (card_wave_blocks_per_sm, a
 // candidate, off by default), for blocks of at least kDecodeMmaWideBlockRows
-// rows as many as it takes to draw the card's peak DRAM bandwidth, one such block streaming about
-// kDecodeMmaWideBlockGbsPerSm GB/s an SM (32-row blocks, qL = 8 at 4 query
+// rows as many as it takes to draw the card's peak DRAM bandwidth, one such
+// block streaming about kDecodeMmaWideBlockGbsPerSm GB/s an SM (32-row blocks, qL = 8 at 4 query
 // heads a KV head: 3.07 TB/s on the H200's 132 SMs, session 25; about the
 // H100's 3.0 TB/s copy bandwidth there, session 20).
 // The plan keeps the card-aware wave only where its splits hold at least
