@@ -93,15 +93,7 @@ class QuantizedLinear(_mnn.QuantizedLinear):
         super().__init__(input_dims, output_dims, bias, group_size, bits, mode)
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = quantized_matmul(
-            x,
-            self["weight"],
-            self["scales"],
-            self.get("biases"),
-            transpose=True,
-            group_size=self.group_size,
-            bits=self.bits,
-        )
+        y = _project(self, x)
         if "bias" in self:
             y = y + self["bias"]
         return y
@@ -154,15 +146,7 @@ class QuantizedEmbedding(_mnn.QuantizedEmbedding):
 
     def as_linear(self, x: mx.array) -> mx.array:
         """``x @ dequantize(weight).T``: the embedding used as the output projection."""
-        return quantized_matmul(
-            x,
-            self["weight"],
-            self["scales"],
-            self.get("biases"),
-            transpose=True,
-            group_size=self.group_size,
-            bits=self.bits,
-        )
+        return _project(self, x)
 
     @classmethod
     def from_embedding(
@@ -175,6 +159,19 @@ class QuantizedEmbedding(_mnn.QuantizedEmbedding):
         """Quantize an ``mlx.nn.Embedding`` (as ``mlx.nn.QuantizedEmbedding.from_embedding``)."""
         _check_supported("QuantizedEmbedding", mode, group_size, bits)
         return super().from_embedding(embedding_layer, group_size, bits, mode)
+
+
+def _project(layer: _mnn.Module, x: mx.array) -> mx.array:
+    """``x @ dequantize(layer.weight).T`` through :func:`quantized_matmul`."""
+    return quantized_matmul(
+        x,
+        layer["weight"],
+        layer["scales"],
+        layer.get("biases"),
+        transpose=True,
+        group_size=layer.group_size,
+        bits=layer.bits,
+    )
 
 
 def _copy_module_state(src: _mnn.Module, dst: _mnn.Module) -> None:
