@@ -66,7 +66,7 @@ def weight_bytes(N, K, itemsize=2):
 
 # The plan fields that tell the launches apart (see qmm_plan.h).
 PLAN_FIELDS = ("kernel", "split_k", "grid", "warps", "tiles_per_block", "ring", "m_tiles",
-               "row_tiles", "mma_order")
+               "row_tiles", "mma_order", "push_partials")
 
 
 def device_plan(M, N, K, dtype):
@@ -84,7 +84,7 @@ def device_plan(M, N, K, dtype):
 def planned(M, N, K, dtype):
     """The plan fields that tell the launches apart, as recorded with each result."""
     p = device_plan(M, N, K, dtype)
-    return {k: p[k] for k in PLAN_FIELDS}
+    return {k: p.get(k) for k in PLAN_FIELDS}  # (a field an older build lacks: None)
 
 
 def run(args):

@@ -21,7 +21,8 @@ one (the variant must compute the same thing). Per case it prints:
   bandwidth the pairs were consumed at between 10% and 90%;
 - per warp: time spent waiting for a stage (ready - previous done) against
   time computing (done - ready), and the tail after its last pair (the
-  reduction and the wait for the other blocks of the cluster).
+  reduction and the wait for the other blocks of the cluster), split where K
+  is split into the wait at the cluster barrier and the reduction after it.
 
     python benchmarks/trace_qmm_bulk.py [--cases 14336x4096:1,8 4096x14336:1] [--out DIR]
 
@@ -45,7 +46,7 @@ sys.path.insert(0, str(HERE))
 GS, BITS = 64, 4
 DEFAULT_CASES = ["14336x4096:1,8", "4096x14336:1", "128256x4096:1"]
 # words of a warp's record (the kernel's kTraceHead layout)
-W_GT0, W_C0, W_CX, W_CLOOP, W_CEND, W_GT1, W_SM, W_CISSUE = 0, 1, 2, 3, 4, 5, 6, 7
+W_GT0, W_C0, W_CX, W_CLOOP, W_CEND, W_GT1, W_SM, W_CISSUE, W_CBAR = 0, 1, 2, 3, 4, 5, 6, 7, 8
 
 
 def parse_cases(specs):
@@ -70,6 +71,10 @@ def records(rec):
 
 def pct(values, q):
     return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def stats(values):
+    return {"median": pct(values, 50), "max": max(values)} if values else None
 
 
 def summarize(rec, pair_bytes, grid_x):
@@ -102,6 +107,10 @@ def summarize(rec, pair_bytes, grid_x):
         return (gt0[b, w] - t_zero + (word_cycles - r[b, w, W_C0]) * ns_per_cycle[b]) / 1e3
 
     starts, x_ready, ends, loop_ends, tails, issued = [], [], [], [], [], []
+    # the cluster barrier before the split-K reduction (word 8: records with a
+    # head of 9 words, since 2026-12-08; 0 where K is not split)
+    has_barrier = head > W_CBAR
+    barrier_passed, barrier_waits, reductions = [], [], []
     ready, waits, computes, pairs_total, truncated = [], [], [], 0, 0
     busy_warps = 0
     for b in range(r.shape[0]):
@@ -113,6 +122,11 @@ def summarize(rec, pair_bytes, grid_x):
             if rw[W_CISSUE]:  # 0 in records of builds before 2026-12-08
                 issued.append(at(rw[W_CISSUE], b, w))
             ends.append(at(rw[W_CEND], b, w))
+            if has_barrier and rw[W_CBAR]:
+                barrier_passed.append(at(rw[W_CBAR], b, w))
+                reductions.append(at(rw[W_CEND], b, w) - barrier_passed[-1])
+                if pairs:
+                    barrier_waits.append(barrier_passed[-1] - at(rw[W_CLOOP], b, w))
             if pairs == 0:
                 continue
             busy_warps += 1
@@ -151,14 +165,19 @@ def summarize(rec, pair_bytes, grid_x):
         "start_skew_us": max(starts),
         "x_ready_us": {"median": pct(x_ready, 50), "max": max(x_ready)},
         # when lane 0 had issued the warp's first ring fill (before x is staged)
-        "ring_issued_us": ({"median": pct(issued, 50), "max": max(issued)} if issued
-                           else None),
+        "ring_issued_us": stats(issued),
         "ready_us": {str(q): pct(ready, q) for q in (0, 10, 50, 90, 100)},
         "ready_10_90_gbs": window_gbs,
         "warp_wait_us": {"median": pct(waits, 50), "max": max(waits) if waits else 0.0},
         "warp_compute_us": {"median": pct(computes, 50), "max": max(computes) if computes else 0.0},
         "last_pair_done_us": {"median": pct(loop_ends, 50), "max": max(loop_ends)},
         "tail_us": {"median": pct(tails, 50), "max": max(tails)},
+        # the tail in two: a busy warp's last pair done -> the cluster barrier
+        # passed, and the barrier -> the warp's end (the reduction and, by
+        # default, the second barrier); None without a split or in older records
+        "barrier_passed_us": stats(barrier_passed),
+        "barrier_wait_us": stats(barrier_waits),
+        "reduction_us": stats(reductions),
         # ~200 points of the sorted ready times, the last one always in
         "ready_curve_us": [float(v) for v in np.append(ready[: n - 1: max(1, n // 200)],
                                                         ready[-1:])],
@@ -204,7 +223,7 @@ def run(args):
         same = bool(mx.array_equal(plain, traced).item())
         pair_bytes = 16 * (plan["row_bytes"] + 2 * (plan["k_step"] // GS) * 2)
         summ = summarize(rec, pair_bytes, plan["split_k"])
-        summ.update(N=n, K=k, M=m, plan={f: plan[f] for f in PLAN_FIELDS},
+        summ.update(N=n, K=k, M=m, plan={f: plan.get(f) for f in PLAN_FIELDS},
                     traced_equals_plain=same, copy_gbs=copy_gbs)
         results.append(summ)
         print(f"{n}x{k} M={m} plan split {plan['split_k']} grid {plan['grid']} "
@@ -225,6 +244,12 @@ def run(args):
               f"(max {summ['warp_compute_us']['max']:.2f}) us; last pair done median "
               f"{summ['last_pair_done_us']['median']:.2f}, max {summ['last_pair_done_us']['max']:.2f}; "
               f"tail median {summ['tail_us']['median']:.2f}, max {summ['tail_us']['max']:.2f} us")
+        if summ["barrier_passed_us"]:
+            bp, bw, rd = summ["barrier_passed_us"], summ["barrier_wait_us"], summ["reduction_us"]
+            print(f"  cluster barrier passed: median {bp['median']:.2f}, max {bp['max']:.2f} us; "
+                  f"a warp's wait there (after its last pair) median {bw['median']:.2f}, max "
+                  f"{bw['max']:.2f}; reduction to its end median {rd['median']:.2f}, max "
+                  f"{rd['max']:.2f} us")
         if not same:
             print("  WARNING: the traced kernel's output differs from the plain one")
     payload = {

@@ -197,6 +197,7 @@ NB_MODULE(_ext, m) {
         d["grid"] = std::make_tuple(plan.grid[0], plan.grid[1], plan.grid[2]);
         d["block"] = plan.block;
         d["warps"] = plan.block / 32;
+        d["push_partials"] = plan.push_partials;
         d["tiles_per_block"] = plan.tiles_per_block;
         d["ring"] = plan.ring;
         d["row_bytes"] = plan.row_bytes;

@@ -364,6 +364,38 @@ def test_bulk_split_knob():
     assert eval(plan_under({knob: "2"}, expr)) == ("tensor_core_bulk", 2)
 
 
+def test_bulk_push_knob():
+    """MLX_KERNELS_QMM_BULK_PUSH=1 (a candidate, off by default) marks the bulk
+    plans with a split K as pushing their partial sums, with a partials region
+    of ceil(tiles_per_block / split) * split tiles (11008x4096: 21 tiles a
+    block over 4 ranks, room for 24); the split, grid, block and ring stay;
+    plans without a split and other kernels' plans are untouched."""
+    expr = ("[(lambda p: (p['kernel'], p['push_partials'], p['split_k'], p['grid'], p['block'], "
+            "p['ring'], p['tiles_per_block'], p['m_tiles'], p['smem']))("
+            "_ext.plan_cuda_quantized_matmul(M, N, K, 64, 4, True, dt, 132)) "
+            "for M, N, K, dt in ((1, 14336, 4096, 'float16'), (8, 4096, 14336, 'bfloat16'), "
+            "(16, 11008, 4096, 'float16'), (16, 128256, 4096, 'float16'), "
+            "(1, 151936, 1024, 'bfloat16'), (1, 1024, 1024, 'float16'), "
+            "(64, 4096, 4096, 'float16'))]")
+    knob = "MLX_KERNELS_QMM_BULK_PUSH"
+    off = eval(plan_under({knob: None}, expr))
+    on = eval(plan_under({knob: "1"}, expr))
+    assert [p[0] for p in off] == ["tensor_core_bulk"] * 5 + ["simt_small_m", "tensor_core"]
+    assert [p[2] > 1 for p in off[:5]] == [True] * 3 + [False] * 2  # bulk k splits
+    assert [p[1] for p in off] == [False] * 7
+    assert [p[1] for p in on] == [True] * 3 + [False] * 4
+    for a, b in zip(off[:3], on[:3]):
+        assert b[2:8] == a[2:8]  # split, grid, block, ring, tiles a block, m tiles
+        split, tpb, m_tiles = a[2], a[6], a[7]
+        region = lambda p: p[8][3] - p[8][2]  # noqa: E731  (ring offset - partials offset)
+        assert region(a) == tpb * m_tiles * 512
+        assert region(b) == -(-tpb // split) * split * m_tiles * 512
+        assert b[8][4] - a[8][4] == region(b) - region(a) and b[8][4] <= 227 * 1024
+    assert region(on[2]) > region(off[2])  # 21 tiles over 4 ranks: 24 tiles' room
+    assert on[3:] == off[3:]
+    assert [p[1] for p in eval(plan_under({knob: "0"}, expr))] == [False] * 7
+
+
 def test_tc_mma_order_by_tiles():
     """tc_qmm's mma order where each was measured faster, at one row tile:
     interleaved (1) at 2 or 8 tiles of x (M 9-16, M > 32), interleaved with a

@@ -15,15 +15,17 @@ sys.path.insert(0, str(BENCH))
 
 import trace_qmm_bulk as tq  # noqa: E402
 
-HEAD, PAIRS = 8, 4
+HEAD, PAIRS = 9, 4
 WORDS = HEAD + 2 * PAIRS
 
 
-def warp_record(gt0_ns, c0, ghz, x_at, pairs, end_at, loop_at=None, sm=0, issued_at=None):
+def warp_record(gt0_ns, c0, ghz, x_at, pairs, end_at, loop_at=None, sm=0, issued_at=None,
+                barrier_at=None):
     """One warp's words. Times are ns after the warp's own entry; the SM clock
     runs at `ghz` cycles a ns from c0. pairs: [(ready, done)] in ns."""
     cyc = lambda t: c0 + int(round(t * ghz))  # noqa: E731
     w = np.zeros(WORDS, dtype=np.uint64)
+    w[8] = cyc(barrier_at) if barrier_at is not None else 0
     w[0], w[1], w[2] = gt0_ns, c0, cyc(x_at)
     w[3] = cyc(loop_at if loop_at is not None else (pairs[-1][1] if pairs else x_at))
     w[4], w[5] = cyc(end_at), gt0_ns + end_at
@@ -44,13 +46,14 @@ def two_blocks():
     # Block 0 (2 GHz): warp 0 waits 1000 ns for each stage and computes 500 ns;
     # warp 1 has no pairs. Block 1 (1 GHz) enters 200 ns later, its warp 0
     # finds both stages ready (no wait). Kernel end: block 1 at 200 + 4000 ns.
+    # The cluster barrier passes at 3.4 us (from t = 0) in both blocks.
     b0 = [warp_record(10_000, 5_000, 2.0, 300, [(1300, 1800), (2800, 3300)], 3600, sm=3,
-                      issued_at=250),
-          warp_record(10_000, 5_000, 2.0, 300, [], 3600, sm=3, issued_at=100)]
+                      issued_at=250, barrier_at=3400),
+          warp_record(10_000, 5_000, 2.0, 300, [], 3600, sm=3, issued_at=100, barrier_at=3400)]
     b1 = [warp_record(10_200, 90_000, 1.0, 400, [(400, 900), (900, 1400), (1400, 1900),
                                                    (1900, 2400), (2400, 2900)], 4000, sm=7,
-                      issued_at=350),
-          warp_record(10_200, 90_000, 1.0, 400, [], 4000, sm=7, issued_at=150)]
+                      issued_at=350, barrier_at=3200),
+          warp_record(10_200, 90_000, 1.0, 400, [], 4000, sm=7, issued_at=150, barrier_at=3200)]
     return record([b0, b1])
 
 
@@ -81,6 +84,15 @@ def test_summary_of_known_times():
     # first ring fills issued at 0.25, 0.1, 0.55 (200 + 350 ns), 0.35 us
     assert s["ring_issued_us"]["max"] == pytest.approx(0.55)
     assert s["ring_issued_us"]["median"] == pytest.approx(0.3)
+    # the barrier: passed at 3.4 us everywhere; block 0's busy warp waited
+    # there 3.4 - 3.3 = 0.1 us, block 1's 3.4 - 3.1 = 0.3; the reduction to a
+    # warp's end: block 0 3.6 - 3.4 = 0.2 us, block 1 4.2 - 3.4 = 0.8
+    assert s["barrier_passed_us"]["median"] == pytest.approx(3.4)
+    assert s["barrier_passed_us"]["max"] == pytest.approx(3.4)
+    assert s["barrier_wait_us"]["max"] == pytest.approx(0.3)
+    assert s["barrier_wait_us"]["median"] == pytest.approx(0.2)
+    assert s["reduction_us"]["max"] == pytest.approx(0.8)
+    assert s["reduction_us"]["median"] == pytest.approx(0.5)
 
 
 def test_records_without_the_issue_point():
@@ -90,6 +102,22 @@ def test_records_without_the_issue_point():
     words[:, 7] = 0
     s = tq.summarize(dict(rec, data=words.tobytes()), pair_bytes=1000, grid_x=2)
     assert s["ring_issued_us"] is None and s["span_us"] == pytest.approx(4.2)
+
+
+def test_records_without_the_barrier_point():
+    """No split (word 8 zero), and records of the 8-word head (builds before
+    2026-12-08, pair 0 at word 8): no barrier entries, the pairs as before."""
+    rec = two_blocks()
+    words = np.frombuffer(rec["data"], dtype="<u8").copy().reshape(-1, WORDS)
+    words[:, 8] = 0
+    s = tq.summarize(dict(rec, data=words.tobytes()), pair_bytes=1000, grid_x=1)
+    assert s["barrier_passed_us"] is None and s["reduction_us"] is None
+    assert s["barrier_wait_us"] is None and s["pairs"] == 7
+    old = np.delete(np.frombuffer(rec["data"], dtype="<u8").reshape(-1, WORDS), 8, axis=1)
+    s8 = tq.summarize(dict(rec, head_words=8, words_per_warp=WORDS - 1,
+                           data=old.astype("<u8").tobytes()), pair_bytes=1000, grid_x=2)
+    assert s8["barrier_passed_us"] is None
+    assert s8["ready_curve_us"] == pytest.approx([0.6, 1.1, 1.3, 1.6, 2.1, 2.8])
 
 
 def test_missing_or_empty_records_fail_loudly():
@@ -125,8 +153,8 @@ def test_parse_cases():
 def test_trace_bindings():
     """On a CUDA build: the traced bulk kernel computes what the plain one does,
     bit for bit, and its record accounts for every (tile, stage) pair, on a
-    plan with a cluster split (one SM) and one with the ring wrapping around
-    (four SMs); elsewhere the reader raises a clear NotImplementedError."""
+    plan with a cluster split (one SM; its barrier point recorded) and one
+    with the ring wrapping around (four SMs); elsewhere the reader raises a clear NotImplementedError."""
     import mlx.core as mx
 
     import mlx_kernels as mk
@@ -160,6 +188,8 @@ def test_trace_bindings():
             tiles, stages = -(-N // 16), K // 512
             assert summary["pairs"] == tiles * stages, (sms, summary["pairs"], tiles * stages)
             assert summary["span_us"] > 0 and summary["busy_warps"] >= 1
+            # the cluster barrier's time is recorded where K is split, only there
+            assert (summary["barrier_passed_us"] is not None) == (rec["grid"][0] > 1), sms
     finally:
         _ext.set_cuda_quantized_matmul_bulk_trace(False)
         _ext.set_cuda_quantized_matmul_plan_sms(0)

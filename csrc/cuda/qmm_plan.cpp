@@ -90,6 +90,13 @@ const int64_t kBulkMinRingKnob = std::min<int64_t>(tuning("MLX_KERNELS_QMM_MIN_R
 // (session 13, 14336x4096 with balanced blocks, below: one k part of 7 warps
 // 4-6% slower than two k parts of 14: no split-K reduction does not pay).
 const int64_t kBulkForcedSplit = tuning("MLX_KERNELS_QMM_BULK_SPLIT", 0);
+// Candidate (MLX_KERNELS_QMM_BULK_PUSH=1, off by default; not yet run on a
+// GPU): kBulkPushPartials (qmm_plan.h). Session 28's trace (H100,
+// benchmarks/results/qmm_h200_notes.md): on the split shapes the kernel ends
+// ~2 us after the last warp's last pair (14336x4096 M = 1: 18.2 -> 20.3 us),
+// the cluster barrier, the remote reads of the partial sums and a second
+// barrier; this leaves the first barrier and local reads.
+const bool kBulkPushPartialsKnob = knob_in("MLX_KERNELS_QMM_BULK_PUSH", 0, 1, 0) != 0;
 // The k-slice kernel for small weights at M <= 16 (MLX_KERNELS_QMM_KSLICE=0
 // turns it off, for an A/B on one build) and the most warps a block
 // (MLX_KERNELS_QMM_KSLICE_WARPS, 1 .. kKSliceMaxWarps; K then takes at most
@@ -220,8 +227,9 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       const int64_t off_x = kBulkBarrierBytes;
       const int64_t off_xsum = align128(off_x + x_rows * x_pitch);
       const int64_t off_part = align128(off_xsum + 2 * x_rows * spp * groups_per_stage * 2);
-      const int64_t off_ring =
-          align128(off_part + (split > 1 ? tpb * m_tiles * 4 * 32 * 4 : 0));
+      const bool push = kBulkPushPartialsKnob && split > 1;
+      const int64_t partial_tiles = push ? ceil_div(tpb, split) * split : split > 1 ? tpb : 0;
+      const int64_t off_ring = align128(off_part + partial_tiles * m_tiles * 4 * 32 * 4);
       const int64_t stages_a_warp = ceil_div(tpb, warps) * spp;
       int64_t ring = std::min<int64_t>(kBulkRing, stages_a_warp);
       while (ring > 0 && off_ring + warps * ring * slot_bytes > kBulkMaxSmem) {
@@ -252,6 +260,7 @@ bool plan_bulk(const QmmParams& p, int num_sms, const int* cluster_capacity, Qmm
       plan.smem_x = static_cast<int>(off_x);
       plan.smem_xsum = static_cast<int>(off_xsum);
       plan.smem_partials = static_cast<int>(off_part);
+      plan.push_partials = push;
       plan.smem_ring = static_cast<int>(off_ring);
       plan.smem_bytes = static_cast<int>(off_ring + warps * ring * slot_bytes);
       plan.grid[0] = split;

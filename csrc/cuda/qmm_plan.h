@@ -56,6 +56,10 @@ struct QmmPlan {
   // Byte offsets of the shared-memory regions (see quantized_matmul.cu).
   int smem_x = 0, smem_xsum = 0, smem_partials = 0, smem_ring = 0;
   int smem_bytes = 0; // dynamic shared memory a block
+  // kBulkPushPartials (a candidate, split_k > 1 only): the partials region
+  // holds ceil(tiles_per_block / split_k) * split_k tiles' sums (the ranks'
+  // sums of the block's own tiles) instead of tiles_per_block.
+  bool push_partials = false;
 };
 
 constexpr int kTcWarps = 4;
@@ -129,6 +133,12 @@ void set_qmm_bulk_omit(int mask); // 0 .. kBulkOmitAll (checked by the caller)
 // (kernel and buffer layout: kBulkTrace* in quantized_matmul.cu). Its results
 // are right; only float16 x and 4-bit weights have it, and omit must be 0.
 constexpr int kBulkTrace = 8; // a kernel variant bit next to the omit bits
+// A candidate (MLX_KERNELS_QMM_BULK_PUSH=1, QmmPlan::push_partials; off by
+// default): with a split K, each block writes a finished tile's partial sums
+// into the shared memory of the rank that stores the tile, so that after the
+// one cluster barrier every rank adds local sums and leaves (the default
+// reads the other ranks' sums after the barrier and waits on a second one).
+constexpr int kBulkPushPartials = 32;
 bool qmm_bulk_trace();
 void set_qmm_bulk_trace(bool on);
 

@@ -793,9 +793,11 @@ struct BulkArgs {
 // staged (after the block barrier), [3] after the last pair's math, [4] at the
 // end (after the cluster reduction), [5] %globaltimer at the end, [6] the SM
 // id | the warp's pair count << 32, [7] clock64 once lane 0 has issued the
-// first ring fill (before x is staged); then for pair i < kTraceMaxPairs
-// [8 + 2 i] clock64 when its stage had arrived, [9 + 2 i] when its math was done.
-constexpr int kTraceHead = 8;
+// first ring fill (before x is staged), [8] clock64 once the cluster barrier
+// before the split-K reduction has passed (0 without a split); then for pair
+// i < kTraceMaxPairs [9 + 2 i] clock64 when its stage had arrived, [10 + 2 i]
+// when its math was done.
+constexpr int kTraceHead = 9;
 constexpr int kTraceMaxPairs = 64;
 constexpr int kTraceWords = kTraceHead + 2 * kTraceMaxPairs;
 constexpr int kTraceMaxBlocks = 1024;
@@ -902,7 +904,9 @@ __device__ __forceinline__ int x_piece_slot(int p, int c) {
 
 // kVariant (qmm_plan.h): 0, the kernel; or, for measurement only, the parts
 // of the kernel left out (kBulkOmit*) so that ncu can time the rest
-// (benchmarks/ncu_qmm_omit.py; the output is then wrong).
+// (benchmarks/ncu_qmm_omit.py; the output is then wrong), or the trace
+// (kBulkTrace); or the candidate kBulkPushPartials (the split-K partial sums
+// written into the owning block's shared memory as each tile ends).
 template <typename T, int bits, int MT, int kVariant = 0>
 __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     tc_qmm_bulk_kernel(const __grid_constant__ BulkArgs a) {
@@ -920,6 +924,7 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   const int c = lane % 4;
   const int warps = int(blockDim.x) / 32;
   constexpr bool kTrace = (kVariant & kBulkTrace) != 0;
+  constexpr bool kPush = (kVariant & kBulkPushPartials) != 0;
   unsigned long long* trace = kTrace && lane == 0
       ? a.trace + (size_t(blockIdx.y * gridDim.x + blockIdx.x) * kBulkWarps + warp) * kTraceWords
       : nullptr;
@@ -973,6 +978,13 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncwarp();
+  // kPush: blocks write each other's shared memory from their first finished
+  // tile on, which is allowed once every block of the cluster has started:
+  // each thread arrives here and waits once x is staged (all but free: the
+  // blocks start together and x takes microseconds).
+  if constexpr (kPush) {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+  }
 
   // Pair i of this warp (tile i / st_count, stage i % st_count of the k part)
   // into slot i % ring (lane 0 only).
@@ -1089,9 +1101,16 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     }
   }
   __syncthreads();
+  if constexpr (kPush) {
+    asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+  }
   stamp(2);
 
   constexpr int kAccFloats = MT * 4 * 32;
+  // Split-K partial sums (a.split > 1). Default: tile lt's at lt * kAccFloats
+  // of the block's own buffer, read by the owning rank after the cluster
+  // barrier. kPush: rank q's sums of tile lt = r + split * j (owned by rank r)
+  // go straight into rank r's buffer at (j * split + q) * kAccFloats.
   float* partials = reinterpret_cast<float*>(smem + a.smem_partials);
   T* out = static_cast<T*>(a.out);
   // Two accumulator sets (even and odd mmas of a chunk), added at the end of
@@ -1175,13 +1194,25 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
       // The tile is done: store it (one k part) or keep its partial sums.
       const int lt = warp + warps * tl; // tile within the block
       const int64_t n0 = int64_t(tile_begin + lt) * 16;
+      float* push_dst = nullptr;
+      if constexpr (kPush) {
+        if (a.split > 1) {
+          cg::cluster_group cluster = cg::this_cluster();
+          push_dst = cluster.map_shared_rank(partials, lt % a.split) +
+              ((lt / a.split) * a.split + int(cluster.block_rank())) * kAccFloats;
+        }
+      }
 #pragma unroll
       for (int t = 0; t < MT; ++t)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float v = acc[t][e] + acc2[t][e];
           if (a.split > 1) {
-            partials[lt * kAccFloats + (t * 4 + e) * 32 + lane] = v;
+            if constexpr (kPush) {
+              push_dst[(t * 4 + e) * 32 + lane] = v;
+            } else {
+              partials[lt * kAccFloats + (t * 4 + e) * 32 + lane] = v;
+            }
           } else {
             // c0, c1 -> (n = row g, m = 2c, 2c+1); c2, c3 -> (row g + 8).
             const int64_t n = n0 + g + 8 * (e / 2);
@@ -1203,42 +1234,73 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
   if (!(kVariant & kBulkOmitReduce) && a.split > 1) {
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();
-    const int rank = int(cluster.block_rank());
-    const int ntiles = tile_end - tile_begin;
-    // All the block's threads share the rank's (tile, float) pairs, each
-    // pair's remote reads issued before any is added, pairs of rows past M
-    // or columns past N skipped (M = 1: 16 of a tile's 128). Session 7's loop
-    // (one tile at a time, 128 of 512 threads, every pair read) cost 2-3.5
-    // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8).
+    stamp(8);
     constexpr int kMaxSplit = 8; // a portable cluster
-    const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
-    const float* rank_partials[kMaxSplit];
+    if constexpr (kPush) {
+      // Every rank's sums of this block's tiles are here already: add them in
+      // rank order (the default's order: the same output) and store; no block
+      // reads another's shared memory after the barrier, so none waits again.
+      const int rank = int(cluster.block_rank());
+      const int mine = (tile_end - tile_begin - rank + a.split - 1) / a.split; // tiles
+      for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
+        const int j = idx / kAccFloats;
+        const int f = idx - j * kAccFloats;
+        int64_t n, m;
+        partial_coords(f, tile_begin + rank + a.split * j, n, m);
+        if (n < a.N && m < a.M) {
+          const float* sums = partials + j * a.split * kAccFloats + f;
+          float part[kMaxSplit];
 #pragma unroll
-    for (int q = 0; q < kMaxSplit; ++q) {
-      rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
-    }
-    for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
-      const int lt = rank + a.split * (idx / kAccFloats);
-      const int f = idx % kAccFloats;
-      int64_t n, m;
-      partial_coords(f, tile_begin + lt, n, m);
-      if (n < a.N && m < a.M) {
-        float part[kMaxSplit];
-#pragma unroll
-        for (int q = 0; q < kMaxSplit; ++q) {
-          part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
-        }
-        float v = 0.f;
-#pragma unroll
-        for (int q = 0; q < kMaxSplit; ++q) {
-          if (q < a.split) {
-            v += part[q];
+          for (int q = 0; q < kMaxSplit; ++q) {
+            part[q] = q < a.split ? sums[q * kAccFloats] : 0.f;
           }
+          float v = 0.f;
+#pragma unroll
+          for (int q = 0; q < kMaxSplit; ++q) {
+            if (q < a.split) {
+              v += part[q];
+            }
+          }
+          out[m * a.N + n] = from_f<T>(v);
         }
-        out[m * a.N + n] = from_f<T>(v);
       }
+    } else {
+      const int rank = int(cluster.block_rank());
+      const int ntiles = tile_end - tile_begin;
+      // All the block's threads share the rank's (tile, float) pairs, each
+      // pair's remote reads issued before any is added, pairs of rows past M
+      // or columns past N skipped (M = 1: 16 of a tile's 128). Session 7's loop
+      // (one tile at a time, 128 of 512 threads, every pair read) cost 2-3.5
+      // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8).
+      const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
+      const float* rank_partials[kMaxSplit];
+#pragma unroll
+      for (int q = 0; q < kMaxSplit; ++q) {
+        rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
+      }
+      for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
+        const int lt = rank + a.split * (idx / kAccFloats);
+        const int f = idx % kAccFloats;
+        int64_t n, m;
+        partial_coords(f, tile_begin + lt, n, m);
+        if (n < a.N && m < a.M) {
+          float part[kMaxSplit];
+#pragma unroll
+          for (int q = 0; q < kMaxSplit; ++q) {
+            part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
+          }
+          float v = 0.f;
+#pragma unroll
+          for (int q = 0; q < kMaxSplit; ++q) {
+            if (q < a.split) {
+              v += part[q];
+            }
+          }
+          out[m * a.N + n] = from_f<T>(v);
+        }
+      }
+      cluster.sync(); // no block leaves while another reads its partial sums
     }
-    cluster.sync(); // no block leaves while another reads its partial sums
   }
   stamp(4);
   if constexpr (kTrace) {
@@ -1589,8 +1651,9 @@ void encode_bulk_maps(
   }
 }
 
-// The bulk kernel, or an omit or trace variant (measurement only,
-// qmm_plan.h): compiled for float16 x and 4-bit weights only.
+// The bulk kernel or its push-partials candidate, for every x type and bit
+// width; the omit and trace variants (measurement only, qmm_plan.h) for
+// float16 x and 4-bit weights only, the trace also with the candidate.
 template <typename T, int bits, int MT, int... kVariants>
 const void* bulk_kernel_for(int variant, std::integer_sequence<int, kVariants...>) {
   const void* k = nullptr;
@@ -1604,16 +1667,19 @@ template <typename T, int bits>
 const void* bulk_kernel(const QmmPlan& plan, int omit, bool trace) {
   using Variants = std::conditional_t<
       std::is_same_v<T, __half> && bits == 4,
-      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7, kBulkTrace>,
-      std::integer_sequence<int, 0>>;
-  static_assert(kBulkOmitAll == 7 && kBulkTrace == 8);
-  const int variant = omit | (trace ? kBulkTrace : 0);
+      std::integer_sequence<int, 0, 1, 2, 3, 4, 5, 6, 7, kBulkTrace, kBulkPushPartials,
+                            kBulkPushPartials | kBulkTrace>,
+      std::integer_sequence<int, 0, kBulkPushPartials>>;
+  static_assert(kBulkOmitAll == 7 && kBulkTrace == 8 && kBulkPushPartials == 32);
+  const int variant =
+      omit | (trace ? kBulkTrace : 0) | (plan.push_partials ? kBulkPushPartials : 0);
   const void* k = plan.m_tiles == 1 ? bulk_kernel_for<T, bits, 1>(variant, Variants{})
                                     : bulk_kernel_for<T, bits, 2>(variant, Variants{});
   if (!k) {
     throw std::runtime_error(
         "mlx_kernels CUDA: the bulk kernel's omit and trace variants (measurement only) exist "
-        "for float16 x and 4-bit weights only, and not both at once");
+        "for float16 x and 4-bit weights only, not both at once, and not omits with the "
+        "push-partials candidate");
   }
   return k;
 }
