@@ -307,6 +307,65 @@ def test_candidates_ab_script_without_settings(tmp_path):
     assert "./ab.log" in names and not any(n.startswith(("./attn_", "./q/")) for n in names)
 
 
+# benchmarks/tools/bulk_candidates_call.sh: one device call for the bulk
+# kernel's candidates, driving run_h200.sh and candidates_ab.sh (stand-ins that
+# log what they were given).
+CALL_LOGGER = """import os, sys
+keys = ("STAGES", "OUT", "BASE_TREE", "PACK", "QMM_SETTINGS", "QMM_ARGS", "TEST_ENV", "TEST_K",
+        "TEST_FILES", "DEADLINE", "TEST_T", "MLX_KERNELS_QMM_BULK_PRODUCER",
+        "MLX_KERNELS_QMM_BULK_PUSH")
+with open(os.environ["CALL_LOG"], "a") as f:
+    f.write(sys.argv[1] + " " + repr({k: os.environ[k] for k in keys if k in os.environ}) + "\\n")
+print(sys.argv[1], "ran")
+"""
+
+
+def run_bulk_call(tmp_path, deadline):
+    logger = tmp_path / "logger.py"
+    logger.write_text(CALL_LOGGER)
+    log = tmp_path / "calls.log"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MLX_KERNELS_") and k not in ("TEST_ENV", "QMM_SETTINGS")}
+    env.update(OUT=str(tmp_path / "out"), CALL_LOG=str(log), DEADLINE=str(deadline),
+               RUNNER=f"{sys.executable} {logger} runner", AB=f"{sys.executable} {logger} ab")
+    r = subprocess.run(["bash", str(BENCH / "tools" / "bulk_candidates_call.sh")],
+                       capture_output=True, text=True, cwd=BENCH.parent, env=env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    return r.stdout, [(who, eval(kv)) for who, kv in calls]
+
+
+def test_bulk_candidates_call(tmp_path):
+    """The builds (main as the base) with the defaults' trace, a trace with
+    each candidate, the A/B of main, this tree's defaults, the producer, the
+    push and main again with the producer's parity, then the push's parity in
+    the time left."""
+    out, calls = run_bulk_call(tmp_path, 560)
+    assert [who for who, _ in calls] == ["runner", "runner", "runner", "ab", "runner"], out
+    build, t_prod, t_push, ab, push_tests = (env for _, env in calls)
+    assert build["STAGES"] == "basebuild build trace" and build["BASE_TREE"] == ".basetree"
+    assert t_prod["STAGES"] == t_push["STAGES"] == "trace"
+    assert t_prod.get("MLX_KERNELS_QMM_BULK_PRODUCER") == "1"
+    assert "MLX_KERNELS_QMM_BULK_PUSH" not in t_prod
+    assert t_push.get("MLX_KERNELS_QMM_BULK_PUSH") == "1"
+    assert "MLX_KERNELS_QMM_BULK_PRODUCER" not in t_push
+    assert len({build["OUT"], t_prod["OUT"], t_push["OUT"]}) == 3
+    base = "PROJ_PYTHONPATH=/tmp/projbase:/tmp/site"
+    assert ab["QMM_SETTINGS"] == (f"{base};-;MLX_KERNELS_QMM_BULK_PRODUCER=1;"
+                                  f"MLX_KERNELS_QMM_BULK_PUSH=1;{base}")
+    assert ab["TEST_ENV"] == "MLX_KERNELS_QMM_BULK_PRODUCER=1"
+    assert 400 <= int(ab["DEADLINE"]) <= 460  # 100 s kept for the push's parity
+    assert push_tests["STAGES"] == "test" and push_tests["TEST_ENV"] == "MLX_KERNELS_QMM_BULK_PUSH=1"
+    assert 500 <= int(push_tests["TEST_T"]) <= 560 and "push" in push_tests["TEST_K"]
+
+
+def test_bulk_candidates_call_out_of_time(tmp_path):
+    """No time left after the A/B: the push's parity is not started."""
+    out, calls = run_bulk_call(tmp_path, 30)
+    assert [who for who, _ in calls] == ["runner", "runner", "runner", "ab"], out
+    assert "the push's parity" not in out
+
+
 # benchmarks/tools/ncu_raw_stalls.py: the stall reasons of an ncu raw page.
 sys.path.insert(0, str(BENCH / "tools"))
 import ncu_raw_stalls as nrs  # noqa: E402
