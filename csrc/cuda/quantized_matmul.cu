@@ -1235,70 +1235,47 @@ __global__ void __launch_bounds__(32 * kBulkWarps, 1)
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();
     stamp(8);
+    const int rank = int(cluster.block_rank());
+    const int ntiles = tile_end - tile_begin;
+    // All the block's threads share the rank's (tile, float) pairs, each
+    // pair's remote reads issued before any is added, pairs of rows past M
+    // or columns past N skipped (M = 1: 16 of a tile's 128). Session 7's loop
+    // (one tile at a time, 128 of 512 threads, every pair read) cost 2-3.5
+    // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8). kPush: every
+    // rank's sums of the rank's tiles are in its own buffer already (rank
+    // q's of tile lt at (lt - rank + q) * kAccFloats): local reads, the same
+    // order of additions (the same output).
     constexpr int kMaxSplit = 8; // a portable cluster
-    if constexpr (kPush) {
-      // Every rank's sums of this block's tiles are here already: add them in
-      // rank order (the default's order: the same output) and store; no block
-      // reads another's shared memory after the barrier, so none waits again.
-      const int rank = int(cluster.block_rank());
-      const int mine = (tile_end - tile_begin - rank + a.split - 1) / a.split; // tiles
-      for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
-        const int j = idx / kAccFloats;
-        const int f = idx - j * kAccFloats;
-        int64_t n, m;
-        partial_coords(f, tile_begin + rank + a.split * j, n, m);
-        if (n < a.N && m < a.M) {
-          const float* sums = partials + j * a.split * kAccFloats + f;
-          float part[kMaxSplit];
+    const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
+    const float* rank_partials[kMaxSplit];
 #pragma unroll
-          for (int q = 0; q < kMaxSplit; ++q) {
-            part[q] = q < a.split ? sums[q * kAccFloats] : 0.f;
-          }
-          float v = 0.f;
+    for (int q = 0; q < kMaxSplit; ++q) {
+      rank_partials[q] = kPush ? partials + q * kAccFloats
+          : q < a.split        ? cluster.map_shared_rank(partials, q)
+                               : partials;
+    }
+    for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
+      const int lt = rank + a.split * (idx / kAccFloats);
+      const int f = idx % kAccFloats;
+      int64_t n, m;
+      partial_coords(f, tile_begin + lt, n, m);
+      if (n < a.N && m < a.M) {
+        float part[kMaxSplit];
 #pragma unroll
-          for (int q = 0; q < kMaxSplit; ++q) {
-            if (q < a.split) {
-              v += part[q];
-            }
-          }
-          out[m * a.N + n] = from_f<T>(v);
+        for (int q = 0; q < kMaxSplit; ++q) {
+          part[q] = q < a.split ? rank_partials[q][(kPush ? lt - rank : lt) * kAccFloats + f] : 0.f;
         }
-      }
-    } else {
-      const int rank = int(cluster.block_rank());
-      const int ntiles = tile_end - tile_begin;
-      // All the block's threads share the rank's (tile, float) pairs, each
-      // pair's remote reads issued before any is added, pairs of rows past M
-      // or columns past N skipped (M = 1: 16 of a tile's 128). Session 7's loop
-      // (one tile at a time, 128 of 512 threads, every pair read) cost 2-3.5
-      // us of the 33 MB shapes' 22 (ncu_qmm_omit.py, session 8).
-      const int mine = (ntiles - rank + a.split - 1) / a.split; // tiles
-      const float* rank_partials[kMaxSplit];
+        float v = 0.f;
 #pragma unroll
-      for (int q = 0; q < kMaxSplit; ++q) {
-        rank_partials[q] = q < a.split ? cluster.map_shared_rank(partials, q) : partials;
-      }
-      for (int idx = threadIdx.x; idx < mine * kAccFloats; idx += blockDim.x) {
-        const int lt = rank + a.split * (idx / kAccFloats);
-        const int f = idx % kAccFloats;
-        int64_t n, m;
-        partial_coords(f, tile_begin + lt, n, m);
-        if (n < a.N && m < a.M) {
-          float part[kMaxSplit];
-#pragma unroll
-          for (int q = 0; q < kMaxSplit; ++q) {
-            part[q] = q < a.split ? rank_partials[q][lt * kAccFloats + f] : 0.f;
+        for (int q = 0; q < kMaxSplit; ++q) {
+          if (q < a.split) {
+            v += part[q];
           }
-          float v = 0.f;
-#pragma unroll
-          for (int q = 0; q < kMaxSplit; ++q) {
-            if (q < a.split) {
-              v += part[q];
-            }
-          }
-          out[m * a.N + n] = from_f<T>(v);
         }
+        out[m * a.N + n] = from_f<T>(v);
       }
+    }
+    if constexpr (!kPush) {
       cluster.sync(); // no block leaves while another reads its partial sums
     }
   }
