@@ -12,6 +12,8 @@ import argparse
 import csv
 import sys
 
+from ncu_raw_stalls import number
+
 
 def kernels(path):
     """[(kernel name, header, rows)] in the order of the export."""
@@ -30,10 +32,7 @@ def kernels(path):
 
 
 def num(v):
-    try:
-        return float(v.replace(",", ""))
-    except (ValueError, AttributeError):
-        return 0.0
+    return number(v) or 0.0  # an empty or text cell counts as no samples
 
 
 def top(name, header, rows, n):

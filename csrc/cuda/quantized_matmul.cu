@@ -61,6 +61,7 @@
 #include <mutex>
 #include <unordered_map>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <stdexcept>
 #include <utility>
@@ -1679,7 +1680,9 @@ unsigned long long* bulk_trace_for_launch(const QmmPlan& plan) {
   BulkTrace& t = bulk_trace();
   std::lock_guard<std::mutex> lock(t.mutex);
   if (plan.grid[0] * plan.grid[1] * plan.grid[2] > kTraceMaxBlocks) {
-    throw std::runtime_error("mlx_kernels CUDA: the bulk trace holds at most 1024 blocks");
+    throw std::runtime_error(
+        "mlx_kernels CUDA: the bulk trace holds at most " + std::to_string(kTraceMaxBlocks) +
+        " blocks");
   }
   const size_t bytes = size_t(kTraceMaxBlocks) * kBulkWarps * kTraceWords * 8;
   if (!t.words) {
